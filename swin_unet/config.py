@@ -1,0 +1,287 @@
+"""Typed configuration: dataclasses filled from YAML files and ``--set key=value`` overrides.
+
+A config is read in three layers, each overriding the one before: the defaults below, a YAML
+file (``configs/<dataset>.yaml`` or the user's ``--config``), then ``--set`` overrides with
+dotted keys and YAML values (``--set model.depths=[2,2,2,2]``). Unknown keys and values of the
+wrong type raise :class:`~swin_unet.errors.InputError` naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+from .errors import InputError
+
+__all__ = [
+    "ModelConfig",
+    "DataConfig",
+    "TrainConfig",
+    "InferenceConfig",
+    "Config",
+    "load_config",
+    "config_from_dict",
+    "config_to_dict",
+    "apply_overrides",
+    "save_config",
+]
+
+
+@dataclass
+class ModelConfig:
+    """The network's hyper-parameters; the defaults are the paper's "tiny lite" model."""
+
+    img_size: Union[int, list[int]] = 224
+    in_chans: int = 1
+    num_classes: int = 9
+    embed_dim: int = 96
+    depths: list[int] = field(default_factory=lambda: [2, 2, 2, 2])
+    num_heads: list[int] = field(default_factory=lambda: [3, 6, 12, 24])
+    window_size: int = 7
+    patch_size: int = 4
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    drop_rate: float = 0.0
+    attn_drop_rate: float = 0.0
+    drop_path_rate: float = 0.1
+    # "auto" (SDPA on CUDA, explicit math on CPU), "sdpa" or "explicit".
+    attention: str = "auto"
+    # Recompute each stage in the backward pass instead of storing its activations.
+    grad_checkpoint: bool = False
+
+
+@dataclass
+class DataConfig:
+    """Where the data is and how it is read; splits default to the data set's standard one."""
+
+    root: Optional[str] = None
+    # "auto" detects the layout from the files under root.
+    layout: str = "auto"
+    train_cases: Optional[list[str]] = None
+    val_cases: Optional[list[str]] = None
+    test_cases: Optional[list[str]] = None
+    num_workers: int = 2
+    # "auto" (from the data set / modality), "ct" (clip to ct_window, scale to [0, 1]),
+    # "zscore" or "minmax" (per volume).
+    intensity: str = "auto"
+    ct_window: list[float] = field(default_factory=lambda: [-125.0, 275.0])
+    # dtype of cached, resized training volumes: "float16" or "float32".
+    cache_dtype: str = "float16"
+    augment: bool = True
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation recipe; the defaults are the published Synapse recipe."""
+
+    epochs: int = 150
+    batch_size: int = 24
+    base_lr: float = 0.05
+    # base_lr is for this global batch size; the lr used scales linearly with the real one.
+    base_batch_size: int = 24
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    # "poly" (per iteration, power poly_power) or "cosine" (with warmup_epochs of linear warm-up).
+    schedule: str = "poly"
+    poly_power: float = 0.9
+    warmup_epochs: int = 0
+    ce_weight: float = 0.4
+    dice_weight: float = 0.6
+    seed: int = 1234
+    val_every: int = 10
+    val_hd95: bool = False
+    amp: bool = False
+    compile: bool = False
+
+
+@dataclass
+class InferenceConfig:
+    """How volumes are segmented and scored."""
+
+    batch_size: int = 16
+    # "mm": spacing-aware metrics with sound empty-mask rules; "paper": the published ones.
+    metric_mode: str = "mm"
+    tta: bool = False
+
+
+@dataclass
+class Config:
+    """Everything a run needs; written to OUTPUT/config.yaml and stored in checkpoints."""
+
+    dataset: str = "synapse"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and return it converted (int -> float)."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option, key)
+            except InputError as exc:
+                errors.append(exc)
+        raise InputError(f"config key '{key}': {value!r} is not a {_type_name(tp)}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise InputError(f"config key '{key}': {value!r} is not null")
+    if origin is list:
+        (item_type,) = typing.get_args(tp)
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise InputError(f"config key '{key}': expected a list, got {value!r}")
+        return [_coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise InputError(f"config key '{key}': expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise InputError(f"config key '{key}': expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise InputError(f"config key '{key}': expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)  # a case id such as 0001 read by YAML as a number
+        raise InputError(f"config key '{key}': expected a string, got {value!r}")
+    raise TypeError(f"unsupported config annotation {tp!r} for '{key}'")
+
+
+def _fill(cls: type, values: dict, prefix: str) -> Any:
+    """Build dataclass ``cls`` from ``values``, rejecting unknown keys."""
+    if not isinstance(values, dict):
+        raise InputError(f"config key '{prefix.rstrip('.') or '<root>'}': expected a mapping, "
+                         f"got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise InputError(f"unknown config key '{prefix}{unknown[0]}' "
+                         f"(known keys under '{prefix.rstrip('.') or 'the top level'}': "
+                         f"{', '.join(sorted(names))})")
+    kwargs = {}
+    for name, value in values.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _fill(tp, value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, tp, f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def config_to_dict(config: Config) -> dict:
+    """Plain nested dict of ``config`` (YAML- and checkpoint-safe)."""
+    return dataclasses.asdict(config)
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def config_from_dict(values: dict, base: Optional[Config] = None) -> Config:
+    """Config from a (possibly partial) nested dict layered over ``base`` (default: defaults).
+
+    Raises:
+        InputError: an unknown key or a value of the wrong type, naming the dotted key.
+    """
+    merged = _merge(config_to_dict(base or Config()), values or {})
+    return _fill(Config, merged, "")
+
+
+def apply_overrides(config: Config, overrides: list[str]) -> Config:
+    """Apply ``key=value`` overrides (dotted keys, YAML values) to ``config``.
+
+    Raises:
+        InputError: a malformed override, an unknown key or a value of the wrong type.
+    """
+    update: dict = {}
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise InputError(f"--set expects KEY=VALUE, got '{item}'")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise InputError(f"--set {key}: cannot parse value '{raw}': "
+                             f"{str(exc).splitlines()[0]}") from None
+        node = update
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise InputError(f"--set {key}: '{part}' is set twice as a value and a section")
+        node[parts[-1]] = value
+    # Validate each key's path first so an unknown key is named with its full dotted path.
+    defaults = config_to_dict(config)
+    for item in overrides or []:
+        key = item.partition("=")[0].strip()
+        node = defaults
+        for i, part in enumerate(key.split(".")):
+            if not isinstance(node, dict) or part not in node:
+                raise InputError(f"unknown config key '{key}'")
+            node = node[part]
+    return config_from_dict(update, base=config)
+
+
+def load_yaml(path: Union[str, Path]) -> dict:
+    """Read a YAML mapping, with errors that name the file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read config file ({exc.strerror or exc})") from None
+    try:
+        values = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(values, dict):
+        raise InputError(f"{path}: expected a YAML mapping at the top level")
+    return values
+
+
+def load_config(path: Union[str, Path, None] = None, overrides: Optional[list[str]] = None,
+                base: Optional[Config] = None) -> Config:
+    """Defaults, then the YAML file at ``path`` (if any), then ``overrides``."""
+    config = base or Config()
+    if path is not None:
+        try:
+            config = config_from_dict(load_yaml(path), base=config)
+        except InputError as exc:
+            if str(exc).startswith(str(path)):
+                raise
+            raise InputError(f"{path}: {exc}") from None
+    return apply_overrides(config, overrides or [])
+
+
+def save_config(config: Config, path: Union[str, Path]) -> None:
+    """Write ``config`` as YAML."""
+    Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))

@@ -1,0 +1,198 @@
+"""Loading the checkpoints users have: ImageNet Swin-T, original Swin-Unet, and this project's."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+
+__all__ = ["LoadReport", "read_checkpoint", "convert_state_dict", "load_pretrained"]
+
+logger = logging.getLogger(__name__)
+
+# Buffers saved by the original code that this model rebuilds from its size and window.
+_REBUILT_BUFFERS = ("relative_position_index", "attn_mask")
+_PREFIXES = ("module.", "swin_unet.")
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_pretrained` did with each tensor.
+
+    Attributes:
+        path: the file read.
+        source: "imagenet" (Swin classification encoder), "swin_unet" (a trained Swin-Unet from
+            the original code) or "project" (a checkpoint written by this project's training).
+        loaded: model keys filled from the file.
+        converted: model keys filled after a conversion, with what was done.
+        skipped: file keys not used, with the reason.
+        missing: model keys the file did not fill (they keep their initialisation).
+    """
+
+    path: str
+    source: str
+    loaded: list[str] = field(default_factory=list)
+    converted: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """A few lines for a log: counts, conversions, and the reasons for skips."""
+        lines = [f"{self.path}: {self.source} checkpoint; {len(self.loaded)} tensors loaded, "
+                 f"{len(self.converted)} converted, {len(self.skipped)} skipped, "
+                 f"{len(self.missing)} left at initialisation"]
+        lines += [f"  converted {k}: {why}" for k, why in self.converted.items()]
+        reasons: dict[str, list[str]] = {}
+        for key, why in self.skipped.items():
+            reasons.setdefault(why, []).append(key)
+        for why, keys in reasons.items():
+            lines.append(f"  skipped {len(keys)} ({why}): {', '.join(keys[:4])}"
+                         + (" ..." if len(keys) > 4 else ""))
+        if self.missing:
+            groups = sorted({re.sub(r"\.\d+\..*|\.(weight|bias)$", "", k) for k in self.missing})
+            lines.append(f"  not in the file: {', '.join(groups)}")
+        return "\n".join(lines)
+
+
+def read_checkpoint(path: Union[str, Path]) -> dict:
+    """Read a checkpoint with ``torch.load(weights_only=True)`` on the CPU.
+
+    Raises:
+        InputError: the file is missing, unreadable, not a PyTorch checkpoint, or not a dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: checkpoint file not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError,
+            OSError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: not a readable PyTorch checkpoint ({reason[:160]})") from None
+    if not isinstance(obj, dict):
+        raise InputError(f"{path}: not a checkpoint (holds a {type(obj).__name__}, "
+                         f"expected a dict of tensors)")
+    return obj
+
+
+def _state_dict_of(obj: dict, path: Path) -> tuple[dict, str]:
+    """The flat state dict inside ``obj`` and whether it is this project's own checkpoint."""
+    project = "model" in obj and "config" in obj
+    for key in ("model", "state_dict"):
+        if isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    state = {}
+    for key, value in obj.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        for prefix in _PREFIXES:
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+        state[key] = value
+    if not state:
+        raise InputError(f"{path}: holds no tensors (keys: {', '.join(list(obj)[:5])})")
+    if any(k.startswith("layers_up.") for k in state):
+        return state, "project" if project else "swin_unet"
+    if any(k.startswith("layers.") for k in state):
+        return state, "imagenet"
+    raise InputError(f"{path}: no Swin or Swin-Unet weights (first keys: "
+                     f"{', '.join(list(state)[:4])})")
+
+
+def convert_state_dict(state: dict, source: str, model: nn.Module,
+                       path: str = "<state dict>") -> tuple[dict, LoadReport]:
+    """Map a foreign state dict onto ``model``'s keys and shapes.
+
+    ImageNet encoders are mirrored into the decoder (encoder stage i -> up-stage
+    ``levels - 1 - i``, as the original Swin-Unet does), their head is dropped; a 3-channel
+    patch embedding is summed over its input channels for a 1-channel model (exactly what
+    repeating a grayscale slice 3 times computes). Tensors with no counterpart or another shape
+    are skipped and reported.
+
+    Returns:
+        (state dict to load into ``model``, report).
+    """
+    report = LoadReport(path=str(path), source=source)
+    target = model.state_dict()
+    levels = len(getattr(model, "depths", ())) or 4
+    candidates: dict[str, tuple[str, torch.Tensor]] = {}
+    for key, value in state.items():
+        if key.endswith(_REBUILT_BUFFERS):
+            report.skipped[key] = "buffer rebuilt by the model"
+            continue
+        if key.startswith("head."):
+            report.skipped[key] = "classification head"
+            continue
+        candidates.setdefault(key, (key, value))
+        match = re.match(r"layers\.(\d+)\.(blocks\..*)", key)
+        if source == "imagenet" and match:
+            mirror = f"layers_up.{levels - 1 - int(match.group(1))}.{match.group(2)}"
+            candidates.setdefault(mirror, (key, value))
+
+    out = {}
+    for name, (source_key, value) in candidates.items():
+        if name not in target:
+            if name == source_key:
+                report.skipped[name] = "no counterpart in the model"
+            continue
+        expected = target[name].shape
+        if (name == "patch_embed.proj.weight" and value.ndim == 4 and value.shape[1] == 3
+                and expected[1] == 1 and value.shape[0] == expected[0]):
+            value = value.sum(dim=1, keepdim=True)
+            report.converted[name] = "RGB kernels summed for a 1-channel input"
+        if value.shape != expected:
+            report.skipped[source_key if name == source_key else f"{source_key} -> {name}"] = (
+                f"shape {tuple(value.shape)} in the file, {tuple(expected)} in the model")
+            continue
+        out[name] = value
+        if name not in report.converted:
+            report.loaded.append(name)
+    report.missing = [k for k in target if k not in out]
+    return out, report
+
+
+def load_pretrained(model: nn.Module, path: Union[str, Path],
+                    strict: Optional[bool] = None) -> LoadReport:
+    """Load an ImageNet Swin-T, an original Swin-Unet or this project's checkpoint into ``model``.
+
+    Args:
+        model: a :class:`~swin_unet.model.SwinUnet`.
+        path: the checkpoint file.
+        strict: require every model tensor to be filled with the right shape. Default: True
+            for Swin-Unet checkpoints (original or ours), False for ImageNet encoders (the
+            decoder's expanding layers and output start from scratch by design).
+
+    Returns:
+        A :class:`LoadReport`.
+
+    Raises:
+        InputError: the file is not a checkpoint, or (strict) does not fit the model; the
+            message names the file and the first tensor that does not fit.
+    """
+    path = Path(path)
+    state, source = _state_dict_of(read_checkpoint(path), path)
+    converted, report = convert_state_dict(state, source, model, str(path))
+    if strict is None:
+        strict = source != "imagenet"
+    if strict:
+        problems = [f"{k}: {why}" for k, why in report.skipped.items()
+                    if why.startswith("shape") or why == "no counterpart in the model"]
+        problems += [f"{k}: not in the file" for k in report.missing]
+        if problems:
+            raise InputError(f"{path}: does not fit the model ({len(problems)} problems; first: "
+                             f"{problems[0]})")
+    if not converted:
+        raise InputError(f"{path}: no tensor fits the model ({report.summary().splitlines()[0]})")
+    model.load_state_dict(converted, strict=False)
+    logger.info(report.summary())
+    return report

@@ -1,0 +1,276 @@
+"""SwinUnet: Swin Transformer encoder, bottleneck and decoder with skip connections."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .attention import SwinBlock
+from .layers import FinalPatchExpand, PatchEmbed, PatchExpand, PatchMerging, permute_tokens
+from .plan import TokenPlan, stage_geometry
+
+__all__ = ["SwinUnet", "SwinStage", "build_model", "check_sizes"]
+
+ATTENTION_MODES = ("auto", "sdpa", "explicit")
+
+
+def _pair(size: Union[int, Sequence[int]]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    size = tuple(int(s) for s in size)
+    if len(size) != 2:
+        raise ValueError(f"img_size must be an int or a (H, W) pair, got {size}")
+    return size
+
+
+def _valid(img_size: tuple[int, int], patch_size: int, window_size: int, depths) -> bool:
+    factor = patch_size * 2 ** (len(depths) - 1)
+    if img_size[0] % factor or img_size[1] % factor or min(img_size) <= 0:
+        return False
+    return all(res % g.window == 0 for g in stage_geometry(img_size, patch_size, window_size, depths)
+               for res in g.resolution)
+
+
+def check_sizes(img_size: Union[int, Sequence[int]], patch_size: int, window_size: int,
+                depths: Sequence[int]) -> tuple[int, int]:
+    """Validate an input size against the patch size, the depth and the window.
+
+    Returns:
+        (H, W).
+
+    Raises:
+        ValueError: H or W not divisible by patch_size * 2^(stages-1), or a stage whose
+            resolution the window does not divide; the message names a valid alternative.
+    """
+    size = _pair(img_size)
+    depths = tuple(depths)
+    factor = patch_size * 2 ** (len(depths) - 1)
+    if size[0] % factor or size[1] % factor or min(size) <= 0:
+        nearest = tuple(max(factor, round(s / factor) * factor) for s in size)
+        raise ValueError(
+            f"img_size {size[0]}x{size[1]} is not valid: H and W must be positive multiples of "
+            f"patch_size * 2^{len(depths) - 1} = {factor}; e.g. img_size={nearest[0]}x{nearest[1]}")
+    for g in stage_geometry(size, patch_size, window_size, depths):
+        if g.resolution[0] % g.window or g.resolution[1] % g.window:
+            windows = [m for m in range(2, max(size)) if _valid(size, patch_size, m, depths)]
+            window_hint = (f"window_size={min(windows, key=lambda m: abs(m - window_size))}"
+                           if windows else "another size")
+            step = factor * window_size
+            sizes = sorted({max(step, round(s / step) * step) for s in size})
+            raise ValueError(
+                f"window_size {window_size} does not divide stage {g.level}'s resolution "
+                f"{g.resolution[0]}x{g.resolution[1]} (img_size {size[0]}x{size[1]}, "
+                f"patch_size {patch_size}); use {window_hint}, or an img_size that is a multiple "
+                f"of {step} such as {sizes[0]}")
+    return size
+
+
+class SwinStage(nn.Module):
+    """Swin blocks of one level, alternating W-MSA and SW-MSA, run in window order.
+
+    ``downsample`` (encoder) or ``upsample`` (decoder) is applied by the network after the blocks,
+    with the plan's gather for the next level. Parameter names follow the original code.
+    """
+
+    def __init__(self, dim: int, depth: int, num_heads: int, window: int,
+                 shifts: Sequence[int], mlp_ratio: float, qkv_bias: bool, drop: float,
+                 attn_drop: float, drop_path: Sequence[float]) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            SwinBlock(dim, num_heads, window, shifts[j], mlp_ratio, qkv_bias, drop, attn_drop,
+                      drop_path[j])
+            for j in range(depth))
+
+    def run_blocks(self, x: torch.Tensor, plan: TokenPlan, level: int, fused: bool) -> torch.Tensor:
+        """Run the blocks on ``x`` in the first block's window order; returns the last's order."""
+        mask = plan.mask(level)
+        for j, block in enumerate(self.blocks):
+            step = plan.get(f"step{level}_{j}") if j else None
+            if step is not None:
+                x = permute_tokens(x, *step)
+            x = block(x, mask if block.shift else None, fused)
+        return x
+
+
+class SwinUnet(nn.Module):
+    """The Swin-Unet segmentation network (Cao et al., 2021).
+
+    Args:
+        img_size: input size, an int or (H, W); H and W multiples of patch_size * 2^(stages-1)
+            and every stage's resolution divisible by its window.
+        in_chans: input channels (1 for CT/MRI slices; 3 for the original checkpoints' inputs).
+        num_classes: output classes, background included.
+        embed_dim: channels of the first stage; doubles at every patch merging.
+        depths: Swin blocks per encoder stage; the decoder mirrors them.
+        num_heads: attention heads per stage.
+        window_size: attention window M (shrunk to a stage's resolution where that is <= M).
+        mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, drop_path_rate: as in Swin; drop-path
+            increases linearly over the encoder blocks and is mirrored in the decoder.
+        patch_size: side of the patches embedded as tokens.
+        attention: "explicit" (softmax of q k^T + bias), "sdpa"
+            (``F.scaled_dot_product_attention``), or "auto": SDPA on CUDA, explicit elsewhere
+            (on the 2-core CPU we measured, explicit is faster for 49-token windows).
+        grad_checkpoint: recompute each stage's activations in the backward pass to save memory.
+
+    Input (B, in_chans, H, W) -> logits (B, num_classes, H, W).
+    """
+
+    def __init__(self, img_size: Union[int, Sequence[int]] = 224, in_chans: int = 1,
+                 num_classes: int = 9, embed_dim: int = 96, depths: Sequence[int] = (2, 2, 2, 2),
+                 num_heads: Sequence[int] = (3, 6, 12, 24), window_size: int = 7,
+                 mlp_ratio: float = 4.0, qkv_bias: bool = True, drop_rate: float = 0.0,
+                 attn_drop_rate: float = 0.0, drop_path_rate: float = 0.1, patch_size: int = 4,
+                 attention: str = "auto", grad_checkpoint: bool = False) -> None:
+        super().__init__()
+        depths, num_heads = tuple(depths), tuple(num_heads)
+        if len(depths) != len(num_heads) or len(depths) < 2:
+            raise ValueError(f"depths {depths} and num_heads {num_heads} must have the same "
+                             f"length, at least 2")
+        if min(depths) < 1:
+            raise ValueError(f"every stage needs at least one block, got depths {depths}")
+        for level, heads in enumerate(num_heads):
+            if (embed_dim << level) % heads:
+                raise ValueError(f"stage {level} has {embed_dim << level} channels, not divisible "
+                                 f"by num_heads[{level}] = {heads}")
+        if embed_dim % 2:
+            raise ValueError(f"embed_dim must be even (patch expanding halves it), got {embed_dim}")
+        if in_chans < 1 or num_classes < 1:
+            raise ValueError(f"in_chans and num_classes must be >= 1, got {in_chans}, {num_classes}")
+        if attention not in ATTENTION_MODES:
+            raise ValueError(f"attention must be one of {ATTENTION_MODES}, got '{attention}'")
+        self.img_size = check_sizes(img_size, patch_size, window_size, depths)
+        self.in_chans, self.num_classes, self.embed_dim = in_chans, num_classes, embed_dim
+        self.depths, self.num_heads = depths, num_heads
+        self.window_size, self.patch_size = window_size, patch_size
+        self.attention, self.grad_checkpoint = attention, grad_checkpoint
+        levels = len(depths)
+
+        self.plan = TokenPlan(self.img_size, patch_size, window_size, depths)
+        geometry = self.plan.stages
+        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        stage_rates = [rates[sum(depths[:i]):sum(depths[:i + 1])] for i in range(levels)]
+
+        def stage(level: int) -> SwinStage:
+            g = geometry[level]
+            return SwinStage(embed_dim << level, depths[level], num_heads[level], g.window,
+                             g.shifts, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate,
+                             stage_rates[level])
+
+        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
+        self.pos_drop = nn.Dropout(drop_rate)
+        self.layers = nn.ModuleList()
+        for level in range(levels):
+            layer = stage(level)
+            layer.downsample = PatchMerging(embed_dim << level) if level < levels - 1 else None
+            self.layers.append(layer)
+        self.norm = nn.LayerNorm(embed_dim << (levels - 1))
+
+        # Up-stage u works at level a = levels - 1 - u; up-stage 0 is a patch expanding alone.
+        self.layers_up = nn.ModuleList([PatchExpand(embed_dim << (levels - 1))])
+        self.concat_back_dim = nn.ModuleList([nn.Identity()])
+        for u in range(1, levels):
+            a = levels - 1 - u
+            layer = stage(a)
+            layer.upsample = PatchExpand(embed_dim << a) if a > 0 else None
+            self.layers_up.append(layer)
+            self.concat_back_dim.append(nn.Linear(2 * (embed_dim << a), embed_dim << a))
+        self.norm_up = nn.LayerNorm(embed_dim)
+        self.up = FinalPatchExpand(embed_dim, scale=patch_size)
+        self.output = nn.Conv2d(embed_dim, num_classes, kernel_size=1, bias=False)
+        self.apply(_init_weights)
+
+    def set_img_size(self, img_size: Union[int, Sequence[int]]) -> None:
+        """Rebuild the gathers and masks for another input size with the same windows.
+
+        Raises:
+            ValueError: the size is invalid, or needs windows other than the model's parameters.
+        """
+        size = check_sizes(img_size, self.patch_size, self.window_size, self.depths)
+        if size == self.img_size:
+            return
+        new = stage_geometry(size, self.patch_size, self.window_size, self.depths)
+        old = self.plan.stages
+        if [g.window for g in new] != [g.window for g in old]:
+            raise ValueError(
+                f"input {size[0]}x{size[1]} needs windows {[g.window for g in new]} but the model "
+                f"was built for {self.img_size[0]}x{self.img_size[1]} with windows "
+                f"{[g.window for g in old]}; resize the input to "
+                f"{self.img_size[0]}x{self.img_size[1]}")
+        device = self.plan.embed.device
+        self.plan = TokenPlan(size, self.patch_size, self.window_size, self.depths).to(device)
+        self.img_size = size
+        for stage in list(self.layers) + list(self.layers_up)[1:]:
+            for block, shift in zip(stage.blocks, new[self._level_of(stage)].shifts):
+                block.shift = shift
+
+    def _level_of(self, stage: SwinStage) -> int:
+        for i, layer in enumerate(self.layers):
+            if layer is stage:
+                return i
+        for u, layer in enumerate(self.layers_up):
+            if layer is stage:
+                return len(self.depths) - 1 - u
+        raise KeyError("stage is not part of this model")
+
+    def use_fused_attention(self, device: torch.device) -> bool:
+        """Whether attention runs through SDPA on ``device``."""
+        if self.attention == "auto":
+            return device.type == "cuda"
+        return self.attention == "sdpa"
+
+    def _run_stage(self, stage: SwinStage, x: torch.Tensor, level: int, fused: bool) -> torch.Tensor:
+        if self.grad_checkpoint and self.training and torch.is_grad_enabled():
+            return checkpoint(stage.run_blocks, x, self.plan, level, fused, use_reentrant=False)
+        return stage.run_blocks(x, self.plan, level, fused)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(f"expected input (B, {self.in_chans}, H, W), got {tuple(x.shape)}")
+        if tuple(x.shape[-2:]) != self.img_size:
+            self.set_img_size(tuple(x.shape[-2:]))
+        plan, levels = self.plan, len(self.depths)
+        fused = self.use_fused_attention(x.device)
+
+        x = self.pos_drop(self.patch_embed(x, *plan.get("embed")))
+        skips = []
+        for level, stage in enumerate(self.layers):
+            skips.append(x)
+            x = self._run_stage(stage, x, level, fused)
+            if stage.downsample is not None:
+                x = stage.downsample(x, *plan.get(f"merge{level}"))
+        x = self.norm(x)
+
+        x = self.layers_up[0](x, *plan.get(f"expand{levels - 1}"))
+        for u in range(1, levels):
+            a = levels - 1 - u
+            stage = self.layers_up[u]
+            x = self.concat_back_dim[u](torch.cat([x, skips[a]], dim=-1))
+            x = self._run_stage(stage, x, a, fused)
+            if stage.upsample is not None:
+                x = stage.upsample(x, *plan.get(f"expand{a}"))
+        x = self.norm_up(x)
+        weight = self.output.weight.view(self.num_classes, self.embed_dim)
+        return self.up.to_image(x, weight, *plan.get("pixels"), self.img_size)
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def build_model(config, **overrides) -> SwinUnet:
+    """SwinUnet from a :class:`~swin_unet.config.ModelConfig` (or any object with its fields)."""
+    fields = ("img_size", "in_chans", "num_classes", "embed_dim", "depths", "num_heads",
+              "window_size", "mlp_ratio", "qkv_bias", "drop_rate", "attn_drop_rate",
+              "drop_path_rate", "patch_size", "attention", "grad_checkpoint")
+    kwargs = {name: getattr(config, name) for name in fields if hasattr(config, name)}
+    kwargs.update(overrides)
+    return SwinUnet(**kwargs)

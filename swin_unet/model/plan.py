@@ -1,0 +1,135 @@
+"""Token orders of the fast path: every roll, window partition and rearrangement as one gather.
+
+The straightforward Swin-Unet keeps each stage's tokens row-major and, around every block,
+rolls the map, partitions it into windows, attends, reverses the partition and rolls back.
+Only attention needs windows; LayerNorm, the MLP, drop-path and the residual adds act on each
+token alone and give the same values in any token order. So the fast path keeps the residual
+stream of a stage in the *window order of the block being run*: the sequence
+``window_partition(roll(x, -shift))`` flattened, whose row-major source indices are
+``window_order(h, w, window, shift)`` (call it P_j for block j). Between blocks j-1 and j it
+moves the stream with one gather by inverse(P_{j-1})[P_j]; nothing else changes.
+
+Changes of resolution fold into the same gathers:
+- patch embedding writes its tokens straight in P_0 order of stage 0;
+- patch merging gathers, for each output token in the next stage's P_0 order, its 4 neighbours
+  from the current stage's last order;
+- patch expanding gathers each output token, in P_0 order of the finer level, from the
+  (token, sub-position) sequence of the expanded coarse tokens;
+- the final 4x expand gathers row-major pixels from the expanded level-0 tokens.
+A decoder stage at level a has the depth, windows and shifts of encoder stage a, so it uses the
+same orders; the skip (input of encoder stage a) is stored in P_0 of level a, which is exactly
+the order the decoder's fused input arrives in. Every gather is a permutation, so its gradient
+is the gather by the inverse permutation (see :func:`~swin_unet.model.layers.permute_tokens`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .attention import shift_mask, window_order
+
+__all__ = ["StageGeometry", "stage_geometry", "TokenPlan"]
+
+
+@dataclass(frozen=True)
+class StageGeometry:
+    """Resolution, effective window and per-block shifts of one encoder stage (level)."""
+
+    level: int
+    resolution: tuple[int, int]
+    window: int
+    shifts: tuple[int, ...]
+
+
+def stage_geometry(img_size: tuple[int, int], patch_size: int, window_size: int,
+                   depths: tuple[int, ...]) -> list[StageGeometry]:
+    """Each stage's geometry as the original design defines it.
+
+    Blocks alternate shift 0 and window // 2; a stage whose smaller side is <= the window has
+    no shift and a window shrunk to that side.
+    """
+    h, w = img_size[0] // patch_size, img_size[1] // patch_size
+    stages = []
+    for level, depth in enumerate(depths):
+        res = (h >> level, w >> level)
+        if min(res) <= window_size:
+            window, shifted = min(res), 0
+        else:
+            window, shifted = window_size, window_size // 2
+        shifts = tuple(shifted if j % 2 else 0 for j in range(depth))
+        stages.append(StageGeometry(level, res, window, shifts))
+    return stages
+
+
+def _inverse(perm: torch.Tensor) -> torch.Tensor:
+    inverse = torch.empty_like(perm)
+    inverse[perm] = torch.arange(perm.numel())
+    return inverse
+
+
+class TokenPlan(nn.Module):
+    """All gather indices and shift masks for one input size, as non-persistent buffers.
+
+    Attributes are accessed through :meth:`get`, which returns ``(index, inverse)`` pairs:
+    ``embed``; ``step{level}_{j}`` (block j-1 -> j, absent when the orders agree);
+    ``merge{level}`` (level -> level + 1); ``expand{level}`` (level -> level - 1); ``pixels``
+    (level 0 -> image). ``mask(level)`` is the stage's shift mask or None.
+    """
+
+    def __init__(self, img_size: tuple[int, int], patch_size: int, window_size: int,
+                 depths: tuple[int, ...]) -> None:
+        super().__init__()
+        self.img_size = tuple(img_size)
+        self.patch_size = patch_size
+        self.stages = stage_geometry(self.img_size, patch_size, window_size, depths)
+        orders = [[window_order(*g.resolution, g.window, s) for s in g.shifts] for g in self.stages]
+        inverses = [[_inverse(p) for p in level] for level in orders]
+
+        self._add("embed", orders[0][0])
+        for g in self.stages:
+            for j in range(1, len(g.shifts)):
+                if g.shifts[j] != g.shifts[j - 1]:
+                    self._add(f"step{g.level}_{j}", inverses[g.level][j - 1][orders[g.level][j]])
+            if any(g.shifts):
+                self.register_buffer(f"mask{g.level}",
+                                     shift_mask(*g.resolution, g.window, max(g.shifts)),
+                                     persistent=False)
+
+        for g, finer in zip(self.stages[1:], self.stages[:-1]):
+            # patch merging finer -> g: 4 neighbours of each token of g, in g's first order.
+            rows, cols = orders[g.level][0] // g.resolution[1], orders[g.level][0] % g.resolution[1]
+            neighbours = [(2 * rows + dr) * finer.resolution[1] + 2 * cols + dc
+                          for dr, dc in ((0, 0), (1, 0), (0, 1), (1, 1))]
+            rowmajor = torch.stack(neighbours, dim=1).flatten()
+            self._add(f"merge{finer.level}", inverses[finer.level][-1][rowmajor])
+            # patch expanding g -> finer: each finer token from (coarse token, sub-position).
+            rows = orders[finer.level][0] // finer.resolution[1]
+            cols = orders[finer.level][0] % finer.resolution[1]
+            coarse = (rows // 2) * g.resolution[1] + cols // 2
+            sub = (rows % 2) * 2 + cols % 2
+            self._add(f"expand{g.level}", inverses[g.level][-1][coarse] * 4 + sub)
+
+        p = patch_size
+        rows, cols = torch.meshgrid(torch.arange(self.img_size[0]), torch.arange(self.img_size[1]),
+                                    indexing="ij")
+        token = (rows // p) * self.stages[0].resolution[1] + cols // p
+        sub = (rows % p) * p + cols % p
+        self._add("pixels", (inverses[0][-1][token] * p * p + sub).flatten())
+
+    def _add(self, name: str, index: torch.Tensor) -> None:
+        self.register_buffer(name, index, persistent=False)
+        self.register_buffer(name + "_inv", _inverse(index), persistent=False)
+
+    def get(self, name: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(index, inverse)`` of gather ``name``, or None if the plan has no such gather."""
+        index = getattr(self, name, None)
+        if index is None:
+            return None
+        return index, getattr(self, name + "_inv")
+
+    def mask(self, level: int) -> torch.Tensor | None:
+        """Shift mask (num_windows, M^2, M^2) of stage ``level``, None when it has no shift."""
+        return getattr(self, f"mask{level}", None)
