@@ -58,7 +58,7 @@ class LoadReport:
             lines.append(f"  skipped {len(keys)} ({why}): {', '.join(keys[:4])}"
                          + (" ..." if len(keys) > 4 else ""))
         if self.missing:
-            groups = sorted({re.sub(r"\.\d+\..*|\.(weight|bias)$", "", k) for k in self.missing})
+            groups = sorted({re.sub(r"\.blocks\.\d+\..*|\.(weight|bias)$", "", k) for k in self.missing})
             lines.append(f"  not in the file: {', '.join(groups)}")
         return "\n".join(lines)
 

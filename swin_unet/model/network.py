@@ -57,14 +57,21 @@ def check_sizes(img_size: Union[int, Sequence[int]], patch_size: int, window_siz
         if g.resolution[0] % g.window or g.resolution[1] % g.window:
             windows = [m for m in range(2, max(size)) if _valid(size, patch_size, m, depths)]
             window_hint = (f"window_size={min(windows, key=lambda m: abs(m - window_size))}"
-                           if windows else "another size")
-            step = factor * window_size
-            sizes = sorted({max(step, round(s / step) * step) for s in size})
+                           if windows else "another window_size")
+            # The nearest sizes (multiples of `factor`) that this window divides at every stage.
+            candidates = [(h, w) for h in range(factor, 2 * size[0] + factor, factor)
+                          for w in range(factor, 2 * size[1] + factor, factor)
+                          if _valid((h, w), patch_size, window_size, depths)]
+            size_hint = ""
+            if candidates:
+                h, w = min(candidates, key=lambda s: (abs(s[0] - size[0]) + abs(s[1] - size[1]),
+                                                     -s[0] * s[1]))
+                size_hint = f", or img_size={h}x{w} for window_size {window_size}"
             raise ValueError(
                 f"window_size {window_size} does not divide stage {g.level}'s resolution "
-                f"{g.resolution[0]}x{g.resolution[1]} (img_size {size[0]}x{size[1]}, "
-                f"patch_size {patch_size}); use {window_hint}, or an img_size that is a multiple "
-                f"of {step} such as {sizes[0]}")
+                f"{g.resolution[0]}x{g.resolution[1]} (img_size {size[0]}x{size[1]}, patch_size "
+                f"{patch_size}): every stage's resolution must be a multiple of its window; use "
+                f"{window_hint}{size_hint}")
     return size
 
 

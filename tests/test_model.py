@@ -1,0 +1,262 @@
+"""The network: shapes, windows and shift masks, merging/expanding order, fast path == reference."""
+
+import pytest
+import torch
+
+from benchmarks.reference_model import ReferenceSwinUnet
+from swin_unet import SwinUnet
+from swin_unet.model.attention import shift_region_labels, window_partition
+from swin_unet.model.layers import permute_tokens
+
+TINY = dict(embed_dim=12, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), drop_path_rate=0.0)
+
+
+def tiny(**kwargs) -> SwinUnet:
+    torch.manual_seed(0)
+    return SwinUnet(**{**TINY, "img_size": 64, "window_size": 2, **kwargs}).eval()
+
+
+@pytest.mark.parametrize("img_size,window", [(224, 7), (256, 8), ((224, 448), 7), ((64, 128), 2)])
+@pytest.mark.parametrize("in_chans", [1, 3])
+def test_output_shape(img_size, window, in_chans):
+    model = tiny(img_size=img_size, window_size=window, in_chans=in_chans, num_classes=5)
+    h, w = (img_size, img_size) if isinstance(img_size, int) else img_size
+    with torch.no_grad():
+        out = model(torch.randn(2, in_chans, h, w))
+    assert out.shape == (2, 5, h, w)
+    assert torch.isfinite(out).all()
+
+
+def test_default_model_has_the_papers_parameter_count():
+    model = SwinUnet(in_chans=3, num_classes=9)
+    assert round(sum(p.numel() for p in model.parameters()) / 1e6, 2) == 27.17
+    # Stage geometry of the paper's 224 model: 96@56, 192@28, 384@14, 768@7, last stage unshifted.
+    geometry = model.plan.stages
+    assert [g.resolution for g in geometry] == [(56, 56), (28, 28), (14, 14), (7, 7)]
+    assert [g.shifts for g in geometry] == [(0, 3), (0, 3), (0, 3), (0, 0)]
+    assert model.plan.mask(3) is None
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(),
+    dict(img_size=(64, 128)),
+    dict(img_size=96, window_size=3, num_heads=(3, 3, 3, 3)),
+    dict(depths=(1, 2, 3, 2), drop_path_rate=0.0),
+])
+def test_fast_path_equals_reference_forward_and_gradients(kwargs):
+    kwargs = {**TINY, "img_size": 64, "window_size": 2, **kwargs}
+    torch.manual_seed(1)
+    ref = ReferenceSwinUnet(in_chans=3, num_classes=4, **kwargs)
+    fast = SwinUnet(in_chans=3, num_classes=4, attention="explicit", **kwargs)
+    result = fast.load_state_dict(ref.state_dict(), strict=False)
+    assert result.missing_keys == []
+    assert all(k.endswith(("relative_position_index", "attn_mask")) for k in result.unexpected_keys)
+    size = fast.img_size
+    x = torch.randn(2, 3, *size)
+    target = torch.randn(2, 4, *size)
+    ref_out, fast_out = ref(x), fast(x)
+    assert (ref_out - fast_out).abs().max() < 1e-5
+    (ref_out * target).sum().backward()
+    (fast_out * target).sum().backward()
+    ref_grads = dict(ref.named_parameters())
+    for name, param in fast.named_parameters():
+        ref_grad = ref_grads[name].grad
+        assert (param.grad - ref_grad).abs().max() <= 1e-4 * (1 + ref_grad.abs().max()), name
+
+
+def test_fused_attention_equals_explicit():
+    model = tiny(img_size=96, window_size=3, num_heads=(3, 3, 3, 3), in_chans=1)
+    x = torch.randn(3, 1, 96, 96)
+    with torch.no_grad():
+        model.attention = "explicit"
+        explicit = model(x)
+        model.attention = "sdpa"
+        fused = model(x)
+    assert (explicit - fused).abs().max() < 1e-5
+
+
+def test_one_channel_summed_kernels_equal_three_channel_repeated_input():
+    three = tiny(in_chans=3)
+    one = tiny(in_chans=1)
+    state = three.state_dict()
+    state["patch_embed.proj.weight"] = state["patch_embed.proj.weight"].sum(1, keepdim=True)
+    one.load_state_dict(state)
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        assert (one(x) - three(x.repeat(1, 3, 1, 1))).abs().max() < 1e-5
+
+
+def test_shift_mask_separates_sub_regions_and_only_them():
+    model = tiny(img_size=128, window_size=4, num_heads=(1, 1, 1, 1))
+    level = 0
+    g = model.plan.stages[level]
+    assert g.shifts == (0, 2)
+    mask = model.plan.mask(level)
+    h, w = g.resolution
+    # Independent labelling of the rolled map: a token's region is (row band, column band),
+    # bands being [0, H-M), [H-M, H-s), [H-s, H).
+    rows = torch.arange(h)
+    cols = torch.arange(w)
+    band = lambda i, n: (i >= n - g.window).long() + (i >= n - 2).long()  # noqa: E731
+    labels = band(rows, h)[:, None] * 3 + band(cols, w)[None, :]
+    assert torch.equal(labels, shift_region_labels(h, w, g.window, 2))
+    windows = window_partition(labels.view(1, h, w, 1), g.window).flatten(1)
+    same = windows[:, :, None] == windows[:, None, :]
+    assert torch.equal(mask == 0, same)
+    assert torch.all(mask[~same] == -100.0)
+    # Windows away from the wrapped border see a single region: no masking at all.
+    assert (mask[0] == 0).all()
+    assert (mask[-1] != 0).any()
+
+
+def _attention_dependence(block, mask, n_windows, window):
+    """Which tokens' outputs change when one token of the block's input is perturbed."""
+    n = window * window
+    x = torch.randn(n_windows, n, block.norm1.normalized_shape[0])
+    base = block.attn(block.norm1(x).view(-1, n, x.shape[-1]), mask)
+    changed = torch.zeros(n_windows, n, n_windows, n, dtype=torch.bool)
+    for w in range(n_windows):
+        for j in range(n):
+            y = x.clone()
+            y[w, j] += 5.0 * torch.randn(x.shape[-1])
+            out = block.attn(block.norm1(y).view(-1, n, y.shape[-1]), mask)
+            changed[:, :, w, j] = (out - base).abs().amax(-1) > 1e-6
+    return changed
+
+
+def test_tokens_of_different_sub_regions_never_attend_to_each_other():
+    model = tiny(img_size=64, window_size=4, num_heads=(1, 1, 1, 1))
+    g = model.plan.stages[0]
+    block = model.layers[0].blocks[1]
+    assert block.shift == 2
+    mask = model.plan.mask(0)
+    changed = _attention_dependence(block, mask, mask.shape[0], g.window)
+    labels = window_partition(shift_region_labels(*g.resolution, g.window, 2).view(1, *g.resolution, 1),
+                              g.window).flatten(1)
+    nw = mask.shape[0]
+    for w in range(nw):
+        same_region = labels[w][:, None] == labels[w][None, :]
+        assert torch.equal(changed[w, :, w, :], same_region)
+    # Never across windows.
+    across = changed.clone()
+    for w in range(nw):
+        across[w, :, w, :] = False
+    assert not across.any()
+
+
+def test_unshifted_block_attends_within_its_whole_window_without_a_mask():
+    model = tiny(img_size=64, window_size=4, num_heads=(1, 1, 1, 1))
+    block = model.layers[0].blocks[0]
+    assert block.shift == 0
+    nw = (16 // 4) ** 2
+    changed = _attention_dependence(block, None, nw, 4)
+    for w in range(nw):
+        assert changed[w, :, w, :].all()
+        others = changed[w].clone()
+        others[:, w, :] = False
+        assert not others.any()
+
+
+def test_patch_merging_gathers_neighbours_row_offset_first():
+    model = tiny(img_size=64, window_size=2)
+    plan = model.plan
+    (h, w), (h2, w2) = plan.stages[0].resolution, plan.stages[1].resolution
+    # Tokens of stage 0 carry their row-major index, arranged in the last block's order.
+    from swin_unet.model.attention import window_order
+    last = window_order(h, w, plan.stages[0].window, plan.stages[0].shifts[-1])
+    tokens = last.view(1, -1, 1).float()
+    merged = permute_tokens(tokens, *plan.get("merge0")).view(-1, 4)
+    first = window_order(h2, w2, plan.stages[1].window, 0)
+    r, c = first // w2, first % w2
+    expected = torch.stack([(2 * r) * w + 2 * c, (2 * r + 1) * w + 2 * c,
+                            (2 * r) * w + 2 * c + 1, (2 * r + 1) * w + 2 * c + 1], 1)
+    assert torch.equal(merged.long(), expected)
+
+
+def test_patch_expanding_doubles_resolution_and_splits_channels_row_offset_first():
+    model = tiny(img_size=64, window_size=2)
+    expand = model.layers_up[0]
+    levels = len(model.depths)
+    coarse, fine = model.plan.stages[levels - 1], model.plan.stages[levels - 2]
+    x = torch.randn(2, coarse.resolution[0] * coarse.resolution[1], 12 << (levels - 1))
+    out = expand(x, *model.plan.get(f"expand{levels - 1}"))
+    assert out.shape == (2, 4 * x.shape[1], x.shape[2] // 2)
+    # Straightforward rearrangement (h, w, (p1, p2, c)) -> (2h, 2w, c) of the row-major map.
+    from swin_unet.model.attention import window_order
+    h, w = coarse.resolution
+    rowmajor_in = permute_tokens(x, torch.argsort(window_order(h, w, coarse.window, coarse.shifts[-1])),
+                                 window_order(h, w, coarse.window, coarse.shifts[-1]))
+    c = x.shape[2] // 2
+    image = expand.expand(rowmajor_in).view(2, h, w, 2, 2, c).permute(0, 1, 3, 2, 4, 5)
+    image = expand.norm(image.reshape(2, 4 * h * w, c))
+    order = window_order(*fine.resolution, fine.window, fine.shifts[0])
+    assert (image[:, order] - out).abs().max() < 1e-6
+
+
+def test_permutation_gradient_equals_index_select_gradient():
+    x = torch.randn(2, 50, 3, requires_grad=True)
+    perm = torch.randperm(50)
+    inverse = torch.argsort(perm)
+    grad = torch.randn(2, 50, 3)
+    (permute_tokens(x, perm, inverse) * grad).sum().backward()
+    fast = x.grad.clone()
+    x.grad = None
+    (x.index_select(1, perm) * grad).sum().backward()
+    assert torch.equal(fast, x.grad)
+
+
+def test_gradients_reach_every_parameter():
+    model = tiny(in_chans=1, num_classes=3).train()
+    x = torch.randn(2, 1, 64, 64)
+    target = torch.randint(0, 3, (2, 64, 64))
+    torch.nn.functional.cross_entropy(model(x), target).backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None, name
+        assert param.grad.abs().sum() > 0, name
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    plain = tiny(in_chans=1).train()
+    ckpt = tiny(in_chans=1, grad_checkpoint=True).train()
+    ckpt.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 1, 64, 64)
+    plain(x).square().mean().backward()
+    ckpt(x).square().mean().backward()
+    for (name, a), b in zip(plain.named_parameters(), ckpt.parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-6), name
+
+
+def test_input_of_another_valid_size_rebuilds_the_plan():
+    model = tiny(img_size=64, window_size=2)
+    ref = tiny(img_size=(64, 128), window_size=2)
+    ref.load_state_dict(model.state_dict())
+    x = torch.randn(1, 1, 64, 128)
+    with torch.no_grad():
+        assert torch.equal(model(x), ref(x))
+    assert model.img_size == (64, 128)
+
+
+@pytest.mark.parametrize("kwargs,words", [
+    (dict(img_size=225), ["multiples of", "32", "224"]),
+    (dict(img_size=256, window_size=7), ["window_size 7", "does not divide", "window_size=8"]),
+    (dict(img_size=(224, 200)), ["multiples of", "32"]),
+    (dict(depths=(2, 2, 2), num_heads=(3, 6, 12, 24)), ["same length"]),
+    (dict(embed_dim=96, num_heads=(5, 6, 12, 24)), ["num_heads[0]"]),
+    (dict(attention="flash"), ["attention must be one of"]),
+])
+def test_invalid_configurations_raise_value_error_naming_the_constraint(kwargs, words):
+    with pytest.raises(ValueError) as info:
+        SwinUnet(**{"img_size": 224, "window_size": 7, **kwargs})
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_wrong_input_channels_or_incompatible_size_raise():
+    model = tiny(in_chans=1)
+    with pytest.raises(ValueError, match=r"\(B, 1, H, W\)"):
+        model(torch.randn(1, 3, 64, 64))
+    with pytest.raises(ValueError, match="multiples of"):
+        model(torch.randn(1, 1, 70, 64))
+    big = tiny(img_size=128, window_size=4, num_heads=(1, 1, 1, 1))
+    with pytest.raises(ValueError, match="needs windows"):
+        big(torch.randn(1, 1, 64, 64))  # stage 3 (2x2) would shrink the window: tables differ
