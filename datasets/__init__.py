@@ -1,0 +1,45 @@
+"""Data sets for Swin-Unet: Synapse, ACDC, a user's own folder and phantoms, as slices or volumes.
+
+Usage::
+
+    from datasets import open_dataset, DATASET_NAMES, normalize_intensity
+    src = open_dataset("synapse", config.data)   # or "acdc", "phantom", "folder"
+    src.check_integrity()                        # InputError naming the file on any problem
+    train = src.train_slices(img_size=224, seed=1234)   # torch Dataset of 2-D slices
+    train.set_epoch(epoch)                       # before each epoch's DataLoader iterator
+    for volume in src.volumes("val"):            # whole volumes, original size and geometry
+        volume["case"], volume["image"], volume["label"], volume["spacing"], volume["affine"]
+
+Attributes of a source: ``name``, ``layout`` (synapse_raw, synapse_npz, acdc_raw, acdc_npz,
+folder), ``class_names`` (foreground, class i+1 -> class_names[i]), ``num_classes``,
+``in_chans``, ``intensity`` (resolved: ct, zscore or minmax) and ``cases(split)``.
+
+Training items: {"image": float32 (in_chans, H, W), "label": int64 (1, H, W)}.
+Volume items: {"case": str, "image": float32 (X, Y, Z) or (C, X, Y, Z) normalised as in
+training, "label": uint8 (X, Y, Z) class indices or None, "spacing": (x, y, z) mm,
+"affine": 4x4 float64, "image_path": str}. Arrays keep the file's voxel order (no
+reorientation), so a prediction of the same shape saved with ``affine`` overlays the image.
+"""
+
+from .base import DataSource, RawVolume, VolumeEntry
+from .intensity import INTENSITY_MODES, normalize_intensity
+from .phantom import generate_phantom
+from .registry import DATASET_NAMES, LAYOUTS, default_root, open_dataset
+from .slices import SliceDataset, VolumeDataset
+from .transforms import resize_slices
+
+__all__ = [
+    "DATASET_NAMES",
+    "LAYOUTS",
+    "INTENSITY_MODES",
+    "DataSource",
+    "RawVolume",
+    "VolumeEntry",
+    "SliceDataset",
+    "VolumeDataset",
+    "default_root",
+    "generate_phantom",
+    "normalize_intensity",
+    "open_dataset",
+    "resize_slices",
+]

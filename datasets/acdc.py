@@ -1,0 +1,273 @@
+"""ACDC cardiac cine MRI: the raw per-patient NIfTI layout and MT-UNet's npz release."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from swin_unet.config import DataConfig
+from swin_unet.errors import InputError
+
+from .base import DataSource, RawVolume, VolumeEntry
+from .cases import ACDC_TEST, ACDC_VAL, acdc_train_default, normalize_acdc_case
+from .readers import (check_label_values, check_nifti_complete, check_same_geometry,
+                      npz_shapes, read_nifti, read_nifti_header, read_npz)
+
+__all__ = ["ACDC_CLASSES", "ACDC_HELP", "AcdcRaw", "AcdcRelease", "find_acdc_raw",
+           "find_acdc_release", "read_info_cfg"]
+
+logger = logging.getLogger(__name__)
+
+ACDC_CLASSES = ("RV", "Myo", "LV")
+_LABELS = range(len(ACDC_CLASSES) + 1)
+
+ACDC_HELP = """expected one of these layouts:
+  raw ACDC data:       ROOT/training/patient001/Info.cfg, patient001_frame01.nii.gz and
+                       patient001_frame01_gt.nii.gz (ED and ES frames named in Info.cfg)
+                       (ROOT may also be database/'s parent or training/ itself)
+  MT-UNet's release:   ROOT/train/case_001_sliceED_0.npz, ROOT/valid/..., ROOT/test/case_002_volume_ED.npz
+The raw data is published by the ACDC challenge (https://www.creatis.insa-lyon.fr/Challenge/acdc/,
+free registration); the preprocessed release is linked from https://github.com/Dootmaan/MT-UNet.
+Point --root (data.root) at it."""
+
+_SLICE_FILE = re.compile(r"^case_?(\d+)_slice_?(ED|ES)_?(\d+)\.npz$", re.IGNORECASE)
+_VOLUME_FILE = re.compile(r"^case_?(\d+)_volume_?(ED|ES)\.npz$", re.IGNORECASE)
+_RELEASE_SPLITS = {"train": "train", "valid": "val", "test": "test"}
+
+
+def _default_splits() -> dict[str, Sequence[str]]:
+    return {"train": acdc_train_default(), "val": ACDC_VAL, "test": ACDC_TEST}
+
+
+def _has_patients(folder: Path) -> bool:
+    return folder.is_dir() and any(p.is_dir() and p.name.startswith("patient")
+                                   for p in folder.iterdir())
+
+
+def find_acdc_raw(root: Path) -> Optional[Path]:
+    """The folder holding the ``patientXXX/`` folders under ``root``, or None."""
+    for candidate in (root / "training", root / "database" / "training", root):
+        if _has_patients(candidate):
+            return candidate
+    return None
+
+
+def find_acdc_release(root: Path) -> Optional[Path]:
+    """The folder holding MT-UNet's ``train/``, ``valid/``, ``test/`` under ``root``, or None."""
+    for candidate in (root, root / "ACDC"):
+        if any((candidate / sub).is_dir() and any((candidate / sub).glob("case*.npz"))
+               for sub in _RELEASE_SPLITS):
+            return candidate
+    return None
+
+
+def read_info_cfg(path: Path) -> dict[str, str]:
+    """``Info.cfg`` (``ED: 1`` lines) as a dict.
+
+    Raises
+    ------
+    InputError
+        Missing or unreadable file, or no integer ED and ES entries.
+    """
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: unreadable ({exc})") from None
+    info = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            info[key.strip()] = value.strip()
+    for key in ("ED", "ES"):
+        if not re.fullmatch(r"\d+", info.get(key, "")):
+            raise InputError(f"{path}: no integer '{key}' entry")
+    return info
+
+
+class AcdcRaw(DataSource):
+    """``training/patientXXX/`` with ED and ES frames (from ``Info.cfg``) and ``_gt`` labels.
+
+    Intensities are z-scored per volume: MRI has no absolute scale, and unlike min-max the
+    z-score is not set by a few bright voxels. In-plane sizes vary and are not square;
+    anisotropic spacing (about 1.5 x 1.5 x 5-10 mm) is kept in each volume's metadata.
+    """
+
+    layout = "acdc_raw"
+    class_names = ACDC_CLASSES
+    default_intensity = "zscore"
+
+    def __init__(self, root: Path, data_cfg: DataConfig, name: str = "acdc",
+                 default_splits: Optional[dict] = None):
+        folder = find_acdc_raw(Path(root))
+        if folder is None:
+            raise InputError(f"{root}: no ACDC raw data here; {ACDC_HELP}")
+        self.name = name
+        self.folder = folder
+        self._entries: dict[str, list[VolumeEntry]] = {}
+        super().__init__(folder, data_cfg, default_splits or _default_splits(),
+                         normalize_acdc_case)
+
+    def entries_for_case(self, case: str) -> list[VolumeEntry]:
+        if case not in self._entries:
+            patient = self.folder / case
+            if not patient.is_dir():
+                raise InputError(f"{patient}: patient folder not found")
+            info = read_info_cfg(patient / "Info.cfg")
+            frames = sorted({int(info["ED"]), int(info["ES"])})
+            entries = []
+            for frame in frames:
+                stem = f"{case}_frame{frame:02d}"
+                entries.append(VolumeEntry(case, stem, _nifti(patient, stem),
+                                           _nifti(patient, f"{stem}_gt"),
+                                           {"phase": "ED" if frame == int(info["ED"]) else "ES"}))
+            self._entries[case] = entries
+        return list(self._entries[case])
+
+    def load(self, entry: VolumeEntry) -> RawVolume:
+        image, affine, spacing = read_nifti(entry.image, np.float32)
+        label, _, _ = read_nifti(entry.label, dtype=None)
+        if label.shape != image.shape:
+            raise InputError(f"{entry.label}: label shape {label.shape} does not match the "
+                             f"image shape {image.shape} of {entry.image}")
+        check_label_values(label, _LABELS, entry.label, "ACDC label map")
+        return RawVolume(image, label.astype(np.uint8), spacing, affine, entry.image)
+
+    def check_entry(self, entry: VolumeEntry, read_image: bool) -> None:
+        image = read_nifti_header(entry.image)
+        check_nifti_complete(image)
+        label = read_nifti_header(entry.label)
+        check_same_geometry(image, label)
+        values, _, _ = read_nifti(entry.label, dtype=None)
+        check_label_values(values, _LABELS, entry.label, "ACDC label map")
+        if read_image:
+            array, _, _ = read_nifti(entry.image, np.float32)
+            if not np.isfinite(array).all():
+                raise InputError(f"{entry.image}: image contains NaN or infinite values")
+
+
+def _nifti(folder: Path, stem: str) -> Path:
+    if (folder / f"{stem}.nii").is_file() and not (folder / f"{stem}.nii.gz").is_file():
+        return folder / f"{stem}.nii"
+    return folder / f"{stem}.nii.gz"
+
+
+def _slices_last(volume: np.ndarray) -> np.ndarray:
+    """MT-UNet's test volumes: (slices, H, W) -> (H, W, slices) (few slices, large planes)."""
+    if volume.shape[-1] < min(volume.shape[:2]) and volume.shape[0] >= volume.shape[-1]:
+        return volume  # already slices last
+    return np.moveaxis(volume, 0, -1)
+
+
+class AcdcRelease(DataSource):
+    """MT-UNet's release: 2-D slices in ``train/`` and ``valid/``, volumes in ``test/``.
+
+    Keys ``img`` and ``label``; no spacing stored (unit spacing used). The default split is the
+    release's own folders. Slices of one patient and phase stack into a volume (slice order),
+    named ``patientXXX_ED`` / ``patientXXX_ES`` (the release does not keep frame numbers), and
+    are z-scored per volume like the raw data.
+    """
+
+    name = "acdc"
+    layout = "acdc_npz"
+    class_names = ACDC_CLASSES
+    default_intensity = "zscore"
+
+    def __init__(self, root: Path, data_cfg: DataConfig):
+        folder = find_acdc_release(Path(root))
+        if folder is None:
+            raise InputError(f"{root}: no MT-UNet ACDC release here; {ACDC_HELP}")
+        self.folder = folder
+        self._files: dict[tuple[str, str], dict] = {}
+        splits: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+        for sub, split in _RELEASE_SPLITS.items():
+            for path in sorted((folder / sub).glob("*.npz")):
+                slice_match, volume_match = _SLICE_FILE.match(path.name), _VOLUME_FILE.match(
+                    path.name)
+                match = slice_match or volume_match
+                if not match:
+                    continue
+                case = normalize_acdc_case(match.group(1))
+                record = self._files.setdefault((case, match.group(2).upper()),
+                                                {"slices": [], "volume": None})
+                if slice_match:
+                    record["slices"].append((int(slice_match.group(3)), path))
+                else:
+                    record["volume"] = path
+                if case not in splits[split]:
+                    splits[split].append(case)
+        logger.warning("%s: MT-UNet's ACDC release stores no voxel spacing; unit spacing "
+                       "(1, 1, 1) and an identity affine are used", folder)
+        super().__init__(folder, data_cfg, splits, normalize_acdc_case)
+
+    def entries_for_case(self, case: str) -> list[VolumeEntry]:
+        entries = []
+        for phase in ("ED", "ES"):
+            record = self._files.get((case, phase))
+            if record is None:
+                continue
+            name = f"{case}_{phase}"
+            if record["volume"] is not None:
+                entries.append(VolumeEntry(case, name, record["volume"], record["volume"],
+                                           {"kind": "volume"}))
+            else:
+                files = [p for _, p in sorted(record["slices"])]
+                entries.append(VolumeEntry(case, name, files, files, {"kind": "slices"}))
+        if not entries:
+            number = case[len("patient"):]
+            raise InputError(f"{self.folder}: no files for {case} (expected "
+                             f"train/case_{number}_sliceED_0.npz or "
+                             f"test/case_{number}_volume_ED.npz)")
+        return entries
+
+    def _read(self, entry: VolumeEntry) -> tuple[np.ndarray, np.ndarray]:
+        if entry.info["kind"] == "volume":
+            arrays = read_npz(entry.image, ("img", "label"))
+            image, label = arrays["img"], arrays["label"]
+            if image.ndim != 3 or image.shape != label.shape:
+                raise InputError(f"{entry.image}: expected 3-D 'img' and 'label' of one shape, "
+                                 f"got {image.shape} and {label.shape}")
+            check_label_values(label, _LABELS, entry.image, "ACDC label map")
+            return _slices_last(image), _slices_last(label)
+        images, labels = [], []
+        for path in entry.image:
+            arrays = read_npz(path, ("img", "label"))
+            if arrays["img"].ndim != 2 or arrays["img"].shape != arrays["label"].shape:
+                raise InputError(f"{path}: expected 2-D 'img' and 'label' of one shape, got "
+                                 f"{arrays['img'].shape} and {arrays['label'].shape}")
+            if images and arrays["img"].shape != images[0].shape:
+                raise InputError(f"{path}: slice shape {arrays['img'].shape} differs from "
+                                 f"{images[0].shape} of {entry.image[0]}")
+            check_label_values(arrays["label"], _LABELS, path, "ACDC label map")
+            images.append(arrays["img"])
+            labels.append(arrays["label"])
+        return np.stack(images, axis=-1), np.stack(labels, axis=-1)
+
+    def load(self, entry: VolumeEntry) -> RawVolume:
+        image, label = self._read(entry)
+        return RawVolume(image.astype(np.float32), label.astype(np.uint8), (1.0, 1.0, 1.0),
+                         np.eye(4), entry.image_path)
+
+    def check_entry(self, entry: VolumeEntry, read_image: bool) -> None:
+        if read_image:
+            self.load(entry)
+            return
+        files = entry.image if isinstance(entry.image, list) else [entry.image]
+        dims = 2 if entry.info["kind"] == "slices" else 3
+        first = None
+        for path in files:
+            shapes = npz_shapes(path, ("img", "label"))
+            if len(shapes["img"]) != dims or shapes["img"] != shapes["label"]:
+                raise InputError(f"{path}: expected {dims}-D 'img' and 'label' of one shape, "
+                                 f"got {shapes['img']} and {shapes['label']}")
+            first = first or shapes["img"]
+            if shapes["img"] != first:
+                raise InputError(f"{path}: slice shape {shapes['img']} differs from {first} of "
+                                 f"{files[0]}")
+            check_label_values(read_npz(path, ("label",))["label"], _LABELS, path,
+                               "ACDC label map")

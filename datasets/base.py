@@ -1,0 +1,205 @@
+"""The data-source interface every layout implements: cases, volumes, training slices, checks."""
+
+from __future__ import annotations
+
+import abc
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+
+from swin_unet.config import DataConfig
+from swin_unet.errors import InputError
+
+from .cases import SPLITS, resolve_splits
+from .intensity import normalize_intensity, resolve_intensity
+from .slices import SliceDataset, VolumeDataset, build_slice_cache
+from .transforms import as_size
+
+__all__ = ["VolumeEntry", "RawVolume", "DataSource", "label_lookup"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class VolumeEntry:
+    """One volume of a case, before reading: where its files are.
+
+    ``case`` is the normalised case (patient) id; ``name`` the volume's contract name
+    (Synapse ``case0001``, ACDC ``patient002_frame01``, folder: the case id). ``image`` is one
+    path or, for releases stored slice by slice or channel by channel, a list of paths.
+    """
+
+    case: str
+    name: str
+    image: Union[Path, list[Path]]
+    label: Union[Path, list[Path], None]
+    info: dict = field(default_factory=dict)
+
+    @property
+    def image_path(self) -> Path:
+        """The file that stands for the image (the first one if there are several)."""
+        return self.image[0] if isinstance(self.image, list) else self.image
+
+
+@dataclass
+class RawVolume:
+    """A volume as read: intensities not yet normalised, labels already in class indices.
+
+    ``image`` is (X, Y, Z), or (C, X, Y, Z) for several channels; ``label`` (X, Y, Z) uint8 or
+    None. ``prenormalised`` names the intensity mode the file already has applied (TransUNet's
+    release stores CT windowed to [0, 1]), so it is not applied twice.
+    """
+
+    image: np.ndarray
+    label: Optional[np.ndarray]
+    spacing: tuple
+    affine: np.ndarray
+    image_path: Path
+    prenormalised: Optional[str] = None
+
+
+def label_lookup(mapping: dict[int, int], max_raw: int) -> np.ndarray:
+    """Lookup table raw label -> class index (unlisted raw labels -> 0).
+
+    MONAI's MapLabelValue keeps unlisted values and makes one pass per label: on a
+    512x512x150 Synapse volume it took 0.49 s against 0.09 s for this table (one pass).
+    """
+    table = np.zeros(max_raw + 1, dtype=np.uint8)
+    for raw, target in mapping.items():
+        table[raw] = target
+    return table
+
+
+class DataSource(abc.ABC):
+    """A data set on disk: its classes, splits, whole volumes and cached training slices.
+
+    Subclasses set ``name``, ``layout``, ``class_names``, ``in_chans``, ``default_intensity``,
+    ``default_splits`` and implement :meth:`entries_for_case`, :meth:`load` and
+    :meth:`check_entry`.
+    """
+
+    name: str = ""
+    layout: str = ""
+    class_names: tuple[str, ...] = ()
+    in_chans: int = 1
+    default_intensity: str = "zscore"
+
+    def __init__(self, root: Path, data_cfg: DataConfig,
+                 default_splits: dict[str, Sequence[str]], normalize_case):
+        self.root = Path(root)
+        self.data_cfg = data_cfg
+        self.intensity = resolve_intensity(data_cfg.intensity, self.default_intensity)
+        self.ct_window = tuple(float(v) for v in data_cfg.ct_window)
+        if len(self.ct_window) != 2 or not self.ct_window[1] > self.ct_window[0]:
+            raise InputError(f"config key 'data.ct_window': {list(data_cfg.ct_window)} is not "
+                             f"a [low, high] window")
+        if data_cfg.cache_dtype not in ("float16", "float32"):
+            raise InputError(f"config key 'data.cache_dtype': {data_cfg.cache_dtype!r} is not "
+                             f"float16 or float32")
+        self._normalize_case = normalize_case
+        self._splits = resolve_splits(default_splits, {
+            "train": data_cfg.train_cases, "val": data_cfg.val_cases,
+            "test": data_cfg.test_cases}, normalize_case)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes including background."""
+        return len(self.class_names) + 1
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{s}={len(self._splits[s])}" for s in SPLITS)
+        return (f"{type(self).__name__}(name={self.name!r}, layout={self.layout!r}, "
+                f"root='{self.root}', {sizes})")
+
+    # ----------------------------------------------------------------- per-layout hooks
+    @abc.abstractmethod
+    def entries_for_case(self, case: str) -> list[VolumeEntry]:
+        """The volumes of ``case`` (one, or ACDC's two frames), in a fixed order."""
+
+    @abc.abstractmethod
+    def load(self, entry: VolumeEntry) -> RawVolume:
+        """Read one volume; raises InputError naming the file on any problem."""
+
+    @abc.abstractmethod
+    def check_entry(self, entry: VolumeEntry, read_image: bool) -> None:
+        """Check one volume's files without normalising them (headers; labels fully read)."""
+
+    # ----------------------------------------------------------------- public API
+    def cases(self, split: str) -> list[str]:
+        """Normalised case ids of ``split`` ("train", "val" or "test")."""
+        if split not in SPLITS:
+            raise InputError(f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
+        return list(self._splits[split])
+
+    def entries(self, split: str) -> list[VolumeEntry]:
+        """Every volume of every case of ``split``."""
+        return [entry for case in self.cases(split) for entry in self.entries_for_case(case)]
+
+    def check_integrity(self, splits: Sequence[str] = SPLITS, read_images: bool = False) -> None:
+        """Check that every listed case is present, readable and consistent.
+
+        Images are checked from their headers (and, for gzip files, their recorded size, which
+        reveals truncation) unless ``read_images``, which also reads them to look for NaN;
+        labels are always read (value range, NaN, shape and geometry against the image).
+
+        Raises
+        ------
+        InputError
+            The first problem found, naming the file.
+        """
+        seen = set()
+        for split in splits:
+            for entry in self.entries(split):
+                if entry.name in seen:
+                    continue
+                seen.add(entry.name)
+                self.check_entry(entry, read_image=read_images)
+        logger.info("%s (%s): integrity check passed for %d volumes of %s", self.name,
+                    self.layout, len(seen), ", ".join(splits))
+
+    def volume_item(self, entry: VolumeEntry) -> dict:
+        """One whole volume, normalised as in training, at its original size and geometry."""
+        raw = self.load(entry)
+        image = self._normalised(raw)
+        return {"case": entry.name, "image": image, "label": raw.label,
+                "spacing": tuple(float(v) for v in raw.spacing),
+                "affine": np.asarray(raw.affine, dtype=np.float64),
+                "image_path": str(raw.image_path)}
+
+    def volumes(self, split: str) -> VolumeDataset:
+        """Whole volumes of ``split``, read lazily one at a time (see :meth:`volume_item`)."""
+        return VolumeDataset(self.entries(split), self.volume_item)
+
+    def train_slices(self, img_size: Union[int, Sequence[int]], seed: int = 0) -> SliceDataset:
+        """Every slice of every training volume, cached at ``img_size``, as a torch Dataset.
+
+        Items are {"image": float32 (in_chans, H, W), "label": int64 (1, H, W)}; augmentation
+        (``data_cfg.augment``) derives its randomness from (seed, epoch, index) only.
+        """
+        size = as_size(img_size)
+        entries = self.entries("train")
+        if not entries:
+            raise InputError(f"{self.name}: the training split is empty "
+                             f"(set data.train_cases)")
+        cache = build_slice_cache(entries, self._cached_volume, size,
+                                  np.dtype(self.data_cfg.cache_dtype),
+                                  workers=max(1, int(self.data_cfg.num_workers)))
+        return SliceDataset(cache, augment=self.data_cfg.augment, seed=seed)
+
+    # ----------------------------------------------------------------- helpers
+    def _normalised(self, raw: RawVolume) -> np.ndarray:
+        if not np.isfinite(raw.image).all():
+            raise InputError(f"{raw.image_path}: image contains NaN or infinite values")
+        if raw.prenormalised == self.intensity:
+            return np.asarray(raw.image, dtype=np.float32)
+        return normalize_intensity(raw.image, self.intensity, self.ct_window,
+                                   channels_first=raw.image.ndim == 4)
+
+    def _cached_volume(self, entry: VolumeEntry) -> tuple[np.ndarray, np.ndarray]:
+        raw = self.load(entry)
+        if raw.label is None:
+            raise InputError(f"{entry.image_path}: training case {entry.case} has no label")
+        return self._normalised(raw), raw.label

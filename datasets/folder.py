@@ -1,0 +1,196 @@
+"""A user's own data in the Medical Segmentation Decathlon / nnU-Net layout."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from swin_unet.config import DataConfig
+from swin_unet.errors import InputError
+
+from .base import DataSource, RawVolume, VolumeEntry
+from .cases import deterministic_split
+from .readers import (check_label_values, check_nifti_complete, check_same_geometry,
+                      read_nifti, read_nifti_header)
+
+__all__ = ["FOLDER_HELP", "FolderDataset", "read_dataset_json"]
+
+logger = logging.getLogger(__name__)
+
+FOLDER_HELP = """expected the Medical Segmentation Decathlon / nnU-Net layout:
+  ROOT/dataset.json      with "labels" ({"0": "background", "1": "liver"} or {"background": 0, ...})
+                         and "modality" or "channel_names" ({"0": "CT"})
+  ROOT/imagesTr/         CASE.nii.gz (several channels: 4-D) or CASE_0000.nii.gz, CASE_0001.nii.gz
+  ROOT/labelsTr/         CASE.nii.gz
+  ROOT/imagesTs/         optional; ROOT/splits.json optional ({"train": [...], "val": [...], "test": [...]})
+See http://medicaldecathlon.com/ and nnU-Net's dataset_format documentation. Point --root at it."""
+
+
+def _case_id(value: object, key: str) -> str:
+    # Folder data keeps its own case ids; only YAML's number-for-string reading is undone.
+    text = str(value).strip()
+    if not text:
+        raise InputError(f"{key}: empty case id")
+    return text
+
+
+def read_dataset_json(path: Path) -> dict:
+    """``dataset.json`` as class names (index 1..K), channel modalities and file ending.
+
+    Raises
+    ------
+    InputError
+        Missing or invalid file, region-based labels, or labels that are not 0..K.
+    """
+    if not path.is_file():
+        raise InputError(f"{path}: file not found; {FOLDER_HELP}")
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: not valid JSON ({exc})") from None
+    labels = meta.get("labels") if isinstance(meta, dict) else None
+    if not isinstance(labels, dict) or not labels:
+        raise InputError(f"{path}: no 'labels' mapping")
+    index_to_name: dict[int, str] = {}
+    for key, value in labels.items():
+        # MSD writes {"1": "liver"}, nnU-Net v2 {"liver": 1}.
+        if isinstance(value, (list, tuple)):
+            raise InputError(f"{path}: region-based label '{key}' is not supported (one "
+                             f"integer per class)")
+        pair = (key, value) if re.fullmatch(r"\d+", str(key)) else (value, key)
+        try:
+            index_to_name[int(pair[0])] = str(pair[1])
+        except (TypeError, ValueError):
+            raise InputError(f"{path}: label entry {key!r}: {value!r} has no integer "
+                             f"index") from None
+    if sorted(index_to_name) != list(range(len(index_to_name))):
+        raise InputError(f"{path}: label indices {sorted(index_to_name)} are not 0..K")
+    channels = meta.get("channel_names") or meta.get("modality") or {"0": "image"}
+    if not isinstance(channels, dict):
+        raise InputError(f"{path}: 'channel_names' / 'modality' must be a mapping")
+    modalities = [str(channels[k]) for k in sorted(channels, key=lambda k: int(k))]
+    return {"class_names": tuple(index_to_name[i] for i in range(1, len(index_to_name))),
+            "modalities": modalities,
+            "file_ending": str(meta.get("file_ending", ".nii.gz"))}
+
+
+def _read_splits(root: Path) -> Optional[dict[str, list]]:
+    for name in ("splits.json", "splits_final.json"):
+        path = root / name
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputError(f"{path}: not valid JSON ({exc})") from None
+        if isinstance(data, list) and data and isinstance(data[0], dict):
+            data = data[0]  # nnU-Net's splits_final.json: a list of folds; fold 0
+        if not isinstance(data, dict) or not set(data) & {"train", "val", "test"}:
+            raise InputError(f"{path}: expected {{\"train\": [...], \"val\": [...], "
+                             f"\"test\": [...]}} or a list of such folds")
+        logger.info("split from %s", path)
+        return {k: [str(c) for c in data.get(k, [])] for k in ("train", "val", "test")}
+    return None
+
+
+class FolderDataset(DataSource):
+    """``dataset.json`` + ``imagesTr/`` + ``labelsTr/``: class names, channels and modality.
+
+    Intensity: "ct" (window ``data.ct_window``) when the first channel's modality is CT, else a
+    per-volume, per-channel z-score; ``data.intensity`` overrides. The split is ``splits.json``
+    (or nnU-Net's ``splits_final.json``, fold 0) when present, else a deterministic 70/10/20
+    split of the labelled cases. Volumes are named after the case (the label file's name).
+    """
+
+    name = "folder"
+    layout = "folder"
+
+    def __init__(self, root: Path, data_cfg: DataConfig):
+        root = Path(root)
+        meta = read_dataset_json(root / "dataset.json")
+        self.class_names = meta["class_names"]
+        self.modalities = meta["modalities"]
+        self.in_chans = len(self.modalities)
+        self.file_ending = meta["file_ending"]
+        self.default_intensity = "ct" if self.modalities[0].strip().upper() == "CT" else "zscore"
+        labels_dir = root / "labelsTr"
+        if not labels_dir.is_dir():
+            raise InputError(f"{labels_dir}: folder not found; {FOLDER_HELP}")
+        # MSD archives carry macOS "._name" files next to the real ones.
+        self._labelled = sorted(p.name[:-len(self.file_ending)]
+                                for p in labels_dir.glob(f"*{self.file_ending}")
+                                if not p.name.startswith("."))
+        if not self._labelled:
+            raise InputError(f"{labels_dir}: no *{self.file_ending} label files")
+        splits = _read_splits(root) or deterministic_split(self._labelled)
+        super().__init__(root, data_cfg, splits, _case_id)
+
+    def _image_files(self, case: str) -> list[Path]:
+        folder = self.root / "imagesTr"
+        per_channel = [folder / f"{case}_{c:04d}{self.file_ending}" for c in range(self.in_chans)]
+        if per_channel[0].is_file():
+            return per_channel
+        return [folder / f"{case}{self.file_ending}"]
+
+    def entries_for_case(self, case: str) -> list[VolumeEntry]:
+        label = self.root / "labelsTr" / f"{case}{self.file_ending}"
+        return [VolumeEntry(case, case, self._image_files(case),
+                            label if label.is_file() else None)]
+
+    def _read_image(self, entry: VolumeEntry) -> tuple[np.ndarray, np.ndarray, tuple]:
+        arrays, affine, spacing = [], None, None
+        for path in entry.image:
+            array, file_affine, file_spacing = read_nifti(path, np.float32)
+            affine = file_affine if affine is None else affine
+            spacing = file_spacing if spacing is None else spacing
+            arrays.append(array)
+        if len(arrays) == 1:
+            image = arrays[0]
+            if image.ndim == 4:  # MSD stores channels as the 4th axis
+                image = np.moveaxis(image, -1, 0)
+        else:
+            for path, array in zip(entry.image[1:], arrays[1:]):
+                if array.shape != arrays[0].shape:
+                    raise InputError(f"{path}: shape {array.shape} differs from "
+                                     f"{arrays[0].shape} of {entry.image[0]}")
+            image = np.stack(arrays)
+        channels = image.shape[0] if image.ndim == 4 else 1
+        if image.ndim not in (3, 4) or channels != self.in_chans:
+            raise InputError(f"{entry.image[0]}: expected {self.in_chans} channel(s) of a 3-D "
+                             f"volume (dataset.json), got shape {image.shape}")
+        return image, affine, spacing
+
+    def load(self, entry: VolumeEntry) -> RawVolume:
+        image, affine, spacing = self._read_image(entry)
+        label = None
+        if entry.label is not None:
+            values, _, _ = read_nifti(entry.label, dtype=None)
+            if values.shape != image.shape[-3:]:
+                raise InputError(f"{entry.label}: label shape {values.shape} does not match the "
+                                 f"image shape {image.shape[-3:]} of {entry.image[0]}")
+            check_label_values(values, range(self.num_classes), entry.label,
+                               "labels of dataset.json")
+            label = values.astype(np.uint8)
+        return RawVolume(image, label, spacing, affine, entry.image[0])
+
+    def check_entry(self, entry: VolumeEntry, read_image: bool) -> None:
+        if entry.label is None:
+            raise InputError(f"{self.root / 'labelsTr' / (entry.case + self.file_ending)}: "
+                             f"file not found (case {entry.case})")
+        label = read_nifti_header(entry.label)
+        for path in entry.image:
+            image = read_nifti_header(path)
+            check_nifti_complete(image)
+            check_same_geometry(image, label, spatial_dims=3)
+        values, _, _ = read_nifti(entry.label, dtype=None)
+        check_label_values(values, range(self.num_classes), entry.label,
+                           "labels of dataset.json")
+        if read_image:
+            image, _, _ = self._read_image(entry)
+            if not np.isfinite(image).all():
+                raise InputError(f"{entry.image[0]}: image contains NaN or infinite values")

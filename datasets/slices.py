@@ -1,0 +1,162 @@
+"""Cached, resized training slices (a torch Dataset) and lazily read whole volumes."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from collections.abc import Sequence
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .transforms import build_augmentation, resize_slices, volume_to_slices
+
+__all__ = ["SliceCache", "build_slice_cache", "SliceDataset", "VolumeDataset"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SliceCache:
+    """Training volumes as compact 2-D slices at the model's size.
+
+    ``images[v]`` is (Z, C, H, W) float16 or float32 and ``labels[v]`` (Z, H, W) uint8 for
+    volume ``names[v]``.
+    """
+
+    names: list[str]
+    images: list[np.ndarray]
+    labels: list[np.ndarray]
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the cached arrays."""
+        return sum(a.nbytes for a in self.images) + sum(a.nbytes for a in self.labels)
+
+    @property
+    def num_slices(self) -> int:
+        """Total number of cached slices."""
+        return sum(len(a) for a in self.labels)
+
+
+def _prepare(volume: np.ndarray, label: np.ndarray, size: tuple[int, int],
+             dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """(C, )X, Y, Z volume and X, Y, Z label -> (Z, C, H, W) ``dtype`` and (Z, H, W) uint8."""
+    channels = volume.ndim == 4
+    image = resize_slices(volume_to_slices(volume, channels), size).astype(dtype)
+    # Labels travel as float32 through the resize (exact for class indices < 2^24).
+    label_slices = volume_to_slices(label.astype(np.float32), False)[:, 0]
+    labels = resize_slices(label_slices, size, is_label=True).astype(np.uint8)
+    return image, labels
+
+
+def build_slice_cache(entries: Sequence, load: Callable, size: tuple[int, int],
+                      dtype: np.dtype, workers: int = 1) -> SliceCache:
+    """Read, normalise and resize every volume once (threads), keeping compact slices.
+
+    ``load(entry)`` returns the normalised (C, )X, Y, Z image and the X, Y, Z class-index label.
+    This plays the role of MONAI's CacheDataset, whose ``apply_transform`` wraps every error in
+    a RuntimeError: here an InputError naming a bad file reaches the command line as it is.
+    """
+    start = time.perf_counter()
+
+    def one(entry):
+        image, label = load(entry)
+        return _prepare(image, label, size, dtype)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(entries)))) as pool:
+        results = list(pool.map(one, entries))
+    cache = SliceCache([e.name for e in entries], [r[0] for r in results],
+                       [r[1] for r in results])
+    logger.info("cached %d training volumes (%d slices at %dx%d, %s): %.1f MB in %.1f s",
+                len(entries), cache.num_slices, size[0], size[1], np.dtype(dtype).name,
+                cache.nbytes / 1e6, time.perf_counter() - start)
+    return cache
+
+
+class SliceDataset(Dataset):
+    """Every cached training slice is one sample per epoch.
+
+    Items are {"image": float32 tensor (C, H, W), "label": int64 tensor (1, H, W)}. With
+    ``augment``, each item's randomness is seeded from (seed, epoch, index) alone, so batches
+    do not depend on ``num_workers``, worker order, the sampler or resuming. Call
+    :meth:`set_epoch` before creating each epoch's DataLoader iterator; the epoch lives in
+    shared memory so persistent workers see it too.
+    """
+
+    def __init__(self, cache: SliceCache, augment: bool = True, seed: int = 0):
+        self.cache = cache
+        self.augment = bool(augment)
+        self.seed = int(seed) % 2 ** 32
+        self._offsets = np.cumsum([0] + [len(a) for a in cache.labels])
+        # Shared with DataLoader workers (fork or spawn), unlike a plain attribute.
+        self._epoch = multiprocessing.Value("q", 0, lock=False)
+        self._augmentation = build_augmentation() if self.augment else None
+
+    def __len__(self) -> int:
+        return int(self._offsets[-1])
+
+    @property
+    def epoch(self) -> int:
+        """The epoch whose randomness :meth:`__getitem__` uses."""
+        return int(self._epoch.value)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch that seeds augmentation (like DistributedSampler.set_epoch)."""
+        self._epoch.value = int(epoch)
+
+    def locate(self, index: int) -> tuple[str, int]:
+        """(volume name, slice index) of sample ``index``."""
+        volume = int(np.searchsorted(self._offsets, index, side="right")) - 1
+        return self.cache.names[volume], int(index - self._offsets[volume])
+
+    def sample_seed(self, index: int) -> int:
+        """The augmentation seed of sample ``index`` in the current epoch."""
+        sequence = np.random.SeedSequence([self.seed, self.epoch, int(index)])
+        return int(sequence.generate_state(1)[0])
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < len(self):
+            raise IndexError(f"slice index {index} out of range for {len(self)} slices")
+        volume = int(np.searchsorted(self._offsets, index, side="right")) - 1
+        z = int(index - self._offsets[volume])
+        image = torch.from_numpy(self.cache.images[volume][z].astype(np.float32))
+        label = torch.from_numpy(self.cache.labels[volume][z][None].astype(np.float32))
+        if self._augmentation is not None:
+            self._augmentation.set_random_state(seed=self.sample_seed(index))
+            out = self._augmentation({"image": image, "label": label})
+            image, label = out["image"], out["label"]
+        # MONAI returns MetaTensors; the training loop gets plain tensors.
+        image = torch.as_tensor(image).as_subclass(torch.Tensor).contiguous()
+        label = torch.as_tensor(label).as_subclass(torch.Tensor).round().to(torch.int64)
+        return {"image": image.float(), "label": label.contiguous()}
+
+
+class VolumeDataset(Sequence):
+    """Whole volumes of a split, read and normalised lazily, one per ``__getitem__``.
+
+    Items: {"case", "image", "label", "spacing", "affine", "image_path"} (see the package
+    docstring). ``names`` lists the volumes' case names without reading anything.
+    """
+
+    def __init__(self, entries: Sequence, read: Callable):
+        self._entries = list(entries)
+        self._read = read
+
+    @property
+    def names(self) -> list[str]:
+        """Contract names of the volumes, in order."""
+        return [e.name for e in self._entries]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return self._read(self._entries[index])

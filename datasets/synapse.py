@@ -1,0 +1,236 @@
+"""Synapse multi-organ CT: the raw BTCV NIfTI layout and TransUNet's npz/h5 release."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from swin_unet.config import DataConfig
+from swin_unet.errors import InputError
+
+from .base import DataSource, RawVolume, VolumeEntry, label_lookup
+from .cases import SYNAPSE_TEST, SYNAPSE_TRAIN, normalize_synapse_case
+from .readers import (check_label_values, check_nifti_complete, check_same_geometry, h5_shapes,
+                      npz_shapes, read_h5, read_nifti, read_nifti_header, read_npz)
+
+__all__ = ["SYNAPSE_CLASSES", "SYNAPSE_RAW_TO_CLASS", "SYNAPSE_HELP", "SynapseRaw",
+           "SynapseRelease", "find_synapse_raw", "find_synapse_release"]
+
+logger = logging.getLogger(__name__)
+
+SYNAPSE_CLASSES = ("aorta", "gallbladder", "kidney_left", "kidney_right", "liver", "pancreas",
+                   "spleen", "stomach")
+# BTCV raw label -> class index in the community order; the other 5 raw organs -> background.
+SYNAPSE_RAW_TO_CLASS = {8: 1, 4: 2, 3: 3, 2: 4, 6: 5, 11: 6, 1: 7, 7: 8}
+SYNAPSE_RAW_MAX = 13
+
+SYNAPSE_HELP = """expected one of these layouts:
+  raw BTCV data:         ROOT/RawData/Training/img/img0001.nii.gz  and  .../label/label0001.nii.gz
+                         (ROOT may also be Training/ or the folder holding img/ and label/)
+  TransUNet's release:   ROOT/train_npz/case0005_slice000.npz  and  ROOT/test_vol_h5/case0001.npy.h5
+The raw data is published on Synapse (https://www.synapse.org/#!Synapse:syn3193805, "Multi-Atlas
+Labeling Beyond the Cranial Vault", free registration); the preprocessed release is linked from
+https://github.com/Beckschen/TransUNet. Point --root (data.root) at it."""
+
+_SLICE_FILE = re.compile(r"^(case\d+)_slice(\d+)\.npz$")
+_VOLUME_FILE = re.compile(r"^(case\d+)(?:\.npy)?\.h5$")
+
+
+def _default_splits() -> dict[str, Sequence[str]]:
+    # The standard protocol has no validation split (best = last epoch in the trainer).
+    return {"train": SYNAPSE_TRAIN, "val": (), "test": SYNAPSE_TEST}
+
+
+def find_synapse_raw(root: Path) -> Optional[Path]:
+    """The folder holding ``img/`` and ``label/`` under ``root``, or None."""
+    for candidate in (root / "RawData" / "Training", root / "Training", root,
+                      root / "Abdomen" / "RawData" / "Training"):
+        if (candidate / "img").is_dir() and (candidate / "label").is_dir():
+            return candidate
+    return None
+
+
+def find_synapse_release(root: Path) -> Optional[Path]:
+    """The folder holding ``train_npz/`` or ``test_vol_h5/`` under ``root``, or None."""
+    for candidate in (root, root / "Synapse"):
+        if (candidate / "train_npz").is_dir() or (candidate / "test_vol_h5").is_dir():
+            return candidate
+    return None
+
+
+def _nifti_path(folder: Path, stem: str) -> Path:
+    for suffix in (".nii.gz", ".nii"):
+        if (folder / f"{stem}{suffix}").is_file():
+            return folder / f"{stem}{suffix}"
+    return folder / f"{stem}.nii.gz"
+
+
+class SynapseRaw(DataSource):
+    """BTCV ``img/imgXXXX.nii.gz`` + ``label/labelXXXX.nii.gz``: raw labels -> 8 organs, CT window."""
+
+    layout = "synapse_raw"
+    class_names = SYNAPSE_CLASSES
+    default_intensity = "ct"
+
+    def __init__(self, root: Path, data_cfg: DataConfig, name: str = "synapse",
+                 default_splits: Optional[dict] = None):
+        folder = find_synapse_raw(Path(root))
+        if folder is None:
+            raise InputError(f"{root}: no Synapse raw data here; {SYNAPSE_HELP}")
+        self.name = name
+        self.folder = folder
+        self._lookup = label_lookup(SYNAPSE_RAW_TO_CLASS, SYNAPSE_RAW_MAX)
+        super().__init__(folder, data_cfg, default_splits or _default_splits(),
+                         normalize_synapse_case)
+
+    def entries_for_case(self, case: str) -> list[VolumeEntry]:
+        number = case[len("case"):]
+        return [VolumeEntry(case, case, _nifti_path(self.folder / "img", f"img{number}"),
+                            _nifti_path(self.folder / "label", f"label{number}"))]
+
+    def load(self, entry: VolumeEntry) -> RawVolume:
+        image, affine, spacing = read_nifti(entry.image, np.float32)
+        label, _, _ = read_nifti(entry.label, dtype=None)
+        if label.shape != image.shape:
+            raise InputError(f"{entry.label}: label shape {label.shape} does not match the "
+                             f"image shape {image.shape} of {entry.image}")
+        check_label_values(label, range(SYNAPSE_RAW_MAX + 1), entry.label,
+                           "Synapse raw label map")
+        return RawVolume(image, self._lookup[label.astype(np.intp)], spacing, affine,
+                         entry.image)
+
+    def check_entry(self, entry: VolumeEntry, read_image: bool) -> None:
+        image = read_nifti_header(entry.image)
+        check_nifti_complete(image)
+        label = read_nifti_header(entry.label)
+        check_same_geometry(image, label)
+        values, _, _ = read_nifti(entry.label, dtype=None)
+        check_label_values(values, range(SYNAPSE_RAW_MAX + 1), entry.label,
+                           "Synapse raw label map")
+        if read_image:
+            array, _, _ = read_nifti(entry.image, np.float32)
+            if not np.isfinite(array).all():
+                raise InputError(f"{entry.image}: image contains NaN or infinite values")
+
+
+class SynapseRelease(DataSource):
+    """TransUNet's ``train_npz/`` slices and ``test_vol_h5/`` volumes (no spacing stored).
+
+    Volumes are stored (slices, H, W) and become (H, W, slices); slices of one case stack to
+    (H, W, slices) in slice-number order. Images are already CT-windowed to [0, 1] in the
+    release and are not normalised again (values outside [0, 1] are taken as HU instead).
+    Labels are class indices 0..8, assumed in the community order (unverified in FACTS.md).
+    """
+
+    name = "synapse"
+    layout = "synapse_npz"
+    class_names = SYNAPSE_CLASSES
+    default_intensity = "ct"
+
+    def __init__(self, root: Path, data_cfg: DataConfig):
+        folder = find_synapse_release(Path(root))
+        if folder is None:
+            raise InputError(f"{root}: no TransUNet Synapse release here; {SYNAPSE_HELP}")
+        self.folder = folder
+        self._slices: dict[str, list[Path]] = {}
+        for path in sorted((folder / "train_npz").glob("*.npz")):
+            match = _SLICE_FILE.match(path.name)
+            if match:
+                self._slices.setdefault(normalize_synapse_case(match.group(1)), []).append(path)
+        for files in self._slices.values():
+            files.sort(key=lambda p: int(_SLICE_FILE.match(p.name).group(2)))
+        self._volumes = {}
+        for path in sorted((folder / "test_vol_h5").glob("*.h5")):
+            match = _VOLUME_FILE.match(path.name)
+            if match:
+                self._volumes[normalize_synapse_case(match.group(1))] = path
+        logger.warning("%s: TransUNet's release stores no voxel spacing; unit spacing (1, 1, 1) "
+                       "and an identity affine are used (distances are in voxels)", folder)
+        super().__init__(folder, data_cfg, _default_splits(), normalize_synapse_case)
+
+    def entries_for_case(self, case: str) -> list[VolumeEntry]:
+        if case in self._volumes:
+            path = self._volumes[case]
+            return [VolumeEntry(case, case, path, path, {"kind": "h5"})]
+        if case in self._slices:
+            files = self._slices[case]
+            return [VolumeEntry(case, case, files, files, {"kind": "slices"})]
+        missing = self.folder / "test_vol_h5" / f"{case}.npy.h5"
+        return [VolumeEntry(case, case, missing, missing, {"kind": "missing"})]
+
+    def _raise_missing(self, entry: VolumeEntry) -> None:
+        raise InputError(f"{entry.image}: file not found, and no "
+                         f"{self.folder / 'train_npz' / (entry.case + '_slice*.npz')} "
+                         f"slices either ({entry.case})")
+
+    def _read(self, entry: VolumeEntry) -> tuple[np.ndarray, np.ndarray]:
+        kind = entry.info["kind"]
+        if kind == "missing":
+            self._raise_missing(entry)
+        if kind == "h5":
+            arrays = read_h5(entry.image)
+            image, label = arrays["image"], arrays["label"]
+            if image.ndim != 3 or image.shape != label.shape:
+                raise InputError(f"{entry.image}: expected 3-D 'image' and 'label' of one shape, "
+                                 f"got {image.shape} and {label.shape}")
+            check_label_values(label, range(len(SYNAPSE_CLASSES) + 1), entry.image,
+                               "Synapse class map")
+            return np.moveaxis(image, 0, -1), np.moveaxis(label, 0, -1)
+        images, labels = [], []
+        for path in entry.image:
+            arrays = read_npz(path, ("image", "label"))
+            if arrays["image"].ndim != 2 or arrays["image"].shape != arrays["label"].shape:
+                raise InputError(f"{path}: expected 2-D 'image' and 'label' of one shape, got "
+                                 f"{arrays['image'].shape} and {arrays['label'].shape}")
+            if images and arrays["image"].shape != images[0].shape:
+                raise InputError(f"{path}: slice shape {arrays['image'].shape} differs from "
+                                 f"{images[0].shape} of {entry.image[0]}")
+            check_label_values(arrays["label"], range(len(SYNAPSE_CLASSES) + 1), path,
+                               "Synapse class map")
+            images.append(arrays["image"])
+            labels.append(arrays["label"])
+        return np.stack(images, axis=-1), np.stack(labels, axis=-1)
+
+    def load(self, entry: VolumeEntry) -> RawVolume:
+        image, label = self._read(entry)
+        image = image.astype(np.float32)
+        windowed = image.size == 0 or (image.min() >= -1e-3 and image.max() <= 1 + 1e-3)
+        if not windowed:
+            logger.warning("%s: values outside [0, 1]; treated as HU, not as the release's "
+                           "windowed intensities", entry.image_path)
+        return RawVolume(image, label.astype(np.uint8), (1.0, 1.0, 1.0), np.eye(4),
+                         entry.image_path, prenormalised="ct" if windowed else None)
+
+    def check_entry(self, entry: VolumeEntry, read_image: bool) -> None:
+        kind = entry.info["kind"]
+        if kind == "missing":
+            self._raise_missing(entry)
+        if read_image:
+            self.load(entry)
+            return
+        if kind == "h5":
+            shapes = h5_shapes(entry.image)
+            if len(shapes["image"]) != 3 or shapes["image"] != shapes["label"]:
+                raise InputError(f"{entry.image}: expected 3-D 'image' and 'label' of one shape, "
+                                 f"got {shapes['image']} and {shapes['label']}")
+            label = read_h5(entry.image, ("label",))["label"]
+            check_label_values(label, range(len(SYNAPSE_CLASSES) + 1), entry.image,
+                               "Synapse class map")
+            return
+        first = None
+        for path in entry.image:
+            shapes = npz_shapes(path, ("image", "label"))
+            if len(shapes["image"]) != 2 or shapes["image"] != shapes["label"]:
+                raise InputError(f"{path}: expected 2-D 'image' and 'label' of one shape, got "
+                                 f"{shapes['image']} and {shapes['label']}")
+            first = first or shapes["image"]
+            if shapes["image"] != first:
+                raise InputError(f"{path}: slice shape {shapes['image']} differs from {first} "
+                                 f"of {entry.image[0]}")
+            label = read_npz(path, ("label",))["label"]
+            check_label_values(label, range(len(SYNAPSE_CLASSES) + 1), path,
+                               "Synapse class map")

@@ -1,0 +1,97 @@
+"""MONAI transform chains: the cache-time in-plane resize and the 2-D training augmentation."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence, Union
+
+import numpy as np
+import torch
+from monai.transforms import (Compose, Identityd, OneOf, RandFlipd, RandRotate90d, RandRotated,
+                              Resize)
+
+from swin_unet.errors import InputError
+
+__all__ = ["as_size", "resize_slices", "volume_to_slices", "build_augmentation"]
+
+KEYS = ("image", "label")
+
+
+def as_size(img_size: Union[int, Sequence[int]], key: str = "img_size") -> tuple[int, int]:
+    """``224`` or ``(H, W)`` -> ``(H, W)``.
+
+    Raises
+    ------
+    InputError
+        Not a positive int or a pair of positive ints.
+    """
+    if isinstance(img_size, (int, np.integer)) and not isinstance(img_size, bool):
+        size = (int(img_size), int(img_size))
+    elif (isinstance(img_size, (list, tuple)) and len(img_size) == 2
+          and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in img_size)):
+        size = (int(img_size[0]), int(img_size[1]))
+    else:
+        raise InputError(f"{key}: expected an int or a pair of ints, got {img_size!r}")
+    if min(size) < 1:
+        raise InputError(f"{key}: sizes must be positive, got {img_size!r}")
+    return size
+
+
+def volume_to_slices(volume: np.ndarray, channels: bool) -> np.ndarray:
+    """(X, Y, Z) -> (Z, 1, X, Y), or (C, X, Y, Z) -> (Z, C, X, Y) when ``channels``."""
+    if not channels:
+        volume = volume[None]
+    return np.ascontiguousarray(np.moveaxis(volume, -1, 0))
+
+
+def resize_slices(slices: Union[np.ndarray, torch.Tensor], size: Sequence[int],
+                  is_label: bool = False) -> np.ndarray:
+    """Resize a stack of 2-D slices in-plane.
+
+    Parameters
+    ----------
+    slices : array of shape (N, X, Y) or (N, C, X, Y)
+        Slices (and channels) to resize; every slice is resized on its own.
+    size : (H, W)
+        Output in-plane size.
+    is_label : bool
+        Labels use nearest-neighbour ("nearest-exact": pixel centres, no half-pixel shift);
+        images bicubic interpolation, as the published recipe's cubic resize.
+
+    Returns
+    -------
+    np.ndarray
+        float32 array of shape (N, H, W) or (N, C, H, W).
+    """
+    array = np.asarray(slices, dtype=np.float32)
+    lead = array.shape[:-2]
+    if tuple(array.shape[-2:]) == tuple(size):
+        return array
+    # Slices (and channels) become MONAI's channel axis: one 2-D interpolation call for all.
+    flat = array.reshape((-1,) + array.shape[-2:])
+    resize = Resize(spatial_size=tuple(int(v) for v in size),
+                    mode="nearest-exact" if is_label else "bicubic",
+                    align_corners=None if is_label else False, dtype=torch.float32)
+    out = np.asarray(resize(flat), dtype=np.float32)
+    return out.reshape(lead + tuple(size))
+
+
+def build_augmentation() -> Compose:
+    """The published 2-D augmentation, applied to {"image": (C, H, W), "label": (1, H, W)}.
+
+    With p=0.5 a random rot90 followed by a flip along a random axis; otherwise with p=0.5 a
+    rotation by an angle in [-20, 20] degrees; else nothing. The label is always resampled
+    nearest-neighbour. Deviations from the original code, on purpose: the image is rotated with
+    bilinear (not nearest) interpolation, and augmentation runs after the cache-time resize
+    instead of at the original 512 x 512 (several times cheaper per slice).
+    """
+    rot90_flip = Compose([
+        # k in 1..4 (4 == 0) with a flip on either axis: the 4 reflections, uniformly, as
+        # the original's rot90 by k in 0..3 followed by a random flip.
+        RandRotate90d(KEYS, prob=1.0, max_k=4),
+        OneOf([RandFlipd(KEYS, prob=1.0, spatial_axis=0),
+               RandFlipd(KEYS, prob=1.0, spatial_axis=1)]),
+    ])
+    rotate = RandRotated(KEYS, range_x=math.radians(20.0), prob=1.0, keep_size=True,
+                         mode=("bilinear", "nearest"), padding_mode="zeros")
+    return OneOf([rot90_flip, rotate, Identityd(KEYS)], weights=[0.5, 0.25, 0.25])
