@@ -1,0 +1,186 @@
+"""Volume inference: every slice through the 2-D model in batches, resized in and out, with TTA."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+from torch import nn
+
+from .errors import InputError
+from .metrics import MODES
+
+__all__ = ["predict_volume", "resolve_device", "flip_tta_logits"]
+
+logger = logging.getLogger(__name__)
+
+# In-plane flips of test-time augmentation: none, rows, columns, both.
+_TTA_FLIPS = ((), (-2,), (-1,), (-2, -1))
+
+
+def resolve_device(device: Union[str, torch.device, None] = "auto") -> torch.device:
+    """``"auto"``/None -> CUDA when available, else CPU; ``"cuda"`` without a GPU is an error.
+
+    Raises
+    ------
+    InputError
+        CUDA asked for but not available, or an unknown device name.
+    """
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise InputError(f"--device: unknown device {device!r} (auto, cpu or cuda)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is available (use --device cpu)")
+    return device
+
+
+def _pair(img_size: Union[int, Sequence[int]]) -> tuple[int, int]:
+    if isinstance(img_size, (int, np.integer)):
+        return int(img_size), int(img_size)
+    size = tuple(int(v) for v in img_size)
+    if len(size) != 2:
+        raise InputError(f"img_size: expected an int or (H, W), got {img_size!r}")
+    return size
+
+
+def _autocast(device: torch.device, amp: bool):
+    """float16 autocast on CUDA when asked; a no-op elsewhere."""
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def flip_tta_logits(model: nn.Module, batch: torch.Tensor, tta: bool) -> torch.Tensor:
+    """The model's float32 logits for ``batch``, averaged over the four in-plane flips if ``tta``.
+
+    Logits (not probabilities) are averaged so that the same resize-then-argmax path follows
+    with or without TTA.
+    """
+    if not tta:
+        return model(batch).float()
+    total = None
+    for dims in _TTA_FLIPS:
+        flipped = torch.flip(batch, dims) if dims else batch
+        logits = model(flipped).float()
+        logits = torch.flip(logits, dims) if dims else logits
+        total = logits if total is None else total + logits
+    return total / len(_TTA_FLIPS)
+
+
+def _paper_resize_in(slices: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(N, C, X, Y) -> (N, C, H, W) with scipy's cubic spline zoom, slice by slice (original)."""
+    n, c, x, y = slices.shape
+    if (x, y) == size:
+        return slices
+    out = np.empty((n, c) + size, dtype=np.float32)
+    factors = (size[0] / x, size[1] / y)
+    for i in range(n):
+        for k in range(c):
+            out[i, k] = ndimage.zoom(slices[i, k], factors, order=3)
+    return out
+
+
+def _paper_resize_out(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(N, H, W) labels -> (N, X, Y) with scipy's nearest zoom (the original's order=0)."""
+    n, h, w = labels.shape
+    if (h, w) == size:
+        return labels
+    factors = (size[0] / h, size[1] / w)
+    return np.stack([ndimage.zoom(labels[i], factors, order=0) for i in range(n)])
+
+
+def predict_volume(model: nn.Module, image: np.ndarray, img_size: Union[int, Sequence[int]],
+                   batch_size: int = 16, mode: str = "mm", tta: bool = False,
+                   device: Union[str, torch.device, None] = None,
+                   amp: bool = False) -> np.ndarray:
+    """Segment a volume slice by slice along its last axis.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Maps (B, C, H, W) float32 to (B, K, H, W) logits. Put in eval mode for the call
+        and restored to its previous mode after.
+    image : np.ndarray
+        (X, Y, Z) or (C, X, Y, Z) float32, intensity-normalised as in training.
+    img_size : int or (H, W)
+        The size the model takes; slices are resized to it and the result back.
+    batch_size : int
+        Slices per forward pass.
+    mode : {"mm", "paper"}
+        ``mm``: bicubic resize in (as the training cache does), logits resized back bilinear,
+        then argmax. ``paper``: the published procedure: cubic spline zoom in, argmax,
+        nearest zoom of the labels back.
+    tta : bool
+        Average the logits over the four in-plane flips (4x the compute).
+    device : str or torch.device, optional
+        Where to run; default the device of the model's parameters. The model is moved there.
+    amp : bool
+        float16 autocast on CUDA (ignored on the CPU).
+
+    Returns
+    -------
+    np.ndarray
+        uint8 labels of shape (X, Y, Z).
+
+    Raises
+    ------
+    InputError
+        A bad shape, channel count, batch size or mode.
+    """
+    if mode not in MODES:
+        raise InputError(f"metric mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if batch_size < 1:
+        raise InputError(f"inference batch size must be >= 1, got {batch_size}")
+    volume = np.asarray(image)
+    if volume.ndim == 3:
+        volume = volume[None]
+    if volume.ndim != 4 or min(volume.shape) < 1:
+        raise InputError(f"image: expected (X, Y, Z) or (C, X, Y, Z), got shape {image.shape}")
+    expected = getattr(model, "in_chans", None)
+    if expected is not None and volume.shape[0] != expected:
+        raise InputError(f"image has {volume.shape[0]} channel(s) but the model takes {expected}")
+    size = _pair(img_size)
+    if device is None:
+        parameter = next(model.parameters(), None)
+        device = parameter.device if parameter is not None else torch.device("cpu")
+    device = torch.device(device)
+    model.to(device)
+    channels, x, y, z = volume.shape
+    labels = np.empty((x, y, z), dtype=np.uint8)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), _autocast(device, amp):
+            for start in range(0, z, batch_size):
+                stop = min(start + batch_size, z)
+                # (C, X, Y, n) -> (n, C, X, Y): the layout of the training slices.
+                chunk = np.ascontiguousarray(np.moveaxis(volume[..., start:stop], -1, 0),
+                                             dtype=np.float32)
+                if mode == "paper":
+                    batch = torch.from_numpy(_paper_resize_in(chunk, size)).to(device)
+                    logits = flip_tta_logits(model, batch, tta)
+                    small = logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
+                    out = _paper_resize_out(small, (x, y))
+                else:
+                    batch = torch.from_numpy(chunk).to(device)
+                    if (x, y) != size:
+                        # Same resize as the training cache (MONAI Resize, bicubic).
+                        batch = F.interpolate(batch, size=size, mode="bicubic",
+                                              align_corners=False)
+                    logits = flip_tta_logits(model, batch, tta)
+                    if (x, y) != size:
+                        logits = F.interpolate(logits, size=(x, y), mode="bilinear",
+                                               align_corners=False)
+                    out = logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
+                labels[..., start:stop] = np.moveaxis(out, 0, -1)
+    finally:
+        model.train(was_training)
+    return labels
