@@ -130,7 +130,7 @@ def mask_figure(view: ShiftView):
     from matplotlib.colors import ListedColormap
 
     mosaic = mask_mosaic(view.mask, view.grid)
-    side = min(9.0, max(4.0, mosaic.shape[1] / 60))
+    side = min(9.0, max(6.5, mosaic.shape[1] / 60))
     fig = _figure(side, side * mosaic.shape[0] / mosaic.shape[1] + 0.9)
     ax = fig.subplots()
     cmap = ListedColormap(["#2b2b2b", "#f4f4f4"]).with_extremes(bad="#e0b040")
@@ -158,7 +158,6 @@ def cost_figure(attention: list[AttentionCost], parts: list[PartCost]):
             ("W-MSA (counted)", [a.counted_macs for a in attention], "#9ecae1")]
     for k, (label, values, color) in enumerate(bars):
         left.bar(x + (k - 1) * 0.27, np.array(values) / 1e6, 0.27, label=label, color=color)
-    left.set_yscale("log")
     left.set_xticks(x, [f"stage {a.level}\n{a.resolution[0]}x{a.resolution[1]}\nC={a.channels}"
                         for a in attention], fontsize=8)
     left.set_ylabel("M multiply-adds per attention layer")
