@@ -81,6 +81,7 @@ class TrainConfig:
     """The optimisation recipe; the defaults are the published Synapse recipe."""
 
     epochs: int = 150
+    # The global batch: split evenly over the processes of a torchrun job.
     batch_size: int = 24
     base_lr: float = 0.05
     # base_lr is for this global batch size; the lr used scales linearly with the real one.
@@ -98,7 +99,15 @@ class TrainConfig:
     val_every: int = 10
     val_hd95: bool = False
     amp: bool = False
+    # Autocast dtype with amp: "auto" (bf16 where the GPU supports it, else fp16), "bf16", "fp16".
+    amp_dtype: str = "auto"
     compile: bool = False
+    # TensorBoard train/* scalars every log_every iterations.
+    log_every: int = 10
+    # Validation slices drawn as image / ground truth / prediction overlays in TensorBoard.
+    overlay_slices: int = 2
+    # Deterministic kernels (slower on CUDA); CPU runs are reproducible either way.
+    deterministic: bool = False
 
 
 @dataclass

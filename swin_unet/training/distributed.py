@@ -1,0 +1,140 @@
+"""Process setup: the device, torchrun's process group, CPU threads, and cross-rank helpers."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from ..errors import InputError
+
+__all__ = ["DistributedContext", "resolve_device", "setup_distributed", "cleanup_distributed",
+           "any_rank", "gather_objects", "broadcast_object", "configure_cpu_threads"]
+
+logger = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    """Where this process stands in a (possibly one-process) job."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    local_world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the process that writes checkpoints, logs and TensorBoard."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        """Whether a process group is in use."""
+        return self.world_size > 1
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; ``cuda`` -> this process's GPU.
+
+    Raises
+    ------
+    InputError
+        An unknown device name, ``cuda`` on a machine without a usable GPU, or more local
+        processes than GPUs.
+    """
+    if name not in DEVICES:
+        raise InputError(f"--device: expected one of {', '.join(DEVICES)}, got '{name}'")
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA GPU is available on this machine "
+                         "(use --device cpu or auto)")
+    count = torch.cuda.device_count()
+    if local_rank >= count:
+        raise InputError(f"--device cuda: local rank {local_rank} has no GPU ({count} visible); "
+                         f"start at most {count} processes per node")
+    return torch.device("cuda", local_rank)
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else default
+
+
+def setup_distributed(device_name: str = "auto") -> DistributedContext:
+    """Join torchrun's process group when its environment is set, else a one-process context.
+
+    nccl on CUDA, gloo on CPU. Each process of a CUDA job uses GPU ``LOCAL_RANK``.
+    """
+    world_size = _env_int("WORLD_SIZE", 1)
+    rank, local_rank = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
+    local_world_size = _env_int("LOCAL_WORLD_SIZE", world_size)
+    device = resolve_device(device_name, local_rank if world_size > 1 else 0)
+    if world_size > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
+                                init_method="env://", rank=rank, world_size=world_size)
+    return DistributedContext(rank=rank, local_rank=local_rank, world_size=world_size,
+                              local_world_size=local_world_size, device=device)
+
+
+def cleanup_distributed() -> None:
+    """Leave the process group, if one was joined."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def configure_cpu_threads(context: DistributedContext) -> int:
+    """Share the CPU cores among the local processes of a CPU job; returns the thread count.
+
+    PyTorch gives every process all cores; two processes on two cores would then each run two
+    threads and thrash. An explicit ``OMP_NUM_THREADS`` (torchrun sets 1 by default when the
+    user has not) is respected.
+    """
+    if context.device.type != "cpu":
+        return torch.get_num_threads()
+    if "OMP_NUM_THREADS" in os.environ and context.local_world_size > 1:
+        return torch.get_num_threads()
+    cores = os.cpu_count() or 1
+    if hasattr(os, "sched_getaffinity"):
+        cores = len(os.sched_getaffinity(0)) or cores
+    threads = max(1, cores // context.local_world_size)
+    torch.set_num_threads(threads)
+    return threads
+
+
+def any_rank(flag: bool, context: DistributedContext) -> bool:
+    """True on every rank when ``flag`` is true on at least one (e.g. a Ctrl-C)."""
+    if not context.distributed:
+        return flag
+    value = torch.tensor([1 if flag else 0], dtype=torch.int32,
+                         device=context.device if context.device.type == "cuda" else "cpu")
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def gather_objects(obj: Any, context: DistributedContext) -> list:
+    """Every rank's ``obj``, in rank order, on every rank."""
+    if not context.distributed:
+        return [obj]
+    gathered: list = [None] * context.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def broadcast_object(obj: Any, context: DistributedContext) -> Any:
+    """Rank 0's ``obj`` on every rank."""
+    if not context.distributed:
+        return obj
+    holder = [obj]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]

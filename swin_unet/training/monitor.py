@@ -1,0 +1,159 @@
+"""What a run shows: train.log, TensorBoard scalars and overlays, and the per-epoch progress bar."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Iterable, Optional
+
+import numpy as np
+
+__all__ = ["setup_logging", "close_logging", "Monitor", "overlay_panel", "pick_overlay_slices",
+           "progress"]
+
+logger = logging.getLogger(__name__)
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+
+# Class colours (RGB in [0, 1]) for overlays; background has none. Cycles past 12 classes.
+PALETTE = np.array([
+    [0.90, 0.10, 0.10], [0.10, 0.75, 0.20], [0.15, 0.35, 0.95], [0.95, 0.85, 0.10],
+    [0.85, 0.20, 0.85], [0.10, 0.85, 0.85], [0.95, 0.55, 0.10], [0.55, 0.30, 0.95],
+    [0.60, 0.85, 0.25], [0.95, 0.45, 0.65], [0.35, 0.60, 0.60], [0.70, 0.50, 0.25],
+], dtype=np.float32)
+
+
+# The loggers of the library and of the data layer beside it.
+LOGGERS = ("swin_unet", "datasets")
+
+
+def setup_logging(log_file: Optional[Path], verbose: bool = True) -> list[logging.Handler]:
+    """Send the library's and the data layer's log to ``log_file`` (``train.log``) and stderr.
+
+    Returns
+    -------
+    list of logging.Handler
+        The handlers added, for :func:`close_logging`.
+    """
+    handlers: list[logging.Handler] = []
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, mode="a", encoding="utf-8"))
+    if verbose:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    for handler in handlers:
+        handler.setFormatter(logging.Formatter(LOG_FORMAT, datefmt="%Y-%m-%d %H:%M:%S"))
+    for name in LOGGERS:
+        logger_ = logging.getLogger(name)
+        logger_.setLevel(logging.INFO)
+        for handler in handlers:
+            logger_.addHandler(handler)
+    return handlers
+
+
+def close_logging(handlers: Iterable[logging.Handler]) -> None:
+    """Remove and close what :func:`setup_logging` added."""
+    handlers = list(handlers)
+    for name in LOGGERS:
+        for handler in handlers:
+            logging.getLogger(name).removeHandler(handler)
+    for handler in handlers:
+        handler.close()
+
+
+def overlay_panel(image: np.ndarray, label: np.ndarray, prediction: np.ndarray,
+                  alpha: float = 0.5) -> np.ndarray:
+    """Image, ground truth and prediction side by side, labels in colour over the image.
+
+    Parameters
+    ----------
+    image : (H, W) float
+        A slice, any intensity range (scaled to [0, 1] for display).
+    label, prediction : (H, W) int
+        Label maps, 0 = background.
+
+    Returns
+    -------
+    np.ndarray
+        (3, H, 3 * W) float32 RGB in [0, 1] (TensorBoard's CHW layout).
+    """
+    image = np.asarray(image, dtype=np.float32)
+    low, high = float(image.min()), float(image.max())
+    gray = (image - low) / (high - low) if high > low else np.zeros_like(image)
+    rgb = np.repeat(gray[..., None], 3, axis=-1)
+
+    def coloured(labels: np.ndarray) -> np.ndarray:
+        labels = np.asarray(labels).astype(np.int64)
+        colours = PALETTE[(labels - 1) % len(PALETTE)]
+        mask = (labels > 0)[..., None]
+        return np.where(mask, (1 - alpha) * rgb + alpha * colours, rgb)
+
+    panel = np.concatenate([rgb, coloured(label), coloured(prediction)], axis=1)
+    return np.ascontiguousarray(panel.transpose(2, 0, 1), dtype=np.float32)
+
+
+def pick_overlay_slices(label: np.ndarray, count: int) -> list[int]:
+    """``count`` slice indices (last axis) of a label volume, spread over its foreground.
+
+    Fixed for a run (they depend only on the ground truth), so TensorBoard shows the same
+    slices improving epoch after epoch.
+    """
+    if count <= 0:
+        return []
+    foreground = np.count_nonzero(np.asarray(label).reshape(-1, label.shape[-1]), axis=0)
+    slices = np.flatnonzero(foreground)
+    if slices.size == 0:
+        slices = np.arange(label.shape[-1])
+    picks = np.linspace(0, slices.size - 1, num=min(count, slices.size) + 2)[1:-1]
+    return sorted({int(slices[int(round(p))]) for p in picks})
+
+
+class Monitor:
+    """TensorBoard on the main rank; every method is a no-op elsewhere or when disabled.
+
+    Parameters
+    ----------
+    log_dir : Path or None
+        ``OUTPUT/tensorboard``; None disables TensorBoard (other ranks).
+    purge_step : int or None
+        On resume, the global step to continue from: events a killed run wrote after its last
+        checkpoint are dropped, so the curves continue without a doubled segment.
+    """
+
+    def __init__(self, log_dir: Optional[Path], purge_step: Optional[int] = None) -> None:
+        self.writer = None
+        if log_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter  # slow import; main rank only
+
+            self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        """Write ``tag -> value`` scalars at ``step``."""
+        if self.writer is None:
+            return
+        for tag, value in values.items():
+            if value is not None and np.isfinite(value):
+                self.writer.add_scalar(tag, float(value), step)
+
+    def image(self, tag: str, image_chw: np.ndarray, step: int) -> None:
+        """Write a (3, H, W) float image in [0, 1]."""
+        if self.writer is not None:
+            self.writer.add_image(tag, image_chw, step, dataformats="CHW")
+
+    def flush(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+def progress(iterable, total: int, description: str, enabled: bool):
+    """A tqdm bar over one epoch, only on a terminal (quiet in logs and CI) and on rank 0."""
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=description, leave=False, dynamic_ncols=True,
+                disable=not (enabled and sys.stderr.isatty()), file=sys.stderr)

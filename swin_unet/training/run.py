@@ -1,0 +1,176 @@
+"""A whole training run from a resolved config: data, model, resume, DDP, monitoring, cleanup."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+import torch.distributed as dist
+
+from ..config import Config, save_config
+from ..errors import InputError
+from ..model import build_model, check_sizes, load_pretrained
+from .distributed import (DistributedContext, cleanup_distributed, configure_cpu_threads,
+                          setup_distributed)
+from .loop import Trainer, TrainResult
+from .monitor import Monitor, close_logging, setup_logging
+from .recipe import check_train_config
+from .validation import Validator
+
+__all__ = ["train", "default_resume_path"]
+
+logger = logging.getLogger(__name__)
+
+
+def default_resume_path(output_dir: Union[str, Path]) -> Path:
+    """Where ``--resume`` without a path looks: ``OUTPUT/checkpoints/last.pth``."""
+    return Path(output_dir) / "checkpoints" / "last.pth"
+
+
+def _open_data(config: Config, context: DistributedContext):
+    """The data source; rank 0 opens it first (the phantom is generated on first use)."""
+    from datasets import open_dataset  # the data layer sits beside the library
+
+    source = None
+    if context.is_main:
+        source = open_dataset(config.dataset, config.data)
+    if context.distributed:
+        dist.barrier()
+    if not context.is_main:
+        source = open_dataset(config.dataset, config.data)
+    return source
+
+
+def _fit_model_config(config: Config, source) -> Config:
+    """The config with the data's classes and channels, the image size checked."""
+    model_cfg = config.model
+    if (model_cfg.num_classes, model_cfg.in_chans) != (source.num_classes, source.in_chans):
+        logger.info("model.num_classes = %d and model.in_chans = %d from the data set "
+                    "(config had %d and %d)", source.num_classes, source.in_chans,
+                    model_cfg.num_classes, model_cfg.in_chans)
+    model_cfg = dataclasses.replace(model_cfg, num_classes=source.num_classes,
+                                    in_chans=source.in_chans)
+    try:
+        check_sizes(model_cfg.img_size, model_cfg.patch_size, model_cfg.window_size,
+                    model_cfg.depths)
+    except ValueError as exc:
+        raise InputError(f"config key 'model.img_size': {exc}") from None
+    if len(model_cfg.num_heads) != len(model_cfg.depths):
+        raise InputError(f"config key 'model.num_heads': {len(model_cfg.num_heads)} values for "
+                         f"{len(model_cfg.depths)} stages (model.depths)")
+    return dataclasses.replace(config, model=model_cfg)
+
+
+def _build_model(config: Config, device: torch.device) -> torch.nn.Module:
+    try:
+        model = build_model(config.model)
+    except ValueError as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(f"config section 'model': {str(exc).splitlines()[0]}") from None
+    return model.to(device)
+
+
+def train(config: Config, output_dir: Union[str, Path], *, resume: Union[str, Path, None] = None,
+          pretrained: Union[str, Path, None] = None, device: str = "auto",
+          verbose: bool = True) -> TrainResult:
+    """Train Swin-Unet as ``config`` says and write the run folder.
+
+    Run as one process, or under ``torchrun`` (one process per GPU, or several CPU processes
+    with gloo): the process group is read from torchrun's environment.
+
+    Parameters
+    ----------
+    config : Config
+        The resolved config (:func:`swin_unet.config.load_config`). ``model.num_classes`` and
+        ``model.in_chans`` are taken from the data set.
+    output_dir : str or Path
+        Run folder: ``config.yaml``, ``train.log``, ``tensorboard/``, ``checkpoints/last.pth``
+        and ``checkpoints/best.pth``.
+    resume : str or Path, optional
+        A ``last.pth`` to continue from (epoch, schedule, optimiser, scaler, RNG, step).
+    pretrained : str or Path, optional
+        ImageNet Swin-T or a Swin-Unet checkpoint to start from (ignored when resuming).
+    device : {"auto", "cpu", "cuda"}
+        Where to train.
+    verbose : bool
+        Also log to stderr (the log always goes to ``train.log``).
+
+    Returns
+    -------
+    TrainResult
+
+    Raises
+    ------
+    InputError
+        A bad config value, missing or broken data, a checkpoint that does not fit, or
+        ``cuda`` without a GPU; the message is one line naming the key or file.
+    """
+    started = time.perf_counter()
+    output_dir = Path(output_dir)
+    check_train_config(config.train)
+    context = setup_distributed(device)
+    handlers: list = []
+    monitor: Optional[Monitor] = None
+    try:
+        if context.is_main:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            handlers = setup_logging(output_dir / "train.log", verbose=verbose)
+        threads = configure_cpu_threads(context)
+        torch.backends.cudnn.benchmark = not config.train.deterministic
+        if config.train.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        logger.info("run %s: dataset %s, device %s%s", output_dir, config.dataset,
+                    context.device, f", {threads} CPU threads" if context.device.type == "cpu"
+                    else "")
+        if context.distributed:
+            logger.info("distributed: %d processes (%s)", context.world_size,
+                        dist.get_backend())
+
+        source = _open_data(config, context)
+        if context.is_main:
+            source.check_integrity(("train", "val"))
+        config = _fit_model_config(config, source)
+        torch.manual_seed(config.train.seed)  # same initial weights on every rank
+        model = _build_model(config, context.device)
+        if pretrained is not None and resume is None:
+            report = load_pretrained(model, pretrained)
+            logger.info("pretrained weights: %s", report.summary())
+        elif pretrained is not None:
+            logger.info("--pretrained %s ignored: resuming from %s", pretrained, resume)
+        params = sum(p.numel() for p in model.parameters())
+        logger.info("model: %.2f M parameters, img_size %s, classes %s", params / 1e6,
+                    config.model.img_size, ", ".join(source.class_names))
+
+        train_slices = source.train_slices(config.model.img_size, seed=config.train.seed)
+        val_volumes = source.volumes("val")
+        validator = Validator(val_volumes, list(source.class_names), config.model.img_size,
+                              config.inference, config.train.val_hd95,
+                              config.train.overlay_slices, context) if len(val_volumes) else None
+        trainer = Trainer(config, model, train_slices, validator, list(source.class_names),
+                          output_dir, context)
+        if resume is not None:
+            trainer.resume(resume)
+        trainer.wrap()
+        if context.is_main:
+            save_config(config, output_dir / "config.yaml")
+            monitor = Monitor(output_dir / "tensorboard",
+                              purge_step=trainer.global_step + 1 if resume is not None else None)
+        else:
+            monitor = Monitor(None)
+        result = trainer.fit(monitor)
+        logger.info("finished %d of %d epochs in %.1f s%s; checkpoints in %s",
+                    result.epochs_done, config.train.epochs, time.perf_counter() - started,
+                    "" if result.best_metric is None
+                    else f", best val mean Dice {result.best_metric:.4f}",
+                    output_dir / "checkpoints")
+        return result
+    finally:
+        if monitor is not None:
+            monitor.close()
+        close_logging(handlers)
+        cleanup_distributed()

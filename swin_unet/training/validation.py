@@ -1,0 +1,149 @@
+"""Validation on whole volumes with test.py's code: predict_volume, case_metrics, summarize."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..inference import predict_volume
+from ..metrics import case_metrics, summarize
+from .distributed import DistributedContext, broadcast_object, gather_objects
+from .monitor import overlay_panel, pick_overlay_slices
+
+__all__ = ["Validator", "ValidationResult"]
+
+logger = logging.getLogger(__name__)
+
+# Whole validation volumes are kept in memory between validations up to this many bytes
+# (ACDC's 20 validation volumes take ~30 MB); beyond it they are read again each time.
+CACHE_BYTES = 2 * 1024 ** 3
+
+
+@dataclass
+class ValidationResult:
+    """What one validation found: the summary (:func:`swin_unet.metrics.summarize`) and overlays."""
+
+    summary: dict
+    overlays: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def mean_dice(self) -> float:
+        value = self.summary.get("mean_dice")
+        return math.nan if value is None else float(value)
+
+    def scalars(self) -> dict[str, float]:
+        """TensorBoard scalars: ``val/dice_mean``, ``val/dice/<class>``, ``val/hd95_mean``."""
+        values = {"val/dice_mean": self.summary["mean_dice"]}
+        for name, numbers in self.summary["classes"].items():
+            values[f"val/dice/{name}"] = numbers["dice"]
+        if self.summary.get("mean_hd95") is not None:
+            values["val/hd95_mean"] = self.summary["mean_hd95"]
+        return values
+
+    def line(self) -> str:
+        """One log line: mean Dice, HD95 if computed, and Dice per class."""
+        text = f"val mean Dice {self.summary['mean_dice']:.4f}"
+        if self.summary.get("mean_hd95") is not None:
+            unit = self.summary.get("hd95_unit", "")
+            text += f", mean HD95 {self.summary['mean_hd95']:.2f} {unit}"
+        per_class = ", ".join(f"{name} {numbers['dice']:.3f}"
+                              for name, numbers in self.summary["classes"].items())
+        return f"{text} ({per_class})"
+
+
+class Validator:
+    """Scores a model on the validation volumes; each rank takes every ``world_size``-th volume.
+
+    Parameters
+    ----------
+    volumes : sequence of dict
+        The data source's ``volumes("val")`` items (``case``, ``image``, ``label``, ``spacing``).
+    class_names : list of str
+        Foreground class names, class 1 first.
+    img_size : int or (H, W)
+        The model's input size.
+    inference : InferenceConfig
+        ``batch_size``, ``metric_mode`` and ``tta``, as test.py uses them.
+    hd95 : bool
+        Also compute HD95 (costs more than the prediction on large volumes).
+    overlay_slices : int
+        Slices of the first validation volume to draw for TensorBoard (rank 0 only).
+    """
+
+    def __init__(self, volumes: Sequence, class_names: list[str], img_size, inference,
+                 hd95: bool, overlay_slices: int, context: DistributedContext) -> None:
+        self.volumes = volumes
+        self.class_names = list(class_names)
+        self.num_classes = len(self.class_names) + 1
+        self.img_size = img_size
+        self.inference = inference
+        self.hd95 = bool(hd95)
+        self.overlay_count = int(overlay_slices)
+        self.context = context
+        self.mine = list(range(context.rank, len(volumes), context.world_size))
+        self._cache: dict[int, dict] = {}
+        self._cached_bytes = 0
+        self._overlay_picks: Optional[list[int]] = None
+
+    def __len__(self) -> int:
+        return len(self.volumes)
+
+    def _volume(self, index: int) -> dict:
+        if index in self._cache:
+            return self._cache[index]
+        item = self.volumes[index]
+        size = int(np.asarray(item["image"]).nbytes) + int(np.asarray(item["label"]).nbytes)
+        if self._cached_bytes + size <= CACHE_BYTES:
+            self._cache[index] = item
+            self._cached_bytes += size
+        return item
+
+    @torch.no_grad()
+    def run(self, model: nn.Module, device: torch.device, amp: bool) -> ValidationResult:
+        """Predict and score this rank's volumes, gather every rank's rows, summarise.
+
+        ``model`` must be the plain network (not the DDP wrapper): ranks predict different
+        volumes, so no collective may run inside its forward.
+        """
+        mode = self.inference.metric_mode
+        rows: dict[str, list[dict]] = {}
+        overlays: dict[str, np.ndarray] = {}
+        for index in self.mine:
+            item = self._volume(index)
+            prediction = predict_volume(model, item["image"], self.img_size,
+                                        batch_size=self.inference.batch_size, mode=mode,
+                                        tta=self.inference.tta, device=device, amp=amp)
+            rows[item["case"]] = case_metrics(prediction, item["label"], self.num_classes,
+                                              spacing=item["spacing"], mode=mode,
+                                              hd95=self.hd95)
+            if index == 0 and self.context.is_main:
+                overlays = self._overlays(item, prediction)
+        per_case: dict[str, list[dict]] = {}
+        for part in gather_objects(rows, self.context):
+            per_case.update(part)
+        # Volumes in their listed order, whichever rank scored them.
+        order = [self.volumes.names[i] if hasattr(self.volumes, "names") else None
+                 for i in range(len(self.volumes))]
+        if all(name in per_case for name in order):
+            per_case = {name: per_case[name] for name in order}
+        summary = summarize(per_case, self.class_names, mode) if self.context.is_main else None
+        summary = broadcast_object(summary, self.context)
+        return ValidationResult(summary=summary, overlays=overlays)
+
+    def _overlays(self, item: dict, prediction: np.ndarray) -> dict[str, np.ndarray]:
+        """Image / ground truth / prediction panels of fixed slices of the first volume."""
+        label = np.asarray(item["label"])
+        if self._overlay_picks is None:
+            self._overlay_picks = pick_overlay_slices(label, self.overlay_count)
+        image = np.asarray(item["image"])
+        if image.ndim == 4:
+            image = image[0]  # first channel stands for a multi-channel image
+        return {f"val/overlay/{item['case']}_slice{z:03d}":
+                overlay_panel(image[..., z], label[..., z], prediction[..., z])
+                for z in self._overlay_picks}
