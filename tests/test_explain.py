@@ -151,6 +151,13 @@ def test_command_default_224_window_7(tmp_path):
     assert [(v["level"], v["shift"], v["mask_shape"]) for v in data["shifts"]] == [
         (0, 3, [64, 49, 49]), (1, 3, [16, 49, 49]), (2, 3, [4, 49, 49])]
     assert data["attention"][0]["msa_over_wmsa"] > 13 and data["attention"][3]["msa_over_wmsa"] == 1
+    # The committed docs/ page is this command's output: regenerate it when the model changes
+    # (python -m swin_unet.explain --output docs/).
+    docs = ROOT / "docs"
+    assert json.loads((docs / "swin_explain.json").read_text()) == data
+    page = (tmp_path / "how_swin_unet_works.md").read_text()
+    assert page.replace(f"--output {tmp_path}", "--output docs/") == (
+        docs / "how_swin_unet_works.md").read_text()
 
 
 def test_command_256_window_8(tmp_path, capsys):
@@ -189,3 +196,14 @@ def test_output_that_is_a_file_exits_2(tmp_path, capsys):
                  "--embed-dim", "12", "--num-heads", "1", "1", "1", "1"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and str(target) in err
+
+
+def test_config_model_section_sets_defaults_and_flags_override(tmp_path):
+    config = tmp_path / "model.yaml"
+    config.write_text("model:\n  img_size: 64\n  window_size: 2\n  embed_dim: 12\n"
+                      "  num_heads: [1, 1, 1, 1]\n  in_chans: 1\n  num_classes: 4\n")
+    out = tmp_path / "out"
+    assert main(["--output", str(out), "--config", str(config), "--img-size", "64x128"]) == 0
+    settings = json.loads((out / "swin_explain.json").read_text())["settings"]
+    assert settings["img_size"] == [64, 128] and settings["in_chans"] == 1
+    assert settings["embed_dim"] == 12 and settings["num_classes"] == 4
