@@ -96,7 +96,9 @@ class SliceDataset(Dataset):
         self._offsets = np.cumsum([0] + [len(a) for a in cache.labels])
         # Shared with DataLoader workers (fork or spawn), unlike a plain attribute.
         self._epoch = multiprocessing.Value("q", 0, lock=False)
-        self._augmentation = build_augmentation() if self.augment else None
+        shape = cache.labels[0].shape[1:] if cache.labels else (1, 1)
+        self._augmentation = build_augmentation(square=shape[0] == shape[1]) \
+            if self.augment else None
 
     def __len__(self) -> int:
         return int(self._offsets[-1])

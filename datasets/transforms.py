@@ -76,22 +76,22 @@ def resize_slices(slices: Union[np.ndarray, torch.Tensor], size: Sequence[int],
     return out.reshape(lead + tuple(size))
 
 
-def build_augmentation() -> Compose:
+def build_augmentation(square: bool = True) -> Compose:
     """The published 2-D augmentation, applied to {"image": (C, H, W), "label": (1, H, W)}.
 
     With p=0.5 a random rot90 followed by a flip along a random axis; otherwise with p=0.5 a
     rotation by an angle in [-20, 20] degrees; else nothing. The label is always resampled
     nearest-neighbour. Deviations from the original code, on purpose: the image is rotated with
     bilinear (not nearest) interpolation, and augmentation runs after the cache-time resize
-    instead of at the original 512 x 512 (several times cheaper per slice).
+    instead of at the original 512 x 512 (several times cheaper per slice). For a non-square
+    ``img_size`` (``square=False``) the first branch is a flip along a random axis only: an odd
+    rot90 would swap H and W.
     """
-    rot90_flip = Compose([
-        # k in 1..4 (4 == 0) with a flip on either axis: the 4 reflections, uniformly, as
-        # the original's rot90 by k in 0..3 followed by a random flip.
-        RandRotate90d(KEYS, prob=1.0, max_k=4),
-        OneOf([RandFlipd(KEYS, prob=1.0, spatial_axis=0),
-               RandFlipd(KEYS, prob=1.0, spatial_axis=1)]),
-    ])
+    flip = OneOf([RandFlipd(KEYS, prob=1.0, spatial_axis=0),
+                  RandFlipd(KEYS, prob=1.0, spatial_axis=1)])
+    # rot90 by k in 1..4 (4 == 0) then a flip on either axis gives the 4 reflections, uniformly,
+    # like the original's rot90 by k in 0..3 followed by a random flip.
+    rot90_flip = Compose([RandRotate90d(KEYS, prob=1.0, max_k=4), flip]) if square else flip
     rotate = RandRotated(KEYS, range_x=math.radians(20.0), prob=1.0, keep_size=True,
                          mode=("bilinear", "nearest"), padding_mode="zeros")
     return OneOf([rot90_flip, rotate, Identityd(KEYS)], weights=[0.5, 0.25, 0.25])
