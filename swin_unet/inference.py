@@ -52,9 +52,14 @@ def _pair(img_size: Union[int, Sequence[int]]) -> tuple[int, int]:
 
 
 def _autocast(device: torch.device, amp: bool):
-    """float16 autocast on CUDA when asked; a no-op elsewhere."""
+    """Autocast on CUDA when asked (bfloat16 where supported, else float16); a no-op elsewhere.
+
+    bfloat16 first, like training's ``amp_dtype: auto``: its range matches float32, so logits
+    of a model trained in bfloat16 cannot overflow as they could in float16.
+    """
     if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
     return contextlib.nullcontext()
 
 
@@ -123,7 +128,7 @@ def predict_volume(model: nn.Module, image: np.ndarray, img_size: Union[int, Seq
     device : str or torch.device, optional
         Where to run; default the device of the model's parameters. The model is moved there.
     amp : bool
-        float16 autocast on CUDA (ignored on the CPU).
+        Mixed precision on CUDA (bfloat16, or float16 where unsupported); ignored on the CPU.
 
     Returns
     -------

@@ -1,0 +1,351 @@
+"""What test.py runs: score a data set with a checkpoint, score existing predictions, segment scans."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Optional, Sequence
+
+import nibabel as nib
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .config import Config, config_from_dict
+from .errors import InputError
+from .inference import predict_volume
+from .metrics import case_metrics, summarize
+from .model import build_model, load_pretrained, read_checkpoint
+from .report import write_metrics_csv, write_summary_json
+from .volume_io import NIFTI_SUFFIXES, Volume, find_inputs, read_volume, write_labels
+
+__all__ = ["LoadedModel", "load_model", "check_output", "evaluate_volumes",
+           "evaluate_predictions", "segment_inputs", "RunResult", "class_names_of",
+           "resolve_intensity_for"]
+
+logger = logging.getLogger(__name__)
+
+_OUTPUT_FILES = ("metrics.csv", "summary.json")
+
+
+@dataclass
+class LoadedModel:
+    """A network ready for inference, with the config and classes it was trained with."""
+
+    model: torch.nn.Module
+    config: Config
+    class_names: list[str]
+    source: str  # "project" (this project's training) or "swin_unet" (the original code)
+    path: Path
+
+
+@dataclass
+class RunResult:
+    """What a test.py run produced."""
+
+    summary: Optional[dict] = None
+    per_case: dict = field(default_factory=dict)
+    written: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def class_names_of(dataset: str, layout: str = "auto", root: Optional[str] = None) -> list[str]:
+    """The foreground class names of a data set, without reading its volumes.
+
+    Raises
+    ------
+    InputError
+        An unknown data set, or a folder data set whose dataset.json cannot be read.
+    """
+    from datasets.acdc import ACDC_CLASSES
+    from datasets.synapse import SYNAPSE_CLASSES
+    if dataset == "synapse" or (dataset == "phantom" and layout not in ("acdc_raw", "cardiac")):
+        return list(SYNAPSE_CLASSES)
+    if dataset in ("acdc", "phantom"):
+        return list(ACDC_CLASSES)
+    if dataset == "folder":
+        if root is None:
+            raise InputError("--dataset folder needs --root (the folder with dataset.json)")
+        from datasets.folder import read_dataset_json
+        return list(read_dataset_json(Path(root) / "dataset.json")["class_names"])
+    raise InputError(f"unknown dataset {dataset!r} (expected synapse, acdc, phantom or folder)")
+
+
+def resolve_intensity_for(config: Config) -> str:
+    """The intensity normalisation the checkpoint's model was trained with.
+
+    Raises
+    ------
+    InputError
+        ``data.intensity`` is "auto" for a folder data set, whose modality is not stored.
+    """
+    from datasets.acdc import AcdcRaw
+    from datasets.intensity import resolve_intensity
+    from datasets.synapse import SynapseRaw
+    defaults = {"synapse": SynapseRaw.default_intensity, "acdc": AcdcRaw.default_intensity,
+                "phantom": (AcdcRaw.default_intensity
+                            if config.data.layout in ("acdc_raw", "cardiac")
+                            else SynapseRaw.default_intensity)}
+    if config.data.intensity == "auto" and config.dataset not in defaults:
+        raise InputError(f"the checkpoint's config has data.intensity 'auto' for data set "
+                         f"'{config.dataset}', whose modality it does not store; pass "
+                         f"--set data.intensity=ct|zscore|minmax")
+    return resolve_intensity(config.data.intensity, defaults.get(config.dataset, "zscore"))
+
+
+def load_model(path: Path, dataset: Optional[str] = None, overrides: Sequence[str] = (),
+               device: Optional[torch.device] = None) -> LoadedModel:
+    """Build the network a checkpoint was trained as and load its weights.
+
+    This project's checkpoints carry their config and class names. An original Swin-Unet
+    checkpoint (a flat state dict) gets the default config for ``dataset``, with the number
+    of classes read from its output layer; its RGB patch kernels are summed for 1 channel.
+
+    Raises
+    ------
+    InputError
+        Not a checkpoint, an ImageNet encoder rather than a segmentation network, or an
+        original checkpoint without ``dataset``.
+    """
+    from .config import apply_overrides
+    path = Path(path)
+    checkpoint = read_checkpoint(path)
+    if "model" in checkpoint and "config" in checkpoint:
+        if not isinstance(checkpoint["config"], dict):
+            raise InputError(f"{path}: the checkpoint's 'config' is not a mapping")
+        try:
+            config = config_from_dict(checkpoint["config"])
+        except InputError as exc:
+            raise InputError(f"{path}: stored config: {exc}") from None
+        class_names = [str(n) for n in checkpoint.get("class_names") or []]
+        source = "project"
+    else:
+        keys = [k for k in checkpoint if isinstance(checkpoint[k], torch.Tensor)]
+        output = [k for k in keys if k.endswith("output.weight")]
+        if not any("layers_up." in k for k in keys) or not output:
+            raise InputError(f"{path}: not a trained Swin-Unet checkpoint (no decoder weights; "
+                             f"an ImageNet encoder only initialises training)")
+        if dataset is None:
+            raise InputError(f"{path}: an original-format Swin-Unet checkpoint stores no config "
+                             f"or class names; pass --dataset")
+        config = Config(dataset=dataset)
+        config.model.num_classes = int(checkpoint[output[0]].shape[0])
+        class_names = []
+        source = "swin_unet"
+    del checkpoint
+    config = apply_overrides(config, list(overrides))
+    if not class_names:
+        class_names = (class_names_of(dataset or config.dataset, config.data.layout,
+                                      config.data.root)
+                       if (dataset or config.dataset) else [])
+    if len(class_names) != config.model.num_classes - 1:
+        raise InputError(f"{path}: the model predicts {config.model.num_classes} classes but "
+                         f"{len(class_names)} class names are known ({', '.join(class_names)})")
+    try:
+        model = build_model(config.model)
+    except ValueError as exc:
+        raise InputError(f"{path}: stored model config: {exc}") from None
+    load_pretrained(model, path, strict=True)  # logs what it loaded
+    model.eval()
+    if device is not None:
+        model.to(device)
+    return LoadedModel(model, config, class_names, source, path)
+
+
+def check_output(output: Path, overwrite: bool, files: Iterable[Path] = ()) -> None:
+    """Refuse to replace an earlier run's results unless ``overwrite``.
+
+    Raises
+    ------
+    InputError
+        ``output`` is a file, or holds metrics.csv, summary.json or one of ``files``.
+    """
+    if output.exists() and not output.is_dir():
+        raise InputError(f"{output}: --output exists and is not a folder")
+    if overwrite:
+        return
+    existing = [output / name for name in _OUTPUT_FILES if (output / name).exists()]
+    existing += [f for f in files if f.exists()]
+    if existing:
+        raise InputError(f"{existing[0]}: exists from an earlier run; pass --overwrite or "
+                         f"choose another --output")
+
+
+def _reference_for(item: dict) -> Volume:
+    """The geometry to write a data set's prediction with: its NIfTI header when it has one.
+
+    The header keeps qform/sform codes and units exactly; otherwise (TransUNet's HDF5 and
+    other releases) the data set's affine is all there is.
+    """
+    path = Path(item["image_path"])
+    shape = tuple(np.shape(item["image"])[-3:])
+    reference = None
+    if path.name.lower().endswith(NIFTI_SUFFIXES):
+        header_only = nib.load(str(path))  # the voxels are not read
+        if tuple(header_only.shape[:3]) == shape and np.allclose(
+                header_only.affine, item["affine"], atol=1e-4):
+            reference = header_only
+    return Volume(item["case"], item["image"], tuple(item["spacing"]),
+                  np.asarray(item["affine"]), path, reference)
+
+
+def _finish(output: Path, per_case: dict, class_names: list[str], mode: str,
+            result: RunResult, **extra) -> RunResult:
+    summary = summarize(per_case, class_names, mode)
+    write_metrics_csv(output / "metrics.csv", per_case, class_names)
+    write_summary_json(output / "summary.json", summary, notes=result.notes, **extra)
+    result.summary, result.per_case = summary, per_case
+    result.written += [output / "metrics.csv", output / "summary.json"]
+    return result
+
+
+def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path, mode: str,
+                     save_nifti: bool = False, batch_size: int = 16, tta: bool = False,
+                     device: Optional[torch.device] = None, amp: bool = False,
+                     unit_spacing_note: Optional[str] = None,
+                     progress: bool = True) -> RunResult:
+    """Predict and score each volume of a data set; write metrics.csv, summary.json (+ NIfTI).
+
+    Raises
+    ------
+    InputError
+        A volume without a label, or a label that does not fit the model's classes.
+    """
+    output.mkdir(parents=True, exist_ok=True)
+    result = RunResult(notes=[unit_spacing_note] if unit_spacing_note else [])
+    num_classes = len(loaded.class_names) + 1
+    per_case: dict[str, list[dict]] = {}
+    seconds = []
+    for item in tqdm(volumes, desc="volumes", unit="vol", disable=not progress):
+        if item["label"] is None:
+            raise InputError(f"{item['image_path']}: case {item['case']} has no label to score "
+                             f"against (use --input to segment unlabelled scans)")
+        start = time.perf_counter()
+        prediction = predict_volume(loaded.model, item["image"], loaded.config.model.img_size,
+                                    batch_size=batch_size, mode=mode, tta=tta, device=device,
+                                    amp=amp)
+        try:
+            per_case[item["case"]] = case_metrics(prediction, item["label"], num_classes,
+                                                  spacing=item["spacing"], mode=mode)
+        except InputError as exc:
+            raise InputError(f"{item['image_path']}: {exc}") from None
+        if save_nifti:
+            (output / "predictions").mkdir(exist_ok=True)
+            path = output / "predictions" / f"{item['case']}.nii.gz"
+            result.written.append(write_labels(prediction, _reference_for(item), path))
+        seconds.append(time.perf_counter() - start)
+    if not per_case:
+        raise InputError("no volumes to evaluate in the selected split")
+    return _finish(output, per_case, loaded.class_names, mode, result,
+                   checkpoint=str(loaded.path), seconds_per_volume=float(np.mean(seconds)))
+
+
+def _image_files(folder: Path, what: str) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise InputError(f"{folder}: {what} folder not found")
+    files = {}
+    for name, path, series in find_inputs(folder):
+        if series is not None:
+            raise InputError(f"{path}: {what} must be NIfTI/NRRD/MHA files, found a DICOM series")
+        if name in files:
+            raise InputError(f"{path}: two {what} files for case {name} ({files[name].name})")
+        files[name] = path
+    return files
+
+
+def evaluate_predictions(predictions: Path, labels: Path, output: Path, mode: str,
+                         class_names: Optional[list[str]] = None,
+                         progress: bool = True) -> RunResult:
+    """Score label files in ``predictions`` against the same-named files in ``labels``.
+
+    Spacing comes from the label files' headers. Without ``class_names`` the classes are
+    1..max label found, named ``class_1``...
+
+    Raises
+    ------
+    InputError
+        An empty folder, a prediction without a label, shapes that differ, values out of
+        range; the message names the file.
+    """
+    predicted = _image_files(predictions, "predictions")
+    references = _image_files(labels, "labels")
+    missing = [name for name in predicted if name not in references]
+    if missing:
+        raise InputError(f"{labels / (missing[0] + '.nii.gz')}: missing label for prediction "
+                         f"{predicted[missing[0]]}")
+    unused = len(references) - len(predicted)
+    result = RunResult()
+    if unused:
+        result.notes.append(f"{unused} label file(s) without a prediction were not scored")
+    pairs = []
+    for name in sorted(predicted):
+        pairs.append((name, predicted[name], references[name]))
+    if class_names is None:
+        highest = max(int(np.max(read_volume(lab, dtype=None).array)) for _, _, lab in pairs)
+        class_names = [f"class_{i}" for i in range(1, max(highest, 1) + 1)]
+        result.notes.append(f"classes 1..{len(class_names)} taken from the labels' values "
+                            f"(pass --dataset for names)")
+    num_classes = len(class_names) + 1
+    output.mkdir(parents=True, exist_ok=True)
+    per_case = {}
+    for name, pred_path, label_path in tqdm(pairs, desc="cases", unit="case",
+                                            disable=not progress):
+        pred = read_volume(pred_path, dtype=None)
+        label = read_volume(label_path, dtype=None)
+        if pred.array.shape != label.array.shape:
+            raise InputError(f"{pred_path}: shape {pred.array.shape} does not match the label "
+                             f"{label_path} of shape {label.array.shape}")
+        if not np.allclose(pred.affine, label.affine, atol=1e-3):
+            logger.warning("%s: affine differs from the label's (%s); scored voxel by voxel",
+                           pred_path, label_path)
+        try:
+            per_case[name] = case_metrics(pred.array, label.array, num_classes,
+                                          spacing=label.spacing, mode=mode)
+        except InputError as exc:
+            culprit = pred_path if str(exc).startswith("prediction") else label_path
+            raise InputError(f"{culprit}: {exc}") from None
+    return _finish(output, per_case, class_names, mode, result,
+                   predictions=str(predictions), labels=str(labels))
+
+
+def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, batch_size: int = 16,
+                   tta: bool = False, device: Optional[torch.device] = None,
+                   amp: bool = False, overwrite: bool = False,
+                   normalise: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+                   progress: bool = True) -> RunResult:
+    """Segment a user's scans; write ``output/predictions/<case>.nii.gz`` in their geometry.
+
+    Raises
+    ------
+    InputError
+        An empty or unreadable input, a prediction file that exists (without ``overwrite``).
+    """
+    from datasets import normalize_intensity
+    found = find_inputs(inputs)
+    names = [name for name, _, _ in found]
+    duplicate = next((n for n in names if names.count(n) > 1), None)
+    if duplicate:
+        raise InputError(f"{inputs}: two inputs would both be written as {duplicate}.nii.gz")
+    folder = output / "predictions"
+    targets = [folder / f"{name}.nii.gz" for name in names]
+    check_output(output, overwrite, targets)
+    if normalise is None:
+        intensity = resolve_intensity_for(loaded.config)
+        window = loaded.config.data.ct_window
+
+        def normalise(array: np.ndarray) -> np.ndarray:
+            return normalize_intensity(array, intensity, window, channels_first=array.ndim == 4)
+    folder.mkdir(parents=True, exist_ok=True)
+    result = RunResult()
+    for (name, path, series), target in tqdm(list(zip(found, targets)), desc="scans",
+                                             unit="scan", disable=not progress):
+        volume = read_volume(path, name, series)
+        if not np.isfinite(volume.array).all():
+            raise InputError(f"{path}: image contains NaN or infinite values")
+        prediction = predict_volume(loaded.model, normalise(volume.array),
+                                    loaded.config.model.img_size, batch_size=batch_size,
+                                    tta=tta, device=device, amp=amp)
+        result.written.append(write_labels(prediction, volume, target))
+    return result
