@@ -1,0 +1,218 @@
+"""Training runs on a tiny phantom: loss falls, outputs, TensorBoard tags, exact resume, kills."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import train as train_cli
+from datasets import generate_phantom
+from swin_unet.errors import InputError
+from swin_unet.model import read_checkpoint
+from swin_unet.training import loop as loop_module
+
+REPO = Path(__file__).resolve().parent.parent
+CLASS_NAMES = ["aorta", "gallbladder", "kidney_left", "kidney_right", "liver", "pancreas",
+               "spleen", "stomach"]
+# 4 phantom cases of 32x32x8: 2 train (16 slices: 4 iterations of 4), 1 val, 1 test.
+TINY = ["model.img_size=32", "model.embed_dim=8", "model.depths=[2,2,2,2]",
+        "model.num_heads=[1,1,2,2]", "model.window_size=2", "model.drop_path_rate=0.1",
+        "train.epochs=2", "train.batch_size=4", "train.base_batch_size=4",
+        "train.optimizer=adamw", "train.base_lr=0.002", "train.weight_decay=0.01",
+        "train.val_every=1", "train.val_hd95=true", "train.log_every=1",
+        "train.overlay_slices=2", "data.num_workers=0", "inference.batch_size=8"]
+
+
+def tiny_args(root, output, *extra):
+    args = ["--dataset", "phantom", "--root", str(root), "--output", str(output),
+            "--device", "cpu", "--quiet"]
+    for item in TINY:
+        args += ["--set", item]
+    return args + list(extra)
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory):
+    return generate_phantom(tmp_path_factory.mktemp("data") / "phantom", "abdomen",
+                            n_cases=4, shape=(32, 32, 8))
+
+
+@pytest.fixture(scope="module")
+def full_run(phantom, tmp_path_factory):
+    """An uninterrupted 2-epoch run: the reference every resumed run must reproduce."""
+    output = tmp_path_factory.mktemp("full")
+    assert train_cli.main(tiny_args(phantom, output)) == 0
+    return output
+
+
+def weights(output):
+    return read_checkpoint(Path(output) / "checkpoints" / "last.pth")["model"]
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def scalar_events(output):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(Path(output) / "tensorboard"),
+                                   size_guidance={"scalars": 0, "images": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def test_run_writes_the_contract_outputs_and_the_loss_falls(full_run):
+    for name in ("config.yaml", "train.log", "checkpoints/last.pth", "checkpoints/best.pth"):
+        assert (full_run / name).is_file(), name
+    assert list((full_run / "tensorboard").glob("events.out.tfevents.*"))
+    assert not list((full_run / "checkpoints").glob("*.tmp"))
+    checkpoint = read_checkpoint(full_run / "checkpoints" / "last.pth")
+    for key in ("model", "config", "class_names", "epoch", "optimizer", "scheduler", "scaler",
+                "best_metric", "global_step", "rng"):
+        assert key in checkpoint, key
+    assert checkpoint["epoch"] == 2 and checkpoint["global_step"] == 8
+    assert checkpoint["class_names"] == CLASS_NAMES
+    # The model's classes and channels come from the data and are recorded.
+    assert checkpoint["config"]["model"]["num_classes"] == 9
+    saved = yaml.safe_load((full_run / "config.yaml").read_text())
+    assert saved == checkpoint["config"]
+    assert saved["model"]["embed_dim"] == 8 and saved["dataset"] == "phantom"
+
+    losses = scalar_events(full_run).Scalars("train/loss")
+    assert [e.step for e in losses] == list(range(1, 9))
+    first, last = losses[0].value, losses[-1].value
+    assert last < 0.9 * first, (first, last)
+    log = (full_run / "train.log").read_text()
+    assert "epoch 2/2" in log and "val mean Dice" in log
+    assert "integrity check passed" in log  # the data layer's log lands in train.log too
+
+
+def test_tensorboard_holds_the_contract_tags(full_run):
+    events = scalar_events(full_run)
+    tags = events.Tags()
+    expected = {"train/loss", "train/loss_ce", "train/loss_dice", "train/lr", "val/dice_mean",
+                "val/hd95_mean"} | {f"val/dice/{name}" for name in CLASS_NAMES}
+    assert expected <= set(tags["scalars"])
+    overlays = [t for t in tags["images"] if t.startswith("val/")]
+    assert len(overlays) >= 1
+    image = events.Images(overlays[0])[-1]
+    assert image.width == 3 * image.height  # image | ground truth | prediction
+    # Validation after each of the 2 epochs, at the global step it followed.
+    assert [e.step for e in events.Scalars("val/dice_mean")] == [4, 8]
+    lr = [e.value for e in events.Scalars("train/lr")]
+    assert lr[0] == pytest.approx(0.002) and lr[-1] < lr[0]
+
+
+def test_best_checkpoint_is_the_best_validated_epoch(full_run):
+    best = read_checkpoint(full_run / "checkpoints" / "best.pth")
+    last = read_checkpoint(full_run / "checkpoints" / "last.pth")
+    dice = [e.value for e in scalar_events(full_run).Scalars("val/dice_mean")]
+    assert best["best_metric"] == pytest.approx(max(dice), abs=1e-6)
+    assert last["best_metric"] == best["best_metric"]
+    assert best["epoch"] == 1 + dice.index(max(dice))
+
+
+def _interrupt_when(monkeypatch, method, call_number):
+    """Send this process a SIGINT (Ctrl-C) right after the n-th call of Trainer.<method>."""
+    original = getattr(loop_module.Trainer, method)
+    calls = {"n": 0}
+
+    def wrapped(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == call_number:
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(loop_module.Trainer, method, wrapped)
+
+
+def test_ctrl_c_after_epoch_1_then_resume_gives_the_uninterrupted_weights(
+        phantom, full_run, tmp_path, monkeypatch):
+    with monkeypatch.context() as patch:
+        _interrupt_when(patch, "save", 1)
+        assert train_cli.main(tiny_args(phantom, tmp_path)) == 130
+    stopped = read_checkpoint(tmp_path / "checkpoints" / "last.pth")
+    assert stopped["epoch"] == 1 and stopped["step_in_epoch"] == 0
+    assert train_cli.main(tiny_args(phantom, tmp_path, "--resume")) == 0
+    assert_same_weights(weights(tmp_path), weights(full_run))
+    assert "resumed from" in (tmp_path / "train.log").read_text()
+    # The curves continue: every step once, none doubled.
+    assert [e.step for e in scalar_events(tmp_path).Scalars("train/loss")] == list(range(1, 9))
+
+
+def test_ctrl_c_mid_epoch_then_resume_gives_the_uninterrupted_weights(
+        phantom, full_run, tmp_path, monkeypatch):
+    with monkeypatch.context() as patch:
+        _interrupt_when(patch, "_step", 6)  # iteration 2 of epoch 2
+        assert train_cli.main(tiny_args(phantom, tmp_path)) == 130
+    stopped = read_checkpoint(tmp_path / "checkpoints" / "last.pth")
+    assert (stopped["epoch"], stopped["step_in_epoch"], stopped["global_step"]) == (1, 2, 6)
+    assert train_cli.main(tiny_args(phantom, tmp_path, "--resume",
+                                    str(tmp_path / "checkpoints" / "last.pth"))) == 0
+    assert_same_weights(weights(tmp_path), weights(full_run))
+    events = scalar_events(tmp_path)
+    assert [e.step for e in events.Scalars("train/loss")] == list(range(1, 9))
+    reference = [e.value for e in scalar_events(full_run).Scalars("train/loss")]
+    assert [e.value for e in events.Scalars("train/loss")] == pytest.approx(reference, abs=1e-6)
+
+
+_KILLER = textwrap.dedent("""
+    import io, sys, time
+    import torch
+    sys.path.insert(0, {repo!r})
+    import train
+    real_save, calls = torch.save, []
+
+    def stalling_save(obj, handle, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # epoch 2's last.pth: half written, then a hang (slow disk)
+            buffer = io.BytesIO()
+            real_save(obj, buffer)
+            handle.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+            handle.flush()
+            open({marker!r}, "w").close()
+            time.sleep(300)
+        return real_save(obj, handle, *args, **kwargs)
+
+    torch.save = stalling_save
+    sys.exit(train.main({args!r}))
+""")
+
+
+def test_sigkill_during_a_checkpoint_write_leaves_a_resumable_run(
+        phantom, full_run, tmp_path):
+    output, marker = tmp_path / "run", tmp_path / "writing"
+    script = _KILLER.format(repo=str(REPO), marker=str(marker),
+                            args=tiny_args(phantom, output))
+    process = subprocess.Popen([sys.executable, "-c", script], cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 180
+        while not marker.exists():
+            assert process.poll() is None, process.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "the run never reached its second checkpoint"
+            time.sleep(0.1)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(timeout=60)
+        process.stderr.close()
+    checkpoints = output / "checkpoints"
+    # The kill hit the write: a torn temporary file, the previous checkpoint intact.
+    with pytest.raises(InputError):
+        read_checkpoint(checkpoints / "last.pth.tmp")
+    assert read_checkpoint(checkpoints / "last.pth")["epoch"] == 1
+    assert train_cli.main(tiny_args(phantom, output, "--resume")) == 0
+    assert not (checkpoints / "last.pth.tmp").exists()
+    assert read_checkpoint(checkpoints / "last.pth")["epoch"] == 2
+    assert_same_weights(weights(output), weights(full_run))
