@@ -82,6 +82,11 @@ def resolve_config(args: argparse.Namespace, output: Path) -> tuple[Config, Opti
     return config, resume
 
 
+def one_line(exc: BaseException) -> str:
+    """The contract's one-line error: a multi-line message (help on layouts) joined."""
+    return " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     output = Path(args.output or Path("runs") / args.dataset)
@@ -97,7 +102,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 1
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -48,7 +48,8 @@ class ValidationResult:
 
     def line(self) -> str:
         """One log line: mean Dice, HD95 if computed, and Dice per class."""
-        text = f"val mean Dice {self.summary['mean_dice']:.4f}"
+        text = (f"val mean Dice {self.summary['mean_dice']:.4f} on "
+                f"{self.summary['n_cases']} volumes")
         if self.summary.get("mean_hd95") is not None:
             unit = self.summary.get("hd95_unit", "")
             text += f", mean HD95 {self.summary['mean_hd95']:.2f} {unit}"

@@ -1,0 +1,104 @@
+"""train.py's user errors: one line naming the key or file, exit status 2, no traceback."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import train as train_cli
+from datasets import generate_phantom
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = ["model.img_size=32", "model.embed_dim=8", "model.depths=[1,1,1,1]",
+        "model.num_heads=[1,1,1,1]", "model.window_size=2", "train.epochs=1",
+        "train.batch_size=8", "train.val_every=1", "data.num_workers=0"]
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory):
+    return generate_phantom(tmp_path_factory.mktemp("data") / "phantom", "abdomen",
+                            n_cases=3, shape=(32, 32, 4))
+
+
+def run_main(capsys, *args):
+    code = train_cli.main(["--quiet", "--device", "cpu", *args])
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+def tiny(phantom, output, *overrides):
+    args = ["--dataset", "phantom", "--root", str(phantom), "--output", str(output)]
+    for item in TINY + list(overrides):
+        args += ["--set", item]
+    return args
+
+
+def assert_one_line_error(code, err, *words):
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("error: ") and "Traceback" not in err
+    for word in words:
+        assert word in err, (word, err)
+
+
+@pytest.mark.parametrize("override, words", [
+    ("model.depth=[2,2,2,2]", ["model.depth"]),
+    ("train.epoch=3", ["train.epoch"]),
+    ("nonsense.key=1", ["nonsense.key"]),
+    ("train.epochs=abc", ["train.epochs", "integer"]),
+    ("train.optimizer=adam", ["train.optimizer", "sgd"]),
+    ("model.img_size=50", ["model.img_size", "50"]),
+    ("train.batch_size=0", ["train.batch_size"]),
+])
+def test_bad_set_keys_and_values_exit_2_naming_the_key(capsys, phantom, tmp_path, override,
+                                                       words):
+    code, err = run_main(capsys, *tiny(phantom, tmp_path, override))
+    assert_one_line_error(code, err, *words)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_missing_data_root_exits_2_naming_it(capsys, tmp_path):
+    missing = tmp_path / "no_such_folder"
+    code, err = run_main(capsys, "--dataset", "synapse", "--root", str(missing),
+                         "--output", str(tmp_path / "out"))
+    assert_one_line_error(code, err, str(missing))
+
+
+def test_unreadable_config_file_exits_2(capsys, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    code, err = run_main(capsys, "--dataset", "phantom", "--config", str(bad),
+                         "--output", str(tmp_path / "out"))
+    assert_one_line_error(code, err, str(bad))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_cuda_without_a_gpu_exits_2(capsys, phantom, tmp_path):
+    code = train_cli.main(["--quiet", *tiny(phantom, tmp_path), "--device", "cuda"])
+    err = capsys.readouterr().err.strip()
+    assert_one_line_error(code, err, "--device cuda")
+
+
+def test_resume_without_a_checkpoint_exits_2(capsys, phantom, tmp_path):
+    code, err = run_main(capsys, *tiny(phantom, tmp_path), "--resume")
+    assert_one_line_error(code, err, "last.pth", "not found")
+
+
+def test_resume_with_another_model_shape_exits_2(capsys, phantom, tmp_path):
+    assert run_main(capsys, *tiny(phantom, tmp_path))[0] == 0
+    code, err = run_main(capsys, *tiny(phantom, tmp_path, "model.embed_dim=16"), "--resume")
+    assert_one_line_error(code, err, "last.pth", "shape")
+    # A checkpoint of another data set is refused before anything is built.
+    code, err = run_main(capsys, "--dataset", "acdc", "--output", str(tmp_path), "--resume")
+    assert_one_line_error(code, err, "phantom")
+
+
+def test_the_real_entry_point_prints_one_line_and_no_traceback(phantom, tmp_path):
+    result = subprocess.run([sys.executable, "train.py", *tiny(phantom, tmp_path),
+                             "--set", "model.window=7"], cwd=REPO, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: unknown config key 'model.window'"]
