@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .transforms import build_augmentation, resize_slices, volume_to_slices
+from .transforms import apply_seeded, build_augmentation, resize_slices, volume_to_slices
 
 __all__ = ["SliceCache", "build_slice_cache", "SliceDataset", "VolumeDataset"]
 
@@ -130,8 +130,8 @@ class SliceDataset(Dataset):
         image = torch.from_numpy(self.cache.images[volume][z].astype(np.float32))
         label = torch.from_numpy(self.cache.labels[volume][z][None].astype(np.float32))
         if self._augmentation is not None:
-            self._augmentation.set_random_state(seed=self.sample_seed(index))
-            out = self._augmentation({"image": image, "label": label})
+            out = apply_seeded(self._augmentation, {"image": image, "label": label},
+                               self.sample_seed(index))
             image, label = out["image"], out["label"]
         # MONAI returns MetaTensors; the training loop gets plain tensors.
         image = torch.as_tensor(image).as_subclass(torch.Tensor).contiguous()

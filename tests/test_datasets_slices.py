@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from monai.data import get_track_meta
 from torch.utils.data import DataLoader, DistributedSampler
 
 from datasets import normalize_intensity, resize_slices
@@ -76,6 +77,7 @@ def test_randomness_depends_on_seed_epoch_and_index_only():
     # The item does not depend on what was drawn before it (resuming mid-run is exact).
     ds.set_epoch(1)
     assert torch.equal(ds[9]["label"], serial[1][2][1][1])
+    assert get_track_meta()  # switched off only while augmenting
     other_seed = SliceDataset(synthetic_cache(), augment=True, seed=12)
     assert any(not torch.equal(other_seed[i]["label"], ds[i]["label"]) for i in range(len(ds)))
 
