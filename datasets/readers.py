@@ -55,12 +55,19 @@ class NiftiHeader:
             image = nib.load(str(self.path))
         except _READ_ERRORS as exc:
             raise InputError(f"{self.path}: unreadable NIfTI header ({_reason(exc)})") from None
-        self.shape = tuple(int(v) for v in image.shape)
+        self.shape = _squeeze_trailing(tuple(int(v) for v in image.shape))
         self.affine = np.asarray(image.affine, dtype=np.float64)
         zooms = image.header.get_zooms()
         self.spacing = tuple(float(v) for v in (tuple(zooms[:3]) + (1.0, 1.0, 1.0))[:3])
         self.dtype = np.dtype(image.get_data_dtype())
         self.offset = int(getattr(image.dataobj, "offset", 0))
+
+
+def _squeeze_trailing(shape: tuple) -> tuple:
+    # Some tools write a 3-D volume as (X, Y, Z, 1); it is the same grid.
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    return shape
 
 
 def read_nifti_header(path: Path) -> NiftiHeader:
@@ -115,10 +122,12 @@ def read_nifti(path: Path, dtype=np.float32) -> tuple[np.ndarray, np.ndarray, tu
         array, meta = LoadImage(reader="NibabelReader", image_only=False, dtype=dtype)(str(path))
     except _READ_ERRORS as exc:
         raise InputError(f"{path}: unreadable or truncated NIfTI file ({_reason(exc)})") from None
+    array = np.asarray(array)
+    array = array.reshape(_squeeze_trailing(array.shape))
     affine = np.asarray(meta.get("original_affine", meta["affine"]), dtype=np.float64)
     pixdim = np.asarray(meta.get("pixdim", [1.0, 1.0, 1.0, 1.0]), dtype=np.float64)
     spacing = tuple(float(v) for v in (list(pixdim[1:4]) + [1.0, 1.0, 1.0])[:3])
-    return np.asarray(array), affine, spacing
+    return array, affine, spacing
 
 
 def _open_h5(path: Path) -> h5py.File:

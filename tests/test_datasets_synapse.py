@@ -164,3 +164,11 @@ def test_release_default_split_and_missing_case(tmp_path):
     with pytest.raises(InputError, match=r"case0002\.npy\.h5: file not found.*case0002_slice"):
         open_dataset("synapse", DataConfig(root=str(tmp_path), test_cases=["2"])) \
             .check_integrity(["test"])
+
+
+def test_trailing_singleton_axis_is_the_same_grid(tmp_path):
+    folder = tmp_path / "Training"
+    write_raw_case(folder, 1, hu=np.full(SHAPE + (1,), 75, dtype=np.int16))
+    src = open_dataset("synapse", DataConfig(root=str(tmp_path), test_cases=["1"]))
+    src.check_integrity(["test"], read_images=True)
+    assert src.volumes("test")[0]["image"].shape == SHAPE
