@@ -158,30 +158,43 @@ class WindowAttention(nn.Module):
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
         return bias.view(n, n, self.num_heads).permute(2, 0, 1)
 
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
-                fused: bool = False) -> torch.Tensor:
+    def attend(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
+               fused: bool = False) -> torch.Tensor:
+        """Attention of (B * num_windows, M^2, C) tokens, before the output projection."""
         windows, n, c = x.shape
-        heads = self.num_heads
-        qkv = self.qkv(x).view(windows, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # (B*nW, heads, N, d)
-        bias = self.position_bias()
+        heads, head_dim = self.num_heads, c // self.num_heads
+        # The scale multiplies the query rows of the qkv weights (3C^2 products) instead of the
+        # queries themselves (one pass over all tokens); then one copy makes q, k, v contiguous.
+        scale = x.new_ones(3 * c)
+        scale[:c] = self.scale
+        bias = self.qkv.bias * scale if self.qkv.bias is not None else None
+        qkv = F.linear(x, self.qkv.weight * scale[:, None], bias)
+        q, k, v = qkv.view(windows, n, 3, heads, head_dim).permute(2, 0, 3, 1, 4).contiguous()
+        position_bias = self.position_bias()
         drop = self.attn_drop if self.training else 0.0
-        if mask is not None:
-            num_windows = mask.shape[0]
-            # View windows as (B, nW, ...) so the (nW, 1, N, N) mask broadcasts over the batch.
-            q, k, v = (t.view(-1, num_windows, heads, n, c // heads) for t in (q, k, v))
-            bias = bias.unsqueeze(0) + mask.unsqueeze(1).to(bias.dtype)
         if fused:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
-                                                 dropout_p=drop, scale=self.scale)
+            if mask is not None:
+                # (B, nW, heads, N, d) so that the (nW, heads, N, N) mask broadcasts over B.
+                q, k, v = (t.view(-1, mask.shape[0], heads, n, head_dim) for t in (q, k, v))
+                position_bias = position_bias.unsqueeze(0) + mask.unsqueeze(1).to(q.dtype)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=position_bias.to(q.dtype),
+                                                 dropout_p=drop, scale=1.0)
         else:
-            attn = (q * self.scale) @ k.transpose(-2, -1) + bias
+            attn = torch.matmul(q, k.transpose(-2, -1))
+            if mask is not None:
+                attn.view(-1, mask.shape[0], heads, n, n).add_(
+                    position_bias.unsqueeze(0) + mask.unsqueeze(1))
+            else:
+                attn.add_(position_bias)
             attn = attn.softmax(dim=-1)
             if drop:
                 attn = F.dropout(attn, p=drop)
-            out = attn @ v
-        out = out.reshape(windows, heads, n, c // heads).transpose(1, 2).reshape(windows, n, c)
-        return self.proj_drop(self.proj(out))
+            out = torch.matmul(attn, v)
+        return out.reshape(windows, heads, n, head_dim).transpose(1, 2).reshape(windows, n, c)
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
+                fused: bool = False) -> torch.Tensor:
+        return self.proj_drop(self.proj(self.attend(x, mask, fused)))
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, window={self.window}, num_heads={self.num_heads}"
@@ -211,9 +224,25 @@ class SwinBlock(nn.Module):
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
                 fused: bool = False) -> torch.Tensor:
         b, length, c = x.shape
-        windows = self.attn(self.norm1(x).view(-1, self.window * self.window, c), mask, fused)
-        x = x + self.drop_path(windows.view(b, length, c))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        windows = self.attn.attend(self.norm1(x).view(-1, self.window * self.window, c), mask, fused)
+        x = self._residual(x, windows.view(b, length, c), self.attn.proj, self.attn.proj_drop)
+        hidden = self.mlp.act(self.mlp.fc1(self.norm2(x)))
+        return self._residual(x, self.mlp.drop(hidden), self.mlp.fc2, self.mlp.drop)
+
+    def _residual(self, x: torch.Tensor, h: torch.Tensor, linear: nn.Linear,
+                  dropout: nn.Dropout) -> torch.Tensor:
+        """x + DropPath(Dropout(linear(h))).
+
+        With drop-path and dropout inactive (evaluation, or rates 0) the residual add is folded
+        into the GEMM, which accumulates onto x: one pass over the tokens fewer.
+        """
+        if self.training and (self.drop_path.p > 0 or dropout.p > 0):
+            return x + self.drop_path(dropout(linear(h)))
+        c = x.shape[-1]
+        out = torch.addmm(x.reshape(-1, c), h.reshape(-1, h.shape[-1]), linear.weight.t())
+        if linear.bias is not None:
+            out.add_(linear.bias)
+        return out.view(x.shape)
 
     def extra_repr(self) -> str:
         return f"window={self.window}, shift={self.shift}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["permute_tokens", "PatchEmbed", "PatchMerging", "PatchExpand", "FinalPatchExpand"]
@@ -118,6 +119,6 @@ class FinalPatchExpand(PatchExpand):
         """
         b, length, _ = x.shape
         sub = self.norm(self.expand(x).view(b, length * self.scale * self.scale, self.out_dim))
-        logits = torch.matmul(weight, sub.transpose(1, 2))  # (B, K, L * scale^2)
-        logits = permute_tokens(logits, pixel_order, inverse, dim=2)
+        logits = permute_tokens(F.linear(sub, weight), pixel_order, inverse)  # (B, HW, K)
+        logits = logits.transpose(1, 2).contiguous()
         return logits.view(b, weight.shape[0], *size)

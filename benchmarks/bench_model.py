@@ -1,0 +1,198 @@
+"""Model speed: the fast path against the straightforward design, same weights, same run.
+
+Prints JSON lines: one per (task, variant) with images/s (median over rounds), then the ratio
+fast / reference per task, then parameters, GFLOP per image and peak memory.
+
+    python benchmarks/bench_model.py                  # CPU, 2 threads, fp32, 5 rounds
+    python benchmarks/bench_model.py --device cuda    # + bf16 autocast and SDPA variants
+
+Rounds alternate the variants so that drifts of a shared machine hit both alike. Speed-ups
+are ratios of wall-clock medians; the process CPU time is printed beside them because on a
+loaded 2-core machine threads that wait for each other inflate wall time (compare both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.reference_model import ReferenceSwinUnet  # noqa: E402
+from swin_unet import SwinUnet  # noqa: E402
+
+MODEL = dict(img_size=224, in_chans=1, num_classes=9, embed_dim=96, depths=(2, 2, 2, 2),
+             num_heads=(3, 6, 12, 24), window_size=7, drop_path_rate=0.1)
+
+
+def build(variant: str, device: torch.device) -> torch.nn.Module:
+    """'fast' (this project, attention chosen by device), 'fast-explicit', 'fast-sdpa',
+    or 'reference' (roll + partition + explicit attention + full-resolution rearrange)."""
+    torch.manual_seed(0)
+    if variant == "reference":
+        model = ReferenceSwinUnet(**{k: v for k, v in MODEL.items()})
+    else:
+        attention = {"fast": "auto", "fast-explicit": "explicit", "fast-sdpa": "sdpa"}[variant]
+        model = SwinUnet(**MODEL, attention=attention)
+    return model.to(device)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def make_task(task: str, model: torch.nn.Module, device: torch.device, batch: int,
+              dtype: torch.dtype | None):
+    """A closure running one iteration of ``task`` ('eval' or 'train') on ``model``."""
+    x = torch.randn(batch, 1, 224, 224, device=device)
+    target = torch.randint(0, 9, (batch, 224, 224), device=device)
+    autocast = (torch.autocast(device.type, dtype=dtype) if dtype is not None
+                else torch.autocast(device.type, enabled=False))
+    if task == "eval":
+        model.eval()
+
+        def run():
+            with torch.no_grad(), autocast:
+                model(x)
+        return run
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+    def run():
+        with autocast:
+            loss = torch.nn.functional.cross_entropy(model(x), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return run
+
+
+def time_tasks(variants, tasks, device, rounds, iters, dtype):
+    """Median seconds per iteration for each (task, variant), rounds alternating variants."""
+    models = {v: build(v, device) for v in variants}
+    # Same weights in every variant (names are shared; the reference keeps extra buffers).
+    state = models[variants[0]].state_dict()
+    for model in models.values():
+        model.load_state_dict(state, strict=False)
+    results = {}
+    for task, batch in tasks:
+        runs = {v: make_task(task, m, device, batch, dtype) for v, m in models.items()}
+        for run in runs.values():  # warm-up
+            run()
+        samples = {v: [] for v in variants}
+        cpu = {v: [] for v in variants}
+        for _ in range(rounds):
+            for v in variants:
+                sync(device)
+                start, start_cpu = time.perf_counter(), time.process_time()
+                for _ in range(iters):
+                    runs[v]()
+                sync(device)
+                samples[v].append((time.perf_counter() - start) / iters)
+                cpu[v].append((time.process_time() - start_cpu) / iters)
+        for v in variants:
+            results[(task, batch, v)] = (statistics.median(samples[v]), samples[v],
+                                         statistics.median(cpu[v]))
+    return results
+
+
+def flops_per_image(device: torch.device) -> tuple[float, float]:
+    from torch.utils.flop_counter import FlopCounterMode
+    model = build("fast-explicit", device).eval()
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(torch.randn(1, 1, 224, 224, device=device))
+    params = sum(p.numel() for p in model.parameters())
+    return params, counter.get_total_flops()
+
+
+def peak_memory_child(variant: str, device_name: str, batch: int) -> None:
+    """Run one training step and print the peak memory it added (own process: clean peak)."""
+    device = torch.device(device_name)
+    model = build(variant, device)
+    step = make_task("train", model, device, batch, None)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        step()
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        step()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    print(json.dumps({"peak_bytes": peak}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--iters", type=int, default=2, help="iterations per round and variant")
+    parser.add_argument("--variants", default="fast,reference")
+    parser.add_argument("--tasks", default="eval:1,eval:8,train:8")
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--peak-memory-child", nargs=2, metavar=("VARIANT", "BATCH"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.peak_memory_child:
+        peak_memory_child(args.peak_memory_child[0], args.device, int(args.peak_memory_child[1]))
+        return
+
+    device = torch.device(args.device)
+    variants = args.variants.split(",")
+    tasks = [(t.split(":")[0], int(t.split(":")[1])) for t in args.tasks.split(",")]
+    env = {"torch": torch.__version__, "device": args.device, "threads": args.threads,
+           "cpu": platform.processor() or platform.machine(), "rounds": args.rounds,
+           "iters": args.iters}
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    print(json.dumps({"bench": "model", "env": env}), flush=True)
+
+    precisions = [("fp32", None)]
+    if device.type == "cuda":
+        precisions.append(("bf16", torch.bfloat16))
+    for precision, dtype in precisions:
+        results = time_tasks(variants, tasks, device, args.rounds, args.iters, dtype)
+        for (task, batch, variant), (median, samples, cpu_median) in results.items():
+            print(json.dumps({"task": task, "batch": batch, "variant": variant,
+                              "precision": precision, "images_per_s": round(batch / median, 3),
+                              "median_s": round(median, 4),
+                              "median_process_cpu_s": round(cpu_median, 4),
+                              "samples_s": [round(s, 4) for s in samples]}), flush=True)
+        for task, batch in tasks:
+            base = results[(task, batch, variants[-1])][0]
+            for variant in variants[:-1]:
+                print(json.dumps({"task": task, "batch": batch, "precision": precision,
+                                  "ratio": f"{variant}/{variants[-1]}",
+                                  "speedup": round(base / results[(task, batch, variant)][0], 3)}),
+                      flush=True)
+
+    params, flops = flops_per_image(device)
+    print(json.dumps({"params_M": round(params / 1e6, 3), "GFLOP_per_image": round(flops / 1e9, 3),
+                      "GMAC_per_image": round(flops / 2e9, 3)}), flush=True)
+    if not args.skip_memory:
+        for variant in variants:
+            out = subprocess.run([sys.executable, __file__, "--device", args.device, "--threads",
+                                  str(args.threads), "--peak-memory-child", variant, "8"],
+                                 capture_output=True, text=True, check=True)
+            peak = json.loads(out.stdout.strip().splitlines()[-1])["peak_bytes"]
+            print(json.dumps({"task": "train", "batch": 8, "variant": variant,
+                              "peak_memory_MiB": round(peak / 2**20, 1),
+                              "measure": "max RSS growth" if device.type == "cpu"
+                              else "max_memory_allocated growth"}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
