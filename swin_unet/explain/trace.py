@@ -27,7 +27,8 @@ class AttentionCall:
         heads: attention heads.
         mask: the shift-mask tensor the block passed to it (the object itself), or None.
         flops: FLOPs counted inside the module: the qkv and proj linears and the two matmuls.
-        linear_flops: FLOPs counted inside its ``qkv`` and ``proj`` linears.
+        matmul_flops: FLOPs of its batched matmuls (``aten.bmm``): ``q k^T`` and ``attn v``; the
+            projections are plain GEMMs (``aten.addmm`` / ``aten.mm``), counted apart.
     """
 
     name: str
@@ -37,12 +38,12 @@ class AttentionCall:
     heads: int
     mask: Optional[torch.Tensor]
     flops: int = 0
-    linear_flops: int = 0
+    matmul_flops: int = 0
 
     @property
-    def matmul_flops(self) -> int:
-        """FLOPs of ``q k^T`` and ``attn v``: the module's count less its two linears."""
-        return self.flops - self.linear_flops
+    def linear_flops(self) -> int:
+        """FLOPs of the qkv and output projections: the module's count less its matmuls."""
+        return self.flops - self.matmul_flops
 
 
 @dataclass
@@ -85,7 +86,7 @@ def trace_model(model: torch.nn.Module) -> ModelTrace:
     """Run ``model`` once on a zero image of its input size and record FLOPs and attention inputs.
 
     The pass runs in eval mode without gradients and with the explicit attention path, whose
-    ``(q * scale) @ k^T`` and ``attn @ v`` the counter sees as matmuls (the fused SDPA kernel
+    ``q @ k^T`` and ``attn @ v`` the counter sees as batched matmuls (the fused SDPA kernel
     would hide them); the model's mode and attention setting are restored afterwards. FLOPs do
     not depend on the input values.
 
@@ -113,12 +114,13 @@ def trace_model(model: torch.nn.Module) -> ModelTrace:
         model.attention = attention
 
     root = type(model).__name__
-    flops = {}
+    flops, bmm_flops = {}, {}
     for counter_name, by_op in counter.get_flop_counts().items():
         name = _module_name(counter_name, root)
         if name is not None:
             flops[name] = int(sum(by_op.values()))
+            bmm_flops[name] = int(sum(v for op, v in by_op.items() if str(op) == "aten.bmm"))
     for name, call in calls.items():
         call.flops = flops.get(name, 0)
-        call.linear_flops = flops.get(f"{name}.qkv", 0) + flops.get(f"{name}.proj", 0)
+        call.matmul_flops = bmm_flops.get(name, 0)
     return ModelTrace(flops, calls)

@@ -16,6 +16,7 @@ __all__ = [
     "shift_mask",
     "window_order",
     "WindowAttention",
+    "residual_linear",
     "Mlp",
     "DropPath",
     "SwinBlock",
@@ -110,8 +111,17 @@ class DropPath(nn.Module):
         return f"p={self.p}"
 
 
+def residual_linear(residual: torch.Tensor, h: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
+    """``residual + linear(h)`` as one GEMM accumulating onto ``residual`` (one pass fewer)."""
+    c = residual.shape[-1]
+    out = torch.addmm(residual.reshape(-1, c), h.reshape(-1, h.shape[-1]), linear.weight.t())
+    if linear.bias is not None:
+        out.add_(linear.bias)
+    return out.view(residual.shape)
+
+
 class Mlp(nn.Module):
-    """Linear(C, rC), GELU, Linear(rC, C)."""
+    """Linear(C, rC), GELU, Linear(rC, C); ``residual`` (when given) is added by the last GEMM."""
 
     def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
         super().__init__()
@@ -120,8 +130,12 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
         self.drop = nn.Dropout(drop)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+    def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+        hidden = self.drop(self.act(self.fc1(x)))
+        if residual is not None and not (self.training and self.drop.p > 0):
+            return residual_linear(residual, hidden, self.fc2)
+        out = self.drop(self.fc2(hidden))
+        return out if residual is None else residual + out
 
 
 class WindowAttention(nn.Module):
@@ -192,9 +206,15 @@ class WindowAttention(nn.Module):
             out = torch.matmul(attn, v)
         return out.reshape(windows, heads, n, head_dim).transpose(1, 2).reshape(windows, n, c)
 
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
-                fused: bool = False) -> torch.Tensor:
-        return self.proj_drop(self.proj(self.attend(x, mask, fused)))
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None, fused: bool = False,
+                residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Attention output after the projection, plus ``residual`` (same number of elements,
+        any shape) when given, in which case the result has the residual's shape."""
+        out = self.attend(x, mask, fused)
+        if residual is not None and not (self.training and self.proj_drop.p > 0):
+            return residual_linear(residual, out, self.proj)
+        out = self.proj_drop(self.proj(out))
+        return out if residual is None else residual + out.view(residual.shape)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, window={self.window}, num_heads={self.num_heads}"
@@ -224,25 +244,13 @@ class SwinBlock(nn.Module):
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
                 fused: bool = False) -> torch.Tensor:
         b, length, c = x.shape
-        windows = self.attn.attend(self.norm1(x).view(-1, self.window * self.window, c), mask, fused)
-        x = self._residual(x, windows.view(b, length, c), self.attn.proj, self.attn.proj_drop)
-        hidden = self.mlp.act(self.mlp.fc1(self.norm2(x)))
-        return self._residual(x, self.mlp.drop(hidden), self.mlp.fc2, self.mlp.drop)
-
-    def _residual(self, x: torch.Tensor, h: torch.Tensor, linear: nn.Linear,
-                  dropout: nn.Dropout) -> torch.Tensor:
-        """x + DropPath(Dropout(linear(h))).
-
-        With drop-path and dropout inactive (evaluation, or rates 0) the residual add is folded
-        into the GEMM, which accumulates onto x: one pass over the tokens fewer.
-        """
-        if self.training and (self.drop_path.p > 0 or dropout.p > 0):
-            return x + self.drop_path(dropout(linear(h)))
-        c = x.shape[-1]
-        out = torch.addmm(x.reshape(-1, c), h.reshape(-1, h.shape[-1]), linear.weight.t())
-        if linear.bias is not None:
-            out.add_(linear.bias)
-        return out.view(x.shape)
+        windows = self.norm1(x).view(-1, self.window * self.window, c)
+        if self.training and self.drop_path.p > 0:
+            x = x + self.drop_path(self.attn(windows, mask, fused).view(b, length, c))
+            return x + self.drop_path(self.mlp(self.norm2(x)))
+        # Without drop-path the residual adds fold into the output GEMMs.
+        x = self.attn(windows, mask, fused, residual=x)
+        return self.mlp(self.norm2(x), residual=x)
 
     def extra_repr(self) -> str:
         return f"window={self.window}, shift={self.shift}"
