@@ -60,12 +60,18 @@ class ModelConfig:
 class DataConfig:
     """Where the data is and how it is read; splits default to the data set's standard one."""
 
+    # None: data/Synapse, data/ACDC or data/phantom under the repository (folder: required).
     root: Optional[str] = None
-    # "auto" detects the layout from the files under root.
+    # "auto" detects the layout from the files under root; or synapse_raw, synapse_npz,
+    # acdc_raw, acdc_npz, folder. For the phantom it picks the kind: synapse_raw (abdominal CT,
+    # the default) or acdc_raw (cardiac MRI).
     layout: str = "auto"
+    # Case lists override the standard split (None); ids such as 1, 0001, case0001, img0001
+    # (Synapse) or 2, 002, patient002 (ACDC) are all accepted. An empty val list: no validation.
     train_cases: Optional[list[str]] = None
     val_cases: Optional[list[str]] = None
     test_cases: Optional[list[str]] = None
+    # DataLoader workers; also the threads that read volumes into the cache and check them.
     num_workers: int = 2
     # "auto" (from the data set / modality), "ct" (clip to ct_window, scale to [0, 1]),
     # "zscore" or "minmax" (per volume).
