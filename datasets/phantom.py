@@ -26,21 +26,21 @@ logger = logging.getLogger(__name__)
 PHANTOM_KINDS = ("abdomen", "cardiac")
 DEFAULT_SHAPES = {"abdomen": (160, 160, 40), "cardiac": (128, 112, 10)}
 DEFAULT_CASES = 16
-_VERSION = 1
+_VERSION = 2
 _MARKER = "phantom.json"
 
-# Raw BTCV label, HU, HU texture and noise per structure, painted in this order (later wins).
+# Raw BTCV label, centre, radii and HU of each organ, painted in this order (later wins).
 # The IVC (raw 9) is painted but belongs to no class of the 8-organ task: like the real data,
 # not everything bright is a labelled organ.
 _ORGANS = {
     # name: (raw label, centre (u, v, w), radii, HU)
-    "kidney_right": (2, (-0.34, 0.33, 0.45), (0.14, 0.18, 0.19), 175.0),
-    "kidney_left": (3, (0.36, 0.33, 0.48), (0.14, 0.18, 0.19), 175.0),
-    "spleen": (1, (0.54, 0.22, 0.72), (0.18, 0.24, 0.2), 105.0),
-    "liver": (6, (-0.36, -0.04, 0.72), (0.40, 0.44, 0.30), 60.0),
-    "gallbladder": (4, (-0.22, -0.33, 0.50), (0.12, 0.16, 0.14), 10.0),
-    "stomach": (7, (0.26, -0.24, 0.70), (0.25, 0.21, 0.23), 25.0),
-    "pancreas": (11, (0.08, 0.10, 0.50), (0.34, 0.11, 0.12), 40.0),
+    "kidney_right": (2, (-0.34, 0.33, 0.40), (0.15, 0.19, 0.21), 175.0),
+    "kidney_left": (3, (0.36, 0.33, 0.42), (0.15, 0.19, 0.21), 175.0),
+    "spleen": (1, (0.54, 0.22, 0.66), (0.19, 0.25, 0.22), 110.0),
+    "liver": (6, (-0.36, -0.04, 0.66), (0.40, 0.44, 0.32), 60.0),
+    "gallbladder": (4, (-0.22, -0.33, 0.45), (0.13, 0.17, 0.15), 5.0),
+    "stomach": (7, (0.26, -0.24, 0.64), (0.26, 0.22, 0.24), 30.0),
+    "pancreas": (11, (0.08, 0.10, 0.45), (0.34, 0.12, 0.13), 40.0),
 }
 
 
@@ -59,13 +59,13 @@ def _abdomen_arrays(shape: Sequence[int], rng: np.random.Generator):
     hu[np.broadcast_to(body, grid.shape)] = -100.0  # subcutaneous fat
     hu[wall] = 45.0  # abdominal wall muscle
     cavity = np.broadcast_to(inner, grid.shape)
-    # Abdominal cavity: fat and bowel, a smooth texture around -40 HU.
+    # Abdominal cavity: mostly fat, a smooth texture around -85 HU (organs stand out from it).
     texture = np.zeros(grid.shape, dtype=np.float32)
-    for amplitude in (25.0, 15.0):
+    for amplitude in (12.0, 8.0):
         freq = rng.uniform(4.0, 9.0, size=3).astype(np.float32) * rng.choice([-1, 1], size=3)
         texture += amplitude * np.sin(freq[0] * u + freq[1] * v + freq[2] * w
                                       + np.float32(rng.uniform(0, 2 * np.pi)))
-    hu[cavity] = -40.0 + texture[cavity]
+    hu[cavity] = -85.0 + texture[cavity]
 
     def paint(box, mask, value, raw=None):
         region = hu[box]
@@ -92,15 +92,15 @@ def _abdomen_arrays(shape: Sequence[int], rng: np.random.Generator):
         paint(box, mask, value + rng.uniform(-10, 10), raw)
         if name == "stomach":  # an air pocket at the front of the stomach, still stomach
             air_c = (centre[0], centre[1] - radii[1] * 0.55, centre[2] + radii[2] * 0.3)
-            air_box, air = ellipsoid_mask(grid, air_c, (radii[0] * 0.5, radii[1] * 0.3,
-                                                         radii[2] * 0.4))
+            air_box, air = ellipsoid_mask(grid, air_c, (radii[0] * 0.4, radii[1] * 0.25,
+                                                         radii[2] * 0.3))
             inside = label[air_box] == raw
             paint(air_box, air & inside, -800.0)
     aorta_c = (0.07 + shift[0] + rng.uniform(-0.02, 0.02), 0.24 + shift[1])
     paint(*tube_mask(grid, aorta_c, (0.08, 0.08), wobble=0.02, rng=rng), 200.0, 8)
     ivc_c = (-0.13 + shift[0] + rng.uniform(-0.02, 0.02), 0.20 + shift[1])
     paint(*tube_mask(grid, ivc_c, (0.07, 0.055), z_range=(0.0, 0.85)), 140.0, 9)
-    hu += rng.standard_normal(grid.shape, dtype=np.float32) * 14.0
+    hu += rng.standard_normal(grid.shape, dtype=np.float32) * 10.0
     return np.clip(np.rint(hu), -1024, 3071).astype(np.int16), label
 
 
