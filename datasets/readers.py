@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import struct
 import zipfile
@@ -28,8 +27,6 @@ __all__ = [
     "check_label_values",
     "check_same_geometry",
 ]
-
-logger = logging.getLogger(__name__)
 
 _READ_ERRORS = (OSError, EOFError, ValueError, RuntimeError, KeyError, zipfile.BadZipFile,
                 nib.filebasedimages.ImageFileError)
