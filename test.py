@@ -113,6 +113,9 @@ def run(args: argparse.Namespace) -> int:
         inference = loaded.config.inference
         batch_size = args.batch_size or inference.batch_size
         tta, amp = args.tta or inference.tta, args.amp
+        if amp and device.type != "cuda":
+            logging.getLogger("test").warning("--amp has an effect on CUDA only; running in "
+                                              "float32 on the %s", device.type)
         if kind == "input":
             result = evaluation.segment_inputs(loaded, args.input, args.output, batch_size, tta,
                                                device, amp, args.overwrite, progress=progress)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .config import Config, config_from_dict
+from .config import Config, DataConfig, apply_overrides, config_from_dict
 from .errors import InputError
 from .inference import predict_volume
 from .metrics import case_metrics, summarize
@@ -109,7 +109,6 @@ def load_model(path: Path, dataset: Optional[str] = None, overrides: Sequence[st
         Not a checkpoint, an ImageNet encoder rather than a segmentation network, or an
         original checkpoint without ``dataset``.
     """
-    from .config import apply_overrides
     path = Path(path)
     checkpoint = read_checkpoint(path)
     if "model" in checkpoint and "config" in checkpoint:
@@ -135,6 +134,20 @@ def load_model(path: Path, dataset: Optional[str] = None, overrides: Sequence[st
         class_names = []
         source = "swin_unet"
     del checkpoint
+    if dataset is not None and dataset != config.dataset:
+        # The training data's location and splits mean nothing for another data set; its
+        # preprocessing must stay the one the network learned.
+        logger.info("%s: trained on %s, evaluated on %s: data.root, layout and case lists "
+                    "reset", path, config.dataset, dataset)
+        try:
+            intensity = resolve_intensity_for(config)
+        except InputError:
+            logger.warning("%s: data.intensity 'auto' of a folder data set: the %s default is "
+                           "used unless --set data.intensity=... says otherwise", path, dataset)
+            intensity = "auto"
+        config.data = DataConfig(intensity=intensity, ct_window=list(config.data.ct_window),
+                                 num_workers=config.data.num_workers)
+        config.dataset = dataset
     config = apply_overrides(config, list(overrides))
     if not class_names:
         class_names = (class_names_of(dataset or config.dataset, config.data.layout,

@@ -261,3 +261,20 @@ def test_cli_errors_exit_2_with_one_line_naming_the_file(workspace, tmp_path, ca
         assert done.returncode == 2, done.stderr
         assert len(lines) == 1 and message in lines[0], done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_checkpoint_of_another_data_set_does_not_use_its_training_paths(workspace, tmp_path,
+                                                                        capsys):
+    """Trained on 'synapse' at some path with its own test cases; scored on the phantom."""
+    torch.manual_seed(0)
+    config = tiny_config("synapse")
+    config.data.root = str(tmp_path / "training-machine" / "Synapse")
+    config.data.test_cases = ["1", "2"]
+    model = build_model(config.model)
+    torch.save({"model": model.state_dict(), "config": config_to_dict(config),
+                "class_names": SYNAPSE, "epoch": 150}, tmp_path / "synapse.pth")
+    code, _, err = run_cli(["--dataset", "phantom", "--root", workspace / "phantom",
+                            "--checkpoint", tmp_path / "synapse.pth", "--output", tmp_path / "o",
+                            "--no-progress"], capsys)
+    assert code == 0, err
+    assert {r["case"] for r in read_csv(tmp_path / "o" / "metrics.csv")} == {"case0003"}
