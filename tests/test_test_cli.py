@@ -278,3 +278,32 @@ def test_checkpoint_of_another_data_set_does_not_use_its_training_paths(workspac
                             "--no-progress"], capsys)
     assert code == 0, err
     assert {r["case"] for r in read_csv(tmp_path / "o" / "metrics.csv")} == {"case0003"}
+
+
+def test_transunet_release_is_scored_in_unit_spacing_and_says_so(workspace, tmp_path, capsys):
+    import h5py
+    folder = tmp_path / "Synapse" / "test_vol_h5"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    label = np.zeros((4, 32, 32), np.uint8)  # (slices, H, W) as released
+    label[:, 8:20, 10:24] = 5
+    with h5py.File(folder / "case0001.npy.h5", "w") as handle:
+        handle["image"] = rng.random((4, 32, 32), dtype=np.float32)  # already windowed
+        handle["label"] = label
+    out = tmp_path / "o"
+    code, stdout, err = run_cli(["--dataset", "synapse", "--root", tmp_path / "Synapse",
+                                 "--set", "data.test_cases=[1]", "--checkpoint",
+                                 workspace / "tiny.pth", "--output", out, "--save-nifti",
+                                 "--no-progress"], capsys)
+    assert code == 0, err
+    assert "unit spacing" in stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert any("unit spacing" in note for note in summary["notes"])
+    prediction = nib.load(out / "predictions" / "case0001.nii.gz")
+    assert prediction.shape == (32, 32, 4)
+    np.testing.assert_allclose(prediction.affine, np.eye(4))
+    liver = read_csv(out / "metrics.csv")[4]
+    expected = case_metrics(np.asanyarray(prediction.dataobj), np.moveaxis(label, 0, -1), 9,
+                            spacing=(1, 1, 1))[4]
+    assert liver["class_name"] == "liver"
+    assert float(liver["hd95"]) == pytest.approx(expected["hd95"])
