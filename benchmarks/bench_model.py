@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
@@ -23,7 +24,11 @@ import sys
 import time
 from pathlib import Path
 
-import torch
+# Before torch loads: on a shared machine, OpenMP threads that spin at barriers for a descheduled
+# sibling turn contention into 10x slowdowns of small parallel ops (train.py does the same).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -154,6 +159,8 @@ def main() -> None:
     variants = args.variants.split(",")
     tasks = [(t.split(":")[0], int(t.split(":")[1])) for t in args.tasks.split(",")]
     env = {"torch": torch.__version__, "device": args.device, "threads": args.threads,
+           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+           "load_average_1min": round(os.getloadavg()[0], 2),
            "cpu": platform.processor() or platform.machine(), "rounds": args.rounds,
            "iters": args.iters}
     if device.type == "cuda":

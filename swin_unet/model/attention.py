@@ -178,23 +178,36 @@ class WindowAttention(nn.Module):
         windows, n, c = x.shape
         heads, head_dim = self.num_heads, c // self.num_heads
         # The scale multiplies the query rows of the qkv weights (3C^2 products) instead of the
-        # queries themselves (one pass over all tokens); then one copy makes q, k, v contiguous.
+        # queries themselves (one pass over all tokens).
         scale = x.new_ones(3 * c)
         scale[:c] = self.scale
         bias = self.qkv.bias * scale if self.qkv.bias is not None else None
         qkv = F.linear(x, self.qkv.weight * scale[:, None], bias)
-        q, k, v = qkv.view(windows, n, 3, heads, head_dim).permute(2, 0, 3, 1, 4).contiguous()
+        qkv = qkv.view(windows, n, 3, heads, head_dim)
         position_bias = self.position_bias()
         drop = self.attn_drop if self.training else 0.0
+        if mask is not None:
+            # exp(-100) is a float32 denormal (3.7e-44), and x86 CPUs compute with denormals
+            # slowly: attn @ v of a shifted stage-0 block at batch 8 took 86 ms instead of
+            # 2.5 ms. -inf gives exact zeros; outputs differ from -100's by less than float32
+            # resolution (0.0 in our measurement). Every row keeps its own token, so none is -inf.
+            mask = mask.masked_fill(mask < 0, float("-inf"))
         if fused:
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B*nW, heads, N, d) views
             if mask is not None:
                 # (B, nW, heads, N, d) so that the (nW, heads, N, N) mask broadcasts over B.
-                q, k, v = (t.view(-1, mask.shape[0], heads, n, head_dim) for t in (q, k, v))
+                q, k, v = (t.reshape(-1, mask.shape[0], heads, n, head_dim) for t in (q, k, v))
                 position_bias = position_bias.unsqueeze(0) + mask.unsqueeze(1).to(q.dtype)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=position_bias.to(q.dtype),
                                                  dropout_p=drop, scale=1.0)
         else:
-            attn = torch.matmul(q, k.transpose(-2, -1))
+            # One layout copy per tensor, writing k already transposed: a batched matmul with a
+            # stored k^T ran 3.7x faster than with a transposed view of k (2.4 vs 8.8 ms for
+            # stage 0 at batch 8 on the 2-core CPU we measured).
+            q = qkv[:, :, 0].transpose(1, 2).contiguous()  # (B*nW, heads, N, d)
+            k_t = qkv[:, :, 1].permute(0, 2, 3, 1).contiguous()  # (B*nW, heads, d, N)
+            v = qkv[:, :, 2].transpose(1, 2).contiguous()
+            attn = torch.matmul(q, k_t)
             if mask is not None:
                 attn.view(-1, mask.shape[0], heads, n, n).add_(
                     position_bias.unsqueeze(0) + mask.unsqueeze(1))
