@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import logging
-from typing import Optional, Sequence, Union
+from typing import Sequence, Union
 
 import numpy as np
 import torch
@@ -16,8 +15,6 @@ from .errors import InputError
 from .metrics import MODES
 
 __all__ = ["predict_volume", "resolve_device", "flip_tta_logits"]
-
-logger = logging.getLogger(__name__)
 
 # In-plane flips of test-time augmentation: none, rows, columns, both.
 _TTA_FLIPS = ((), (-2,), (-1,), (-2, -1))

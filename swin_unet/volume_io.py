@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +15,6 @@ from .errors import InputError
 
 __all__ = ["Volume", "read_volume", "find_inputs", "write_labels", "case_name", "NIFTI_SUFFIXES",
            "ITK_SUFFIXES"]
-
-logger = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 ITK_SUFFIXES = (".nrrd", ".mha", ".mhd")
