@@ -13,6 +13,12 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+# Read by the OpenMP runtime when torch loads, so set before the first import of torch. On a
+# CPU shared with other jobs, threads that spin at every barrier for a descheduled sibling made
+# a training step of the demo model 29x slower (2.0 vs 58 slices/s, 2 cores at load 4.4);
+# passive threads sleep instead. Set OMP_WAIT_POLICY=ACTIVE to override on a dedicated machine.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from swin_unet.config import Config, apply_overrides, config_from_dict, load_config
 from swin_unet.errors import InputError
 

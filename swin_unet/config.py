@@ -114,6 +114,8 @@ class TrainConfig:
     overlay_slices: int = 2
     # Deterministic kernels (slower on CUDA); CPU runs are reproducible either way.
     deterministic: bool = False
+    # CPU threads per process; 0: OMP_NUM_THREADS if set, else the cores / local processes.
+    cpu_threads: int = 0
 
 
 @dataclass

@@ -13,7 +13,8 @@ from datasets import generate_phantom
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["model.img_size=32", "model.embed_dim=8", "model.depths=[1,1,1,1]",
         "model.num_heads=[1,1,1,1]", "model.window_size=2", "train.epochs=1",
-        "train.batch_size=8", "train.val_every=1", "data.num_workers=0"]
+        "train.batch_size=8", "train.val_every=1", "data.num_workers=0", "data.augment=true",
+        "train.schedule=poly", "train.warmup_epochs=0", "train.cpu_threads=1"]
 
 
 @pytest.fixture(scope="module")

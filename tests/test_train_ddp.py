@@ -14,7 +14,8 @@ REPO = Path(__file__).resolve().parent.parent
 TINY = ["model.img_size=32", "model.embed_dim=8", "model.depths=[1,1,1,1]",
         "model.num_heads=[1,1,1,1]", "model.window_size=2", "train.epochs=2",
         "train.batch_size=4", "train.base_batch_size=4", "train.optimizer=adamw",
-        "train.base_lr=0.002", "train.val_every=1", "train.log_every=1", "data.num_workers=0"]
+        "train.base_lr=0.002", "train.val_every=1", "train.log_every=1",
+        "train.schedule=poly", "train.warmup_epochs=0", "data.num_workers=0", "data.augment=true"]
 
 
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),

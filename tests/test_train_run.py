@@ -27,7 +27,9 @@ TINY = ["model.img_size=32", "model.embed_dim=8", "model.depths=[2,2,2,2]",
         "train.epochs=2", "train.batch_size=4", "train.base_batch_size=4",
         "train.optimizer=adamw", "train.base_lr=0.002", "train.weight_decay=0.01",
         "train.val_every=1", "train.val_hd95=true", "train.log_every=1",
-        "train.overlay_slices=2", "data.num_workers=0", "inference.batch_size=8"]
+        "train.overlay_slices=2", "train.schedule=poly", "train.warmup_epochs=0",
+        "train.cpu_threads=1", "data.num_workers=0", "data.augment=true",
+        "inference.batch_size=8"]
 
 
 def tiny_args(root, output, *extra):
@@ -120,6 +122,12 @@ def test_best_checkpoint_is_the_best_validated_epoch(full_run):
     assert best["best_metric"] == pytest.approx(max(dice), abs=1e-6)
     assert last["best_metric"] == best["best_metric"]
     assert best["epoch"] == 1 + dice.index(max(dice))
+
+
+def test_loader_worker_processes_do_not_change_the_result(phantom, full_run, tmp_path):
+    """Batches and their augmentation depend on (seed, epoch, index), not on the workers."""
+    assert train_cli.main(tiny_args(phantom, tmp_path, "--set", "data.num_workers=2")) == 0
+    assert_same_weights(weights(tmp_path), weights(full_run))
 
 
 def _interrupt_when(monkeypatch, method, call_number):

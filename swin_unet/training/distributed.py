@@ -93,21 +93,25 @@ def cleanup_distributed() -> None:
         dist.destroy_process_group()
 
 
-def configure_cpu_threads(context: DistributedContext) -> int:
-    """Share the CPU cores among the local processes of a CPU job; returns the thread count.
+def configure_cpu_threads(context: DistributedContext, requested: int = 0) -> int:
+    """Set this process's CPU threads and return the count.
 
-    PyTorch gives every process all cores; two processes on two cores would then each run two
-    threads and thrash. An explicit ``OMP_NUM_THREADS`` (torchrun sets 1 by default when the
-    user has not) is respected.
+    ``requested`` > 0 is used as it is. Otherwise an explicit ``OMP_NUM_THREADS`` is respected
+    (torchrun sets 1 when the user has not), else the cores are shared among the local
+    processes: PyTorch would give every process all cores, and two processes on two cores
+    would each run two threads and thrash.
     """
     if context.device.type != "cpu":
         return torch.get_num_threads()
-    if "OMP_NUM_THREADS" in os.environ and context.local_world_size > 1:
+    if requested > 0:
+        threads = int(requested)
+    elif os.environ.get("OMP_NUM_THREADS"):
         return torch.get_num_threads()
-    cores = os.cpu_count() or 1
-    if hasattr(os, "sched_getaffinity"):
-        cores = len(os.sched_getaffinity(0)) or cores
-    threads = max(1, cores // context.local_world_size)
+    else:
+        cores = os.cpu_count() or 1
+        if hasattr(os, "sched_getaffinity"):
+            cores = len(os.sched_getaffinity(0)) or cores
+        threads = max(1, cores // context.local_world_size)
     torch.set_num_threads(threads)
     return threads
 

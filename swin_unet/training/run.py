@@ -114,13 +114,14 @@ def train(config: Config, output_dir: Union[str, Path], *, resume: Union[str, Pa
     output_dir = Path(output_dir)
     check_train_config(config.train)
     context = setup_distributed(device)
+    previous_threads = torch.get_num_threads()
     handlers: list = []
     monitor: Optional[Monitor] = None
     try:
         if context.is_main:
             output_dir.mkdir(parents=True, exist_ok=True)
             handlers = setup_logging(output_dir / "train.log", verbose=verbose)
-        threads = configure_cpu_threads(context)
+        threads = configure_cpu_threads(context, config.train.cpu_threads)
         torch.backends.cudnn.benchmark = not config.train.deterministic
         if config.train.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
@@ -174,3 +175,4 @@ def train(config: Config, output_dir: Union[str, Path], *, resume: Union[str, Pa
             monitor.close()
         close_logging(handlers)
         cleanup_distributed()
+        torch.set_num_threads(previous_threads)  # a process-wide setting; train() is a call
