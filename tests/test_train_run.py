@@ -152,7 +152,9 @@ def test_ctrl_c_after_epoch_1_then_resume_gives_the_uninterrupted_weights(
         assert train_cli.main(tiny_args(phantom, tmp_path)) == 130
     stopped = read_checkpoint(tmp_path / "checkpoints" / "last.pth")
     assert stopped["epoch"] == 1 and stopped["step_in_epoch"] == 0
-    assert train_cli.main(tiny_args(phantom, tmp_path, "--resume")) == 0
+    # No --set needed: a resumed run continues with the checkpoint's own config.
+    assert train_cli.main(["--dataset", "phantom", "--output", str(tmp_path), "--resume",
+                           "--quiet"]) == 0
     assert_same_weights(weights(tmp_path), weights(full_run))
     assert "resumed from" in (tmp_path / "train.log").read_text()
     # The curves continue: every step once, none doubled.
