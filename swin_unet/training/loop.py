@@ -14,7 +14,7 @@ from typing import Optional, Union
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from ..config import Config, config_to_dict, save_config
+from ..config import Config, config_to_dict
 from ..errors import InputError
 from .checkpointing import (atomic_copy, atomic_save, capture_rng_state, describe,
                             load_model_state, read_resume_checkpoint, restore_rng_state,
@@ -227,8 +227,9 @@ class Trainer:
         non_blocking = self.device.type == "cuda"
         images = batch["image"].to(self.device, non_blocking=non_blocking)
         labels = batch["label"].to(self.device, non_blocking=non_blocking)
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                            enabled=self.amp_dtype is not None):
+        autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype)
+                    if self.amp_dtype is not None else contextlib.nullcontext())
+        with autocast:
             logits = self.network(images)
         loss, loss_ce, loss_dice = self.loss_fn(logits, labels)
         self.optimizer.zero_grad(set_to_none=True)
