@@ -226,3 +226,29 @@ def test_sigkill_during_a_checkpoint_write_leaves_a_resumable_run(
     assert not (checkpoints / "last.pth.tmp").exists()
     assert read_checkpoint(checkpoints / "last.pth")["epoch"] == 2
     assert_same_weights(weights(output), weights(full_run))
+
+
+def test_pretrained_start_loads_the_weights_and_logs_the_report(phantom, full_run, tmp_path):
+    pretrained = full_run / "checkpoints" / "last.pth"
+    assert train_cli.main(tiny_args(phantom, tmp_path, "--pretrained", str(pretrained),
+                                    "--set", "train.epochs=1")) == 0
+    log = (tmp_path / "train.log").read_text()
+    assert "pretrained weights:" in log and str(pretrained) in log
+    # The first iteration starts from the trained weights: its loss is the trained one's.
+    fresh = scalar_events(full_run).Scalars("train/loss")
+    started = scalar_events(tmp_path).Scalars("train/loss")
+    assert started[0].value < fresh[0].value
+    assert started[0].value == pytest.approx(fresh[-1].value, rel=0.5)
+
+
+def test_amp_on_the_cpu_trains_in_bfloat16(phantom, tmp_path):
+    assert train_cli.main(tiny_args(phantom, tmp_path, "--amp", "--set", "train.epochs=1")) == 0
+    log = (tmp_path / "train.log").read_text()
+    assert "AMP bfloat16" in log
+    checkpoint = read_checkpoint(tmp_path / "checkpoints" / "last.pth")
+    assert checkpoint["config"]["train"]["amp"] is True
+    # Weights stay float32 (autocast only lowers the matmuls' precision).
+    assert all(t.dtype == torch.float32 for t in checkpoint["model"].values()
+               if t.is_floating_point())
+    losses = [e.value for e in scalar_events(tmp_path).Scalars("train/loss")]
+    assert all(v == v and v < 10 for v in losses)  # finite, sane
