@@ -252,3 +252,13 @@ def test_amp_on_the_cpu_trains_in_bfloat16(phantom, tmp_path):
                if t.is_floating_point())
     losses = [e.value for e in scalar_events(tmp_path).Scalars("train/loss")]
     assert all(v == v and v < 10 for v in losses)  # finite, sane
+
+
+@pytest.mark.slow
+def test_compiled_training_saves_plain_weights(phantom, tmp_path):
+    """--compile (about a minute of compilation on 2 CPU cores: -m slow)."""
+    assert train_cli.main(tiny_args(phantom, tmp_path, "--compile",
+                                    "--set", "train.epochs=1")) == 0
+    checkpoint = read_checkpoint(tmp_path / "checkpoints" / "last.pth")
+    assert checkpoint["config"]["train"]["compile"] is True
+    assert not any(k.startswith(("_orig_mod.", "module.")) for k in checkpoint["model"])
