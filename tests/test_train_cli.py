@@ -52,6 +52,11 @@ def assert_one_line_error(code, err, *words):
     ("train.optimizer=adam", ["train.optimizer", "sgd"]),
     ("model.img_size=50", ["model.img_size", "50"]),
     ("train.batch_size=0", ["train.batch_size"]),
+    ("model.window_size=0", ["model.window_size", "positive"]),
+    ("model.depths=[]", ["model.depths"]),
+    ("model.num_heads=[3,3,3,3]", ["num_heads"]),
+    ("model.drop_path_rate=1.5", ["model.drop_path_rate"]),
+    ("inference.metric_mode=voxel", ["inference.metric_mode", "paper"]),
 ])
 def test_bad_set_keys_and_values_exit_2_naming_the_key(capsys, phantom, tmp_path, override,
                                                        words):

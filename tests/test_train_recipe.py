@@ -140,6 +140,9 @@ def test_bad_train_values_name_the_key(key, value, words):
         check_train_config(train)
 
 
-def test_cosine_warmup_longer_than_the_run_is_refused():
-    with pytest.raises(InputError, match="warmup_epochs"):
-        check_train_config(TrainConfig(epochs=5, schedule="cosine", warmup_epochs=5))
+def test_cosine_warmup_longer_than_the_run_is_cut_short():
+    train = TrainConfig(epochs=1, schedule="cosine", warmup_epochs=3)
+    check_train_config(train)  # a 1-epoch trial of a warm-up config is allowed
+    factor = lr_factor(train, iters_per_epoch=5)
+    values = [factor(k) for k in range(5)]
+    assert values == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0])

@@ -49,9 +49,6 @@ def check_train_config(train) -> None:
         raise InputError("config key 'train.base_lr': must be positive, got 0")
     if train.ce_weight + train.dice_weight == 0:
         raise InputError("config keys 'train.ce_weight' and 'train.dice_weight' are both 0")
-    if train.warmup_epochs >= train.epochs and train.schedule == "cosine":
-        raise InputError(f"config key 'train.warmup_epochs': {train.warmup_epochs} leaves no "
-                         f"epoch of the {train.epochs} for the cosine decay")
 
 
 class SegmentationLoss(nn.Module):
@@ -151,8 +148,8 @@ def lr_factor(train, iters_per_epoch: int) -> Callable[[int], float]:
     """Multiplier of the initial lr at iteration ``step`` (0-based) of the whole run.
 
     ``poly``: ``(1 - step / total) ** poly_power``, updated every iteration as in the original
-    code (iteration 0 runs at the full lr). ``cosine``: linear warm-up over ``warmup_epochs``,
-    then half a cosine down to 0.
+    code (iteration 0 runs at the full lr). ``cosine``: linear warm-up over ``warmup_epochs``
+    (cut short in a run shorter than that, e.g. a 1-epoch trial), then half a cosine down to 0.
     """
     total = max(1, train.epochs * iters_per_epoch)
     warmup = min(total - 1, train.warmup_epochs * iters_per_epoch)

@@ -13,6 +13,7 @@ import torch.distributed as dist
 
 from ..config import Config, save_config
 from ..errors import InputError
+from ..metrics import MODES
 from ..model import build_model, check_sizes, load_pretrained
 from .distributed import (DistributedContext, cleanup_distributed, configure_cpu_threads,
                           setup_distributed)
@@ -54,6 +55,21 @@ def _fit_model_config(config: Config, source) -> Config:
                     model_cfg.num_classes, model_cfg.in_chans)
     model_cfg = dataclasses.replace(model_cfg, num_classes=source.num_classes,
                                     in_chans=source.in_chans)
+    sizes = {"embed_dim": [model_cfg.embed_dim], "window_size": [model_cfg.window_size],
+             "patch_size": [model_cfg.patch_size], "depths": model_cfg.depths,
+             "num_heads": model_cfg.num_heads,
+             "img_size": model_cfg.img_size if isinstance(model_cfg.img_size, list)
+             else [model_cfg.img_size]}
+    for key, values in sizes.items():
+        if not values or min(values) < 1:
+            what = ("a non-empty list of positive integers"
+                    if isinstance(getattr(model_cfg, key), list) else "positive")
+            raise InputError(f"config key 'model.{key}': must be {what}, got "
+                             f"{getattr(model_cfg, key)}")
+    for key in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
+        if not 0.0 <= getattr(model_cfg, key) < 1.0:
+            raise InputError(f"config key 'model.{key}': must be in [0, 1), got "
+                             f"{getattr(model_cfg, key)}")
     try:
         check_sizes(model_cfg.img_size, model_cfg.patch_size, model_cfg.window_size,
                     model_cfg.depths)
@@ -63,6 +79,16 @@ def _fit_model_config(config: Config, source) -> Config:
         raise InputError(f"config key 'model.num_heads': {len(model_cfg.num_heads)} values for "
                          f"{len(model_cfg.depths)} stages (model.depths)")
     return dataclasses.replace(config, model=model_cfg)
+
+
+def _check_inference_config(inference) -> None:
+    """Validation uses these: a bad value would otherwise surface after the first epochs."""
+    if inference.metric_mode not in MODES:
+        raise InputError(f"config key 'inference.metric_mode': expected one of "
+                         f"{', '.join(MODES)}, got '{inference.metric_mode}'")
+    if inference.batch_size < 1:
+        raise InputError(f"config key 'inference.batch_size': must be at least 1, got "
+                         f"{inference.batch_size}")
 
 
 def _build_model(config: Config, device: torch.device) -> torch.nn.Module:
@@ -113,6 +139,7 @@ def train(config: Config, output_dir: Union[str, Path], *, resume: Union[str, Pa
     started = time.perf_counter()
     output_dir = Path(output_dir)
     check_train_config(config.train)
+    _check_inference_config(config.inference)
     context = setup_distributed(device)
     previous_threads = torch.get_num_threads()
     handlers: list = []
