@@ -90,7 +90,7 @@ def resolve_config(args: argparse.Namespace, output: Path) -> tuple[Config, Opti
 
 def one_line(exc: BaseException) -> str:
     """The contract's one-line error: a multi-line message (help on layouts) joined."""
-    return " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+    return " ".join(str(exc).split())
 
 
 def main(argv: Optional[list[str]] = None) -> int:
