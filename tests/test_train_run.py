@@ -86,6 +86,8 @@ def test_run_writes_the_contract_outputs_and_the_loss_falls(full_run):
     assert checkpoint["class_names"] == CLASS_NAMES
     # The model's classes and channels come from the data and are recorded.
     assert checkpoint["config"]["model"]["num_classes"] == 9
+    # "auto" resolved from the data (CT window), so test.py --input can apply it to new scans.
+    assert checkpoint["config"]["data"]["intensity"] == "ct"
     saved = yaml.safe_load((full_run / "config.yaml").read_text())
     assert saved == checkpoint["config"]
     assert saved["model"]["embed_dim"] == 8 and saved["dataset"] == "phantom"

@@ -47,7 +47,7 @@ def _open_data(config: Config, context: DistributedContext):
 
 
 def _fit_model_config(config: Config, source) -> Config:
-    """The config with the data's classes and channels, the image size checked."""
+    """The config with the data's classes, channels and intensity mode, the sizes checked."""
     model_cfg = config.model
     if (model_cfg.num_classes, model_cfg.in_chans) != (source.num_classes, source.in_chans):
         logger.info("model.num_classes = %d and model.in_chans = %d from the data set "
@@ -78,7 +78,10 @@ def _fit_model_config(config: Config, source) -> Config:
     if len(model_cfg.num_heads) != len(model_cfg.depths):
         raise InputError(f"config key 'model.num_heads': {len(model_cfg.num_heads)} values for "
                          f"{len(model_cfg.depths)} stages (model.depths)")
-    return dataclasses.replace(config, model=model_cfg)
+    # Store the resolved intensity mode ("auto" -> ct/zscore/minmax): test.py --input applies it
+    # to a user's scans, and a folder data set's modality is not stored anywhere else.
+    data_cfg = dataclasses.replace(config.data, intensity=source.intensity)
+    return dataclasses.replace(config, model=model_cfg, data=data_cfg)
 
 
 def _check_inference_config(inference) -> None:
