@@ -167,12 +167,17 @@ def main() -> None:
     base = statistics.median(times["original"])
     for name in variants:
         median = statistics.median(times[name])
+        # Each round's variants ran back to back: their ratio is robust to a load that drifts
+        # between rounds on a shared machine.
+        ratios = [b / t for b, t in zip(times["original"], times[name])]
         dice = [d for d, _ in values[name] if d is not None and not np.isnan(d)]
         print(json.dumps({
             "bench": "test_volume", "variant": name, "shape": list(args.shape),
             "rounds": args.rounds, "threads": torch.get_num_threads(),
             "median_s": round(median, 2), "times_s": [round(t, 2) for t in times[name]],
             "speedup_vs_original": round(base / median, 2),
+            "round_speedups": [round(r, 2) for r in ratios],
+            "median_round_speedup": round(statistics.median(ratios), 2),
             "mean_dice": round(float(np.mean(dice)), 4) if dice else None,
         }))
 
