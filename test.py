@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
-from swin_unet.errors import InputError
+# Before torch loads (as in train.py): on a CPU shared with other jobs, OpenMP threads spinning
+# at barriers for a descheduled sibling slow small parallel ops ten-fold; passive ones sleep.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from swin_unet.errors import InputError, one_line
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -85,7 +90,7 @@ def main(argv=None) -> int:
     try:
         return run(args)
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
 
 

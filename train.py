@@ -20,7 +20,7 @@ from typing import Optional
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from swin_unet.config import Config, apply_overrides, config_from_dict, load_config
-from swin_unet.errors import InputError
+from swin_unet.errors import InputError, one_line
 
 DATASETS = ("synapse", "acdc", "phantom", "folder")
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -86,11 +86,6 @@ def resolve_config(args: argparse.Namespace, output: Path) -> tuple[Config, Opti
     if args.compile:
         config.train.compile = True
     return config, resume
-
-
-def one_line(exc: BaseException) -> str:
-    """The contract's one-line error: a multi-line message (help on layouts) joined."""
-    return " ".join(str(exc).split())
 
 
 def main(argv: Optional[list[str]] = None) -> int:

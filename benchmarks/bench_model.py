@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -41,10 +40,13 @@ MODEL = dict(img_size=224, in_chans=1, num_classes=9, embed_dim=96, depths=(2, 2
 
 def build(variant: str, device: torch.device) -> torch.nn.Module:
     """'fast' (this project, attention chosen by device), 'fast-explicit', 'fast-sdpa',
-    or 'reference' (roll + partition + explicit attention + full-resolution rearrange)."""
+    'fast-checkpointed' (gradient checkpointing per stage), or 'reference' (roll + partition +
+    explicit attention + full-resolution rearrange)."""
     torch.manual_seed(0)
     if variant == "reference":
         model = ReferenceSwinUnet(**{k: v for k, v in MODEL.items()})
+    elif variant == "fast-checkpointed":
+        model = SwinUnet(**MODEL, grad_checkpoint=True)
     else:
         attention = {"fast": "auto", "fast-explicit": "explicit", "fast-sdpa": "sdpa"}[variant]
         model = SwinUnet(**MODEL, attention=attention)
@@ -132,10 +134,20 @@ def peak_memory_child(variant: str, device_name: str, batch: int) -> None:
         step()
         peak = torch.cuda.max_memory_allocated() - base
     else:
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        # getrusage's ru_maxrss would carry the parent's peak over fork + exec; the kernel's
+        # own high-water mark of this process, reset just before the step, does not.
+        base = _proc_status_bytes("VmRSS")
+        Path("/proc/self/clear_refs").write_text("5")
         step()
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+        peak = _proc_status_bytes("VmHWM") - base
     print(json.dumps({"peak_bytes": peak}))
+
+
+def _proc_status_bytes(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/self/status has no {field} (Linux only)")
 
 
 def main() -> None:
@@ -190,14 +202,14 @@ def main() -> None:
     print(json.dumps({"params_M": round(params / 1e6, 3), "GFLOP_per_image": round(flops / 1e9, 3),
                       "GMAC_per_image": round(flops / 2e9, 3)}), flush=True)
     if not args.skip_memory:
-        for variant in variants:
+        for variant in variants + ["fast-checkpointed"]:
             out = subprocess.run([sys.executable, __file__, "--device", args.device, "--threads",
                                   str(args.threads), "--peak-memory-child", variant, "8"],
                                  capture_output=True, text=True, check=True)
             peak = json.loads(out.stdout.strip().splitlines()[-1])["peak_bytes"]
             print(json.dumps({"task": "train", "batch": 8, "variant": variant,
                               "peak_memory_MiB": round(peak / 2**20, 1),
-                              "measure": "max RSS growth" if device.type == "cpu"
+                              "measure": "peak RSS growth (VmHWM)" if device.type == "cpu"
                               else "max_memory_allocated growth"}), flush=True)
 
 

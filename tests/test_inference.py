@@ -15,15 +15,6 @@ from swin_unet.metrics import case_metrics
 K = 4
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run 100x slower with two OpenMP threads on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class IntensityClassifier(nn.Module):
     """Logits that pick the class whose level (k / K) is nearest to the pixel intensity."""
 

@@ -38,14 +38,6 @@ def _load_cli():
 CLI = _load_cli()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_config(dataset="phantom"):
     config = Config(dataset=dataset)
     for key, value in TINY.items():
@@ -245,6 +237,12 @@ def test_cli_errors_exit_2_with_one_line_naming_the_file(workspace, tmp_path, ca
     assert code == 2 and err.strip() == "error: --predictions and --labels go together"
     code, _, err = run_cli(["--dataset", "phantom"], capsys)
     assert code == 2 and "give --dataset and --checkpoint" in err
+    # A missing data root explains the expected layout: still one line.
+    code, _, err = run_cli(["--dataset", "synapse", "--root", tmp_path / "no-such-folder",
+                            "--checkpoint", workspace / "tiny.pth", "--output", tmp_path / "m"],
+                           capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert str(tmp_path / "no-such-folder") in err
     (tmp_path / "fake.pth").write_text("not a checkpoint")
     (tmp_path / "broken.nii.gz").write_bytes(b"\x1f\x8b garbage")
     runs = [
