@@ -127,6 +127,6 @@ def test_files_without_swin_weights_or_unsafe_pickles_are_refused(tmp_path):
         def __reduce__(self):
             return (print, ("code ran",))
 
-    (tmp_path / "evil.pth").write_bytes(pickle.dumps({"model": Payload()}))
+    (tmp_path / "evil.pth").write_bytes(pickle.dumps({"model": Payload()}, protocol=2))
     with pytest.raises(InputError, match="evil.pth: not a readable PyTorch checkpoint"):
         load_pretrained(SwinUnet(**TINY), tmp_path / "evil.pth")
