@@ -28,6 +28,7 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import run_alternating  # noqa: E402
 from swin_unet.metrics import case_metrics, surface_mask  # noqa: E402
 
 NUM_CLASSES = 9
@@ -129,14 +130,7 @@ def main() -> None:
         "ours_mm": lambda: run_ours(label, prediction, SPACING, "mm"),
         "edt_in_box_voxel": lambda: run_edt_in_box(label, prediction, None),
     }
-    times = {name: [] for name in variants}
-    values = {}
-    for round_index in range(args.rounds):
-        order = list(variants) if round_index % 2 == 0 else list(reversed(variants))
-        for name in order:
-            start = time.perf_counter()
-            values[name] = variants[name]()
-            times[name].append(time.perf_counter() - start)
+    times, values = run_alternating(variants, args.rounds)
     medians = {name: statistics.median(t) for name, t in times.items()}
     for name in variants:
         reference = "medpy_mm" if name.endswith("mm") else "medpy_voxel"

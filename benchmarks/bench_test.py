@@ -28,7 +28,6 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import nibabel as nib
@@ -40,6 +39,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_metrics import NUM_CLASSES, phantom  # noqa: E402
+from benchmarks.common import run_alternating  # noqa: E402
 from datasets import open_dataset  # noqa: E402
 from swin_unet import SwinUnet  # noqa: E402
 from swin_unet.config import Config, DataConfig  # noqa: E402
@@ -156,14 +156,7 @@ def main() -> None:
             "ours_mm": lambda: ours(loaded, root, out, "mm", args.batch_size),
             "ours_paper": lambda: ours(loaded, root, out, "paper", args.batch_size),
         }
-        times = {name: [] for name in variants}
-        values = {}
-        for round_index in range(args.rounds):
-            order = list(variants) if round_index % 2 == 0 else list(reversed(variants))
-            for name in order:
-                start = time.perf_counter()
-                values[name] = variants[name]()
-                times[name].append(time.perf_counter() - start)
+        times, values = run_alternating(variants, args.rounds)
     base = statistics.median(times["original"])
     for name in variants:
         median = statistics.median(times[name])

@@ -14,7 +14,6 @@ path, and ``bench_model.py`` as the baseline it is measured against.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 

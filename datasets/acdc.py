@@ -14,8 +14,8 @@ from swin_unet.errors import InputError
 
 from .base import DataSource, RawVolume, VolumeEntry
 from .cases import ACDC_TEST, ACDC_VAL, acdc_train_default, normalize_acdc_case
-from .readers import (check_label_values, check_nifti_complete, check_same_geometry,
-                      npz_shapes, read_nifti, read_nifti_header, read_npz)
+from .readers import (check_label_values, check_labelled_nifti, npz_shapes, read_labelled_nifti,
+                      read_npz)
 
 __all__ = ["ACDC_CLASSES", "ACDC_HELP", "AcdcRaw", "AcdcRelease", "find_acdc_raw",
            "find_acdc_release", "read_info_cfg"]
@@ -49,7 +49,7 @@ def _has_patients(folder: Path) -> bool:
 
 
 def find_acdc_raw(root: Path) -> Optional[Path]:
-    """The folder holding the ``patientXXX/`` folders under ``root``, or None."""
+    """The folder holding the ``patientNNN/`` folders under ``root``, or None."""
     for candidate in (root / "training", root / "database" / "training", root):
         if _has_patients(candidate):
             return candidate
@@ -91,7 +91,7 @@ def read_info_cfg(path: Path) -> dict[str, str]:
 
 
 class AcdcRaw(DataSource):
-    """``training/patientXXX/`` with ED and ES frames (from ``Info.cfg``) and ``_gt`` labels.
+    """``training/patientNNN/`` with ED and ES frames (from ``Info.cfg``) and ``_gt`` labels.
 
     Intensities are z-scored per volume: MRI has no absolute scale, and unlike min-max the
     z-score is not set by a few bright voxels. In-plane sizes vary and are not square;
@@ -130,25 +130,12 @@ class AcdcRaw(DataSource):
         return list(self._entries[case])
 
     def load(self, entry: VolumeEntry) -> RawVolume:
-        image, affine, spacing = read_nifti(entry.image, np.float32)
-        label, _, _ = read_nifti(entry.label, dtype=None)
-        if label.shape != image.shape:
-            raise InputError(f"{entry.label}: label shape {label.shape} does not match the "
-                             f"image shape {image.shape} of {entry.image}")
-        check_label_values(label, _LABELS, entry.label, "ACDC label map")
+        image, label, affine, spacing = read_labelled_nifti(entry.image, entry.label, _LABELS,
+                                                            "ACDC label map")
         return RawVolume(image, label.astype(np.uint8), spacing, affine, entry.image)
 
     def check_entry(self, entry: VolumeEntry, read_image: bool) -> None:
-        image = read_nifti_header(entry.image)
-        check_nifti_complete(image)
-        label = read_nifti_header(entry.label)
-        check_same_geometry(image, label)
-        values, _, _ = read_nifti(entry.label, dtype=None)
-        check_label_values(values, _LABELS, entry.label, "ACDC label map")
-        if read_image:
-            array, _, _ = read_nifti(entry.image, np.float32)
-            if not np.isfinite(array).all():
-                raise InputError(f"{entry.image}: image contains NaN or infinite values")
+        check_labelled_nifti(entry.image, entry.label, _LABELS, "ACDC label map", read_image)
 
 
 def _nifti(folder: Path, stem: str) -> Path:
@@ -169,7 +156,7 @@ class AcdcRelease(DataSource):
 
     Keys ``img`` and ``label``; no spacing stored (unit spacing used). The default split is the
     release's own folders. Slices of one patient and phase stack into a volume (slice order),
-    named ``patientXXX_ED`` / ``patientXXX_ES`` (the release does not keep frame numbers), and
+    named ``patientNNN_ED`` / ``patientNNN_ES`` (the release does not keep frame numbers), and
     are z-scored per volume like the raw data.
     """
 

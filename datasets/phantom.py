@@ -150,7 +150,7 @@ def generate_phantom(root: Union[str, Path], kind: str = "abdomen", n_cases: int
     """Write a phantom data set into ``root`` and return ``root``.
 
     ``kind="abdomen"``: ``root/RawData/Training/{img,label}/`` (Synapse raw layout, HU int16,
-    BTCV raw labels). ``kind="cardiac"``: ``root/training/patientXXX/`` (ACDC raw layout:
+    BTCV raw labels). ``kind="cardiac"``: ``root/training/patientNNN/`` (ACDC raw layout:
     Info.cfg, ED and ES frames and their ``_gt`` labels, oblique affines). ``shape`` is the
     (X, Y, Z) size of each volume. The same (kind, seed, shape) always gives the same voxels.
     ``root`` must not exist yet or be empty: files are written to a temporary sibling folder

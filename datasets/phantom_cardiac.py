@@ -89,7 +89,7 @@ def _oblique_affine(shape: Sequence[int], spacing: Sequence[float], rng) -> np.n
 
 
 def write_cardiac_case(folder: Path, seed: int, index: int, shape: Sequence[int]) -> None:
-    """Write ``folder/patientXXX/`` (Info.cfg, ED and ES frames with ``_gt`` labels)."""
+    """Write ``folder/patientNNN/`` (Info.cfg, ED and ES frames with ``_gt`` labels)."""
     rng = np.random.default_rng([int(seed), int(index), 1])
     anatomy = _anatomy(rng)
     inplane = 200.0 / max(shape[0], shape[1]) * rng.uniform(0.9, 1.1)

@@ -273,3 +273,44 @@ def check_same_geometry(image: NiftiHeader, label: NiftiHeader,
     if not np.allclose(image.affine, label.affine, rtol=1e-4, atol=1e-3):
         raise InputError(f"{label.path}: label affine differs from that of {image.path} "
                          f"(image spacing {image.spacing}, label spacing {label.spacing})")
+
+
+def read_labelled_nifti(image_path: Path, label_path: Path, allowed: Sequence[int],
+                        what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple]:
+    """Image and label of one case: ``(image, label, affine, spacing)``, checked as a pair.
+
+    Raises
+    ------
+    InputError
+        Either file unreadable, their shapes differ, or a label value outside ``allowed``.
+    """
+    image, affine, spacing = read_nifti(image_path, np.float32)
+    label, _, _ = read_nifti(label_path, dtype=None)
+    if label.shape != image.shape:
+        raise InputError(f"{label_path}: label shape {label.shape} does not match the image "
+                         f"shape {image.shape} of {image_path}")
+    check_label_values(label, allowed, label_path, what)
+    return image, label, affine, spacing
+
+
+def check_labelled_nifti(image_path: Path, label_path: Path, allowed: Sequence[int], what: str,
+                         read_image: bool) -> None:
+    """The integrity check of one image/label NIfTI pair.
+
+    Both files complete, the same voxel grid, label values inside ``allowed``; with
+    ``read_image`` also a finite image (a full read of the image).
+
+    Raises
+    ------
+    InputError
+        The first problem found, naming the file.
+    """
+    image = read_nifti_header(image_path)
+    check_nifti_complete(image)
+    check_same_geometry(image, read_nifti_header(label_path))
+    values, _, _ = read_nifti(label_path, dtype=None)
+    check_label_values(values, allowed, label_path, what)
+    if read_image:
+        array, _, _ = read_nifti(image_path, np.float32)
+        if not np.isfinite(array).all():
+            raise InputError(f"{image_path}: image contains NaN or infinite values")

@@ -14,8 +14,8 @@ from swin_unet.errors import InputError
 
 from .base import DataSource, RawVolume, VolumeEntry, label_lookup
 from .cases import SYNAPSE_TEST, SYNAPSE_TRAIN, normalize_synapse_case
-from .readers import (check_label_values, check_nifti_complete, check_same_geometry, h5_shapes,
-                      npz_shapes, read_h5, read_nifti, read_nifti_header, read_npz)
+from .readers import (check_label_values, check_labelled_nifti, h5_shapes, npz_shapes, read_h5,
+                      read_labelled_nifti, read_npz)
 
 __all__ = ["SYNAPSE_CLASSES", "SYNAPSE_RAW_TO_CLASS", "SYNAPSE_HELP", "SynapseRaw",
            "SynapseRelease", "find_synapse_raw", "find_synapse_release"]
@@ -93,28 +93,14 @@ class SynapseRaw(DataSource):
                             _nifti_path(self.folder / "label", f"label{number}"))]
 
     def load(self, entry: VolumeEntry) -> RawVolume:
-        image, affine, spacing = read_nifti(entry.image, np.float32)
-        label, _, _ = read_nifti(entry.label, dtype=None)
-        if label.shape != image.shape:
-            raise InputError(f"{entry.label}: label shape {label.shape} does not match the "
-                             f"image shape {image.shape} of {entry.image}")
-        check_label_values(label, range(SYNAPSE_RAW_MAX + 1), entry.label,
-                           "Synapse raw label map")
+        image, label, affine, spacing = read_labelled_nifti(
+            entry.image, entry.label, range(SYNAPSE_RAW_MAX + 1), "Synapse raw label map")
         return RawVolume(image, self._lookup[label.astype(np.intp)], spacing, affine,
                          entry.image)
 
     def check_entry(self, entry: VolumeEntry, read_image: bool) -> None:
-        image = read_nifti_header(entry.image)
-        check_nifti_complete(image)
-        label = read_nifti_header(entry.label)
-        check_same_geometry(image, label)
-        values, _, _ = read_nifti(entry.label, dtype=None)
-        check_label_values(values, range(SYNAPSE_RAW_MAX + 1), entry.label,
-                           "Synapse raw label map")
-        if read_image:
-            array, _, _ = read_nifti(entry.image, np.float32)
-            if not np.isfinite(array).all():
-                raise InputError(f"{entry.image}: image contains NaN or infinite values")
+        check_labelled_nifti(entry.image, entry.label, range(SYNAPSE_RAW_MAX + 1),
+                             "Synapse raw label map", read_image)
 
 
 class SynapseRelease(DataSource):
