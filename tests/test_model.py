@@ -260,3 +260,19 @@ def test_wrong_input_channels_or_incompatible_size_raise():
     big = tiny(img_size=128, window_size=4, num_heads=(1, 1, 1, 1))
     with pytest.raises(ValueError, match="needs windows"):
         big(torch.randn(1, 1, 64, 64))  # stage 3 (2x2) would shrink the window: tables differ
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_residual_stream_keeps_its_precision_under_autocast(training):
+    """x + linear(h) of a float32 stream is float32 under autocast (the straightforward add
+    promotes); the fused residual GEMM must not turn the stream into bf16 block after block."""
+    from swin_unet.model.attention import SwinBlock
+    torch.manual_seed(0)
+    block = SwinBlock(24, 2, 4, 0, drop_path=0.0).train(training)
+    x = torch.randn(2, 64, 24)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = block(x)
+    assert out.dtype == torch.float32
+    with torch.no_grad():
+        exact = block(x)
+    assert (out.float() - exact).abs().max() < 0.05 * exact.abs().max()

@@ -112,7 +112,13 @@ class DropPath(nn.Module):
 
 
 def residual_linear(residual: torch.Tensor, h: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
-    """``residual + linear(h)`` as one GEMM accumulating onto ``residual`` (one pass fewer)."""
+    """``residual + linear(h)`` as one GEMM accumulating onto ``residual`` (one pass fewer).
+
+    Under autocast the GEMM would run in bf16/fp16 and carry the residual stream in low
+    precision from block to block; there the add stays separate and the stream float32.
+    """
+    if torch.is_autocast_enabled(residual.device.type):
+        return residual + linear(h).view(residual.shape)
     c = residual.shape[-1]
     out = torch.addmm(residual.reshape(-1, c), h.reshape(-1, h.shape[-1]), linear.weight.t())
     if linear.bias is not None:
