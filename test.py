@@ -123,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
                                               "float32 on the %s", device.type)
         if kind == "input":
             result = evaluation.segment_inputs(loaded, args.input, args.output, batch_size, tta,
-                                               device, amp, args.overwrite, progress=progress)
+                                               device, amp, args.overwrite, progress=progress,
+                                               mode=args.metric_mode or inference.metric_mode)
             for path in result.written:
                 print(path)
             print(f"{len(result.written)} prediction(s) in {args.output / 'predictions'}: open "

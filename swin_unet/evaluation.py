@@ -236,10 +236,10 @@ def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
             raise InputError(f"{item['image_path']}: case {item['case']} has no label to score "
                              f"against (use --input to segment unlabelled scans)")
         start = time.perf_counter()
-        prediction = predict_volume(loaded.model, item["image"], loaded.config.model.img_size,
-                                    batch_size=batch_size, mode=mode, tta=tta, device=device,
-                                    amp=amp)
         try:
+            prediction = predict_volume(loaded.model, item["image"],
+                                        loaded.config.model.img_size, batch_size=batch_size,
+                                        mode=mode, tta=tta, device=device, amp=amp)
             per_case[item["case"]] = case_metrics(prediction, item["label"], num_classes,
                                                   spacing=item["spacing"], mode=mode)
         except InputError as exc:
@@ -327,8 +327,10 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, batch_size: 
                    tta: bool = False, device: Optional[torch.device] = None,
                    amp: bool = False, overwrite: bool = False,
                    normalise: Optional[Callable[[np.ndarray], np.ndarray]] = None,
-                   progress: bool = True) -> RunResult:
+                   progress: bool = True, mode: str = "mm") -> RunResult:
     """Segment a user's scans; write ``output/predictions/<case>.nii.gz`` in their geometry.
+
+    ``mode`` picks the resize procedure of :func:`predict_volume` (``paper``: the published one).
 
     Raises
     ------
@@ -357,8 +359,11 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, batch_size: 
         volume = read_volume(path, name, series)
         if not np.isfinite(volume.array).all():
             raise InputError(f"{path}: image contains NaN or infinite values")
-        prediction = predict_volume(loaded.model, normalise(volume.array),
-                                    loaded.config.model.img_size, batch_size=batch_size,
-                                    tta=tta, device=device, amp=amp)
+        try:
+            prediction = predict_volume(loaded.model, normalise(volume.array),
+                                        loaded.config.model.img_size, batch_size=batch_size,
+                                        mode=mode, tta=tta, device=device, amp=amp)
+        except InputError as exc:
+            raise InputError(f"{path}: {exc}") from None
         result.written.append(write_labels(prediction, volume, target))
     return result

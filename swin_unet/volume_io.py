@@ -153,12 +153,16 @@ def read_volume(path: Union[str, Path], case: Optional[str] = None,
             volume = _itk_to_volume(reader.Execute(), case, path)
         elif path.name.lower().endswith(NIFTI_SUFFIXES):
             image = nib.load(str(path))
-            if len(image.shape) not in (3, 4):
+            shape = tuple(image.shape)
+            while len(shape) > 3 and shape[-1] == 1:  # (X, Y, Z, 1) from some tools: same grid
+                shape = shape[:-1]
+            if len(shape) not in (3, 4):
                 raise InputError(f"{path}: expected a 3-D or 4-D image, got shape {image.shape}")
             if dtype is None:
                 array = np.asanyarray(image.dataobj)
             else:
                 array = image.get_fdata(dtype=np.float32 if dtype == np.float32 else np.float64)
+            array = array.reshape(shape)
             if array.ndim == 4:  # (X, Y, Z, C) -> (C, X, Y, Z)
                 array = np.moveaxis(array, -1, 0)
             spacing = tuple(float(s) for s in image.header.get_zooms()[:3])
@@ -208,6 +212,7 @@ def write_labels(labels: np.ndarray, reference: Volume, path: Union[str, Path]) 
             header = source.header.copy()
             header.set_data_dtype(np.uint8)
             header.set_slope_inter(1.0, 0.0)  # labels are stored as they are, not rescaled
+            header["cal_min"] = header["cal_max"] = 0.0  # the scan's display range hides labels
             image = nib.Nifti1Image(labels, source.affine, header=header)
             image.set_qform(*source.get_qform(coded=True))
             image.set_sform(*source.get_sform(coded=True))

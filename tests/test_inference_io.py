@@ -23,15 +23,29 @@ def rotated_affine():
     return affine
 
 
-def write_dicom_series(folder, volume_zyx, spacing=(0.8, 0.7, 2.5), origin=(-40.0, 30.0, 12.0)):
-    """Write int16 ``volume_zyx`` (Z, Y, X) as one axial CT series, one file per slice.
+def oblique_direction():
+    """Row-major 3x3 direction cosines: 25 degrees about z after 10 degrees about x."""
+    a, b = math.radians(25.0), math.radians(10.0)
+    about_z = np.array([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0],
+                        [0.0, 0.0, 1.0]])
+    about_x = np.array([[1.0, 0.0, 0.0], [0.0, math.cos(b), -math.sin(b)],
+                        [0.0, math.sin(b), math.cos(b)]])
+    return tuple((about_z @ about_x).reshape(-1))
 
+
+def write_dicom_series(folder, volume_zyx, spacing=(0.8, 0.7, 2.5), origin=(-40.0, 30.0, 12.0),
+                       direction=None):
+    """Write int16 ``volume_zyx`` (Z, Y, X) as one CT series, one file per slice.
+
+    ``direction`` (row-major 3x3, default :func:`oblique_direction`) tilts the slices so that a
+    prediction that lost the direction would not overlay the scan.
     Returns the SimpleITK image the series should read back as.
     """
     folder.mkdir(parents=True, exist_ok=True)
     image = sitk.GetImageFromArray(volume_zyx.astype(np.int16))
     image.SetSpacing(spacing)
     image.SetOrigin(origin)
+    image.SetDirection(direction or oblique_direction())
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     series_uid = "1.2.826.0.1.3680043.2.1125.1.4242"
@@ -61,6 +75,7 @@ def test_nifti_prediction_keeps_a_rotated_translated_affine(tmp_path):
     source = nib.Nifti1Image(data, affine)
     source.header.set_qform(affine, code=1)
     source.header.set_sform(affine, code=2)
+    source.header["cal_min"], source.header["cal_max"] = -1024.0, 3071.0  # a CT display range
     nib.save(source, tmp_path / "scan.nii.gz")
     volume = read_volume(tmp_path / "scan.nii.gz")
     assert volume.case == "scan" and volume.array.dtype == np.float32
@@ -73,6 +88,8 @@ def test_nifti_prediction_keeps_a_rotated_translated_affine(tmp_path):
     np.testing.assert_allclose(out.get_qform(), affine, atol=1e-5)
     assert (int(out.header["qform_code"]), int(out.header["sform_code"])) == (1, 2)
     assert out.get_data_dtype() == np.uint8
+    # The scan's display range would hide the labels in viewers that honour it (FSLeyes).
+    assert (float(out.header["cal_min"]), float(out.header["cal_max"])) == (0.0, 0.0)
     np.testing.assert_array_equal(np.asanyarray(out.dataobj), labels)
     assert not list(tmp_path.glob(".tmp*"))
 
@@ -85,6 +102,16 @@ def test_scaled_nifti_labels_are_written_unscaled(tmp_path):
     np.testing.assert_allclose(volume.array, -1024.0)
     write_labels(np.full((4, 4, 3), 3, np.uint8), volume, tmp_path / "pred.nii")
     assert np.all(nib.load(tmp_path / "pred.nii").get_fdata() == 3)
+
+
+def test_trailing_singleton_axes_are_dropped(tmp_path):
+    """Some tools write a 3-D label map as (X, Y, Z, 1): the same grid as (X, Y, Z)."""
+    labels = np.zeros((6, 5, 4), np.uint8)
+    labels[1:4, 2:4, 1:3] = 2
+    nib.save(nib.Nifti1Image(labels[..., None, None], np.eye(4)), tmp_path / "label.nii.gz")
+    volume = read_volume(tmp_path / "label.nii.gz", dtype=None)
+    assert volume.array.shape == (6, 5, 4)
+    np.testing.assert_array_equal(volume.array, labels)
 
 
 def test_dicom_series_reads_in_nifti_axis_order_and_prediction_keeps_its_geometry(tmp_path):

@@ -175,6 +175,20 @@ def test_evaluate_only_errors_name_the_file_and_exit_2(tmp_path, capsys):
     assert code == 2 and "pred/x.nii.gz: prediction: label values must be in [0, 3]" in err
 
 
+def test_evaluate_only_accepts_a_label_with_a_trailing_singleton_axis(tmp_path, capsys):
+    affine = np.diag([0.7, 0.9, 3.0, 1.0])
+    prediction, label = labelled_pair(5)
+    write_nifti(tmp_path / "pred" / "x.nii.gz", prediction, affine)
+    write_nifti(tmp_path / "gt" / "x.nii.gz", label[..., None], affine)  # (X, Y, Z, 1)
+    code, _, err = run_cli(["--output", tmp_path / "o", "--dataset", "acdc", "--predictions",
+                            tmp_path / "pred", "--labels", tmp_path / "gt", "--no-progress"],
+                           capsys)
+    assert code == 0, err
+    rows = read_csv(tmp_path / "o" / "metrics.csv")
+    assert float(rows[0]["hd95"]) == pytest.approx(
+        binary.hd95(prediction == 1, label == 1, voxelspacing=(0.7, 0.9, 3.0)), rel=1e-6)
+
+
 def test_input_nifti_with_rotated_affine_keeps_it(workspace, tmp_path, capsys):
     hu = np.random.default_rng(0).normal(40, 200, (40, 36, 5)).astype(np.int16)
     write_nifti(tmp_path / "scans" / "mine.nii.gz", hu, rotated_affine())
@@ -186,6 +200,26 @@ def test_input_nifti_with_rotated_affine_keeps_it(workspace, tmp_path, capsys):
     assert out.shape == hu.shape and out.get_data_dtype() == np.uint8
     np.testing.assert_allclose(out.affine, rotated_affine(), atol=1e-5)
     assert np.asanyarray(out.dataobj).max() < 9
+
+
+def test_input_follows_the_metric_mode_resize_procedure(workspace, tmp_path, capsys):
+    """--metric-mode paper on --input predicts with the published resizing, not the default."""
+    from datasets import normalize_intensity
+    from swin_unet.evaluation import load_model
+    from swin_unet.inference import predict_volume
+    hu = np.random.default_rng(4).normal(40, 200, (40, 36, 3)).astype(np.int16)
+    write_nifti(tmp_path / "scan.nii.gz", hu, np.eye(4))
+    model = load_model(workspace / "tiny.pth").model
+    image = normalize_intensity(hu, "ct")
+    expected = {mode: predict_volume(model, image, 32, mode=mode) for mode in ("mm", "paper")}
+    assert (expected["mm"] != expected["paper"]).any()  # the two procedures differ here
+    for mode in ("mm", "paper"):
+        code, _, err = run_cli(["--checkpoint", workspace / "tiny.pth", "--input",
+                                tmp_path / "scan.nii.gz", "--output", tmp_path / mode,
+                                "--metric-mode", mode, "--no-progress"], capsys)
+        assert code == 0, err
+        out = np.asanyarray(nib.load(tmp_path / mode / "predictions/scan.nii.gz").dataobj)
+        np.testing.assert_array_equal(out, expected[mode])
 
 
 def test_input_dicom_series_gets_a_prediction_in_its_geometry(workspace, tmp_path, capsys):
@@ -243,6 +277,12 @@ def test_cli_errors_exit_2_with_one_line_naming_the_file(workspace, tmp_path, ca
                            capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert str(tmp_path / "no-such-folder") in err
+    # A 4-D scan whose channels the model does not take: the message names the file.
+    write_nifti(tmp_path / "cine.nii.gz", np.zeros((40, 36, 4, 3), np.int16), np.eye(4))
+    code, _, err = run_cli(["--checkpoint", workspace / "tiny.pth", "--input",
+                            tmp_path / "cine.nii.gz", "--output", tmp_path / "c", "--no-progress"],
+                           capsys)
+    assert code == 2 and "cine.nii.gz: image has 3 channel(s)" in err, err
     (tmp_path / "fake.pth").write_text("not a checkpoint")
     (tmp_path / "broken.nii.gz").write_bytes(b"\x1f\x8b garbage")
     runs = [
