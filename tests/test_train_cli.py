@@ -1,9 +1,12 @@
 """train.py's user errors: one line naming the key or file, exit status 2, no traceback."""
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 import torch
 
@@ -56,6 +59,7 @@ def assert_one_line_error(code, err, *words):
     ("model.depths=[]", ["model.depths"]),
     ("model.num_heads=[3,3,3,3]", ["num_heads"]),
     ("model.drop_path_rate=1.5", ["model.drop_path_rate"]),
+    ("model.mlp_ratio=0", ["model.mlp_ratio"]),
     ("inference.metric_mode=voxel", ["inference.metric_mode", "paper"]),
 ])
 def test_bad_set_keys_and_values_exit_2_naming_the_key(capsys, phantom, tmp_path, override,
@@ -70,6 +74,21 @@ def test_missing_data_root_exits_2_naming_it(capsys, tmp_path):
     code, err = run_main(capsys, "--dataset", "synapse", "--root", str(missing),
                          "--output", str(tmp_path / "out"))
     assert_one_line_error(code, err, str(missing))
+
+
+def test_nan_in_a_validation_image_exits_2_before_training(capsys, phantom, tmp_path):
+    """Found by the integrity check, not at the first validation train.val_every epochs later."""
+    root = tmp_path / "data"
+    shutil.copytree(phantom, root)
+    path = root / "RawData" / "Training" / "img" / "img0002.nii.gz"  # the validation case
+    image = nib.load(str(path))
+    hu = np.asarray(image.dataobj).astype(np.float32)
+    hu[3, 3, 1] = np.nan
+    nib.save(nib.Nifti1Image(hu, image.affine), str(path))
+    code, err = run_main(capsys, *tiny(root, tmp_path / "out", "train.epochs=2",
+                                       "train.val_every=2"))
+    assert_one_line_error(code, err, str(path), "NaN")
+    assert not (tmp_path / "out" / "checkpoints").exists()
 
 
 def test_unreadable_config_file_exits_2(capsys, tmp_path):

@@ -20,7 +20,7 @@ from .checkpointing import (atomic_copy, atomic_save, capture_rng_state, describ
                             load_model_state, read_resume_checkpoint, restore_rng_state,
                             stale_temporaries, unwrap_model)
 from .data import build_train_loader, per_rank_batch_size, seed_everything
-from .distributed import DistributedContext, any_rank
+from .distributed import DistributedContext, any_rank, gather_objects
 from .monitor import Monitor, progress
 from .recipe import SegmentationLoss, build_optimizer, build_scheduler, scaled_lr
 from .validation import Validator
@@ -150,9 +150,13 @@ class Trainer:
         self.network = model  # what the training step calls: DDP / compiled wrappers of model
 
     # ------------------------------------------------------------------ state
-    def checkpoint(self) -> dict:
-        """Everything the contract and an exact resume need."""
-        return {
+    def checkpoint(self, rng_ranks: Optional[list] = None) -> dict:
+        """Everything the contract and an exact resume need.
+
+        ``rng_ranks``: every rank's random state (a distributed run), stored beside this
+        process's ``rng`` so that each rank resumes with its own drop-path stream.
+        """
+        state = {
             "model": unwrap_model(self.model).state_dict(),
             "config": config_to_dict(self.config),
             "class_names": self.class_names,
@@ -165,6 +169,9 @@ class Trainer:
             "best_metric": self.best_metric,
             "rng": capture_rng_state(),
         }
+        if rng_ranks is not None:
+            state["rng_ranks"] = rng_ranks
+        return state
 
     def resume(self, path: Union[str, Path]) -> None:
         """Continue from a checkpoint of this project: weights, optimiser, schedule, RNG, step.
@@ -188,7 +195,7 @@ class Trainer:
         self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
         self.step_in_epoch = int(state["step_in_epoch"])
         self.best_metric = state["best_metric"]
-        self._resume_rng = state["rng"] if self.step_in_epoch else None
+        self._resume_rng = self._rank_rng(state, path) if self.step_in_epoch else None
         if self.step_in_epoch >= self.iters_per_epoch:
             raise InputError(f"{path}: stopped {self.step_in_epoch} iterations into an epoch, "
                              f"but an epoch of this run has {self.iters_per_epoch}")
@@ -200,6 +207,17 @@ class Trainer:
                            ", ".join(f"{k}={getattr(self.train_cfg, k)!r} (was {stored[k]!r})"
                                      for k in changed))
         logger.info("resumed from %s: %s", path, describe(state))
+
+    def _rank_rng(self, state: dict, path: Path) -> dict:
+        """This rank's random state from a checkpoint (rank 0's is ``rng``)."""
+        ranks = state.get("rng_ranks")
+        if ranks is not None and len(ranks) == self.context.world_size:
+            return ranks[self.context.rank]
+        if self.context.distributed:
+            logger.warning("%s holds no random state for %d processes: every rank continues "
+                           "the interrupted epoch with rank 0's (not an exact replay)", path,
+                           self.context.world_size)
+        return state["rng"]
 
     def wrap(self) -> None:
         """DistributedDataParallel and ``torch.compile`` around the model, as configured."""
@@ -215,11 +233,17 @@ class Trainer:
 
     # ------------------------------------------------------------------ saving
     def save(self, validated_best: bool) -> None:
-        """Write last.pth (and best.pth) on rank 0; atomic, so a kill leaves the old file."""
+        """Write last.pth (and best.pth) on rank 0; atomic, so a kill leaves the old file.
+
+        Called on every rank: each rank's random state is gathered (a collective) for an exact
+        mid-epoch resume, where every rank must continue its own stream.
+        """
+        rng_ranks = (gather_objects(capture_rng_state(), self.context)
+                     if self.context.distributed else None)
         if not self.context.is_main:
             return
         last = self.checkpoint_dir / "last.pth"
-        atomic_save(self.checkpoint(), last)
+        atomic_save(self.checkpoint(rng_ranks), last)
         if validated_best:
             atomic_copy(last, self.checkpoint_dir / "best.pth")
 

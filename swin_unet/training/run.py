@@ -15,8 +15,8 @@ from ..config import Config, save_config
 from ..errors import InputError
 from ..metrics import MODES
 from ..model import build_model, check_sizes, load_pretrained
-from .distributed import (DistributedContext, cleanup_distributed, configure_cpu_threads,
-                          setup_distributed)
+from .distributed import (DistributedContext, broadcast_object, cleanup_distributed,
+                          configure_cpu_threads, setup_distributed)
 from .loop import Trainer, TrainResult
 from .monitor import Monitor, close_logging, setup_logging
 from .recipe import check_train_config
@@ -32,18 +32,44 @@ def default_resume_path(output_dir: Union[str, Path]) -> Path:
     return Path(output_dir) / "checkpoints" / "last.pth"
 
 
+def _on_rank0_first(action, context: DistributedContext):
+    """``action()`` on rank 0, the other ranks waiting; rank 0's InputError raised on every rank.
+
+    The others wait in a broadcast of rank 0's outcome rather than a barrier: when rank 0 fails
+    (a missing root, a broken file), every rank stops with its one-line error instead of a
+    broken-connection traceback from the collective it was left waiting in.
+    """
+    result, error = None, None
+    if context.is_main:
+        try:
+            result = action()
+        except InputError as exc:
+            error = str(exc)
+    error = broadcast_object(error, context)
+    if error is not None:
+        raise InputError(error)
+    return result
+
+
 def _open_data(config: Config, context: DistributedContext):
     """The data source; rank 0 opens it first (the phantom is generated on first use)."""
     from datasets import open_dataset  # the data layer sits beside the library
 
-    source = None
-    if context.is_main:
-        source = open_dataset(config.dataset, config.data)
-    if context.distributed:
-        dist.barrier()
+    source = _on_rank0_first(lambda: open_dataset(config.dataset, config.data), context)
     if not context.is_main:
         source = open_dataset(config.dataset, config.data)
     return source
+
+
+def _check_data(source) -> None:
+    """The integrity check before any long work.
+
+    Validation images are read in full (NaN) now: their first use is the first validation,
+    ``train.val_every`` epochs later. Training images are read when they are cached.
+    """
+    source.check_integrity(("train",))
+    if source.cases("val"):
+        source.check_integrity(("val",), read_images=True)
 
 
 def _fit_model_config(config: Config, source) -> Config:
@@ -66,6 +92,9 @@ def _fit_model_config(config: Config, source) -> Config:
                     if isinstance(getattr(model_cfg, key), list) else "positive")
             raise InputError(f"config key 'model.{key}': must be {what}, got "
                              f"{getattr(model_cfg, key)}")
+    if int(model_cfg.embed_dim * model_cfg.mlp_ratio) < 1:
+        raise InputError(f"config key 'model.mlp_ratio': the MLP width embed_dim x mlp_ratio "
+                         f"must be at least 1, got {model_cfg.mlp_ratio}")
     for key in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
         if not 0.0 <= getattr(model_cfg, key) < 1.0:
             raise InputError(f"config key 'model.{key}': must be in [0, 1), got "
@@ -163,8 +192,7 @@ def train(config: Config, output_dir: Union[str, Path], *, resume: Union[str, Pa
                         dist.get_backend())
 
         source = _open_data(config, context)
-        if context.is_main:
-            source.check_integrity(("train", "val"))
+        _on_rank0_first(lambda: _check_data(source), context)
         config = _fit_model_config(config, source)
         torch.manual_seed(config.train.seed)  # same initial weights on every rank
         model = _build_model(config, context.device)
