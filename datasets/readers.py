@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -28,8 +29,11 @@ __all__ = [
     "check_same_geometry",
 ]
 
+# zlib.error: a corrupt deflate stream (gzip, npz); HeaderDataError: a NIfTI header nibabel
+# rejects (e.g. an unknown data type code). Neither derives from OSError or ValueError.
 _READ_ERRORS = (OSError, EOFError, ValueError, RuntimeError, KeyError, zipfile.BadZipFile,
-                nib.filebasedimages.ImageFileError)
+                zlib.error, nib.filebasedimages.ImageFileError,
+                nib.spatialimages.HeaderDataError)
 
 
 def _reason(exc: BaseException) -> str:

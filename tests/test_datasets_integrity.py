@@ -1,5 +1,7 @@
 """The integrity check and input errors: each names the file and the problem in one line."""
 
+import gzip
+
 import h5py
 import nibabel as nib
 import numpy as np
@@ -161,3 +163,29 @@ def test_bad_names_and_config_values(tmp_path):
         open_dataset("synapse", DataConfig(root=str(tmp_path), cache_dtype="int8"))
     with pytest.raises(InputError, match="unknown split 'valid'"):
         source(tmp_path).cases("valid")
+
+
+def _rewrite_gzip(path, edit):
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    edit(raw)
+    path.write_bytes(gzip.compress(bytes(raw)))
+
+
+def test_corrupt_gzip_stream_and_broken_header_name_the_file(tmp_path):
+    """Errors from zlib and nibabel's header checks are the user's broken file, not a crash."""
+    write_case(tmp_path, 1)
+    write_case(tmp_path, 2)
+    label = tmp_path / "label" / "label0001.nii.gz"
+    data = bytearray(label.read_bytes())
+    for i in range(20, 84):  # inside the compressed header: a corrupt deflate stream
+        data[i] ^= 0x5A
+    label.write_bytes(bytes(data))
+    with pytest.raises(InputError) as exc_info:
+        source(tmp_path).check_integrity(["train"])
+    assert one_line(exc_info).startswith(str(label))
+    # An unknown voxel data type code in the header (bytes 70-71 of a NIfTI-1 header).
+    image = tmp_path / "img" / "img0002.nii.gz"
+    _rewrite_gzip(image, lambda raw: raw.__setitem__(slice(70, 72), (999).to_bytes(2, "little")))
+    with pytest.raises(InputError) as exc_info:
+        source(tmp_path).check_integrity(["test"])
+    assert one_line(exc_info).startswith(str(image))
