@@ -73,7 +73,12 @@ def read_dataset_json(path: Path) -> dict:
     channels = meta.get("channel_names") or meta.get("modality") or {"0": "image"}
     if not isinstance(channels, dict):
         raise InputError(f"{path}: 'channel_names' / 'modality' must be a mapping")
-    modalities = [str(channels[k]) for k in sorted(channels, key=lambda k: int(k))]
+    try:
+        order = sorted(channels, key=lambda k: int(k))
+    except (TypeError, ValueError):
+        raise InputError(f"{path}: 'channel_names' / 'modality' keys must be channel numbers "
+                         f"(\"0\", \"1\", ...), got {', '.join(map(str, channels))}") from None
+    modalities = [str(channels[k]) for k in order]
     return {"class_names": tuple(index_to_name[i] for i in range(1, len(index_to_name))),
             "modalities": modalities,
             "file_ending": str(meta.get("file_ending", ".nii.gz"))}

@@ -112,6 +112,11 @@ def test_folder_errors_name_the_file(tmp_path):
                                                                   "2": "liver"}}))
     with pytest.raises(InputError, match=r"dataset\.json: label indices \[0, 2\] are not 0\.\.K"):
         open_dataset("folder", DataConfig(root=str(tmp_path)))
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": {"0": "background",
+                                                                  "1": "liver"},
+                                                       "modality": {"ct": "CT"}}))
+    with pytest.raises(InputError, match=r"dataset\.json: 'channel_names' / 'modality' keys"):
+        open_dataset("folder", DataConfig(root=str(tmp_path)))
     write_msd(tmp_path, n_cases=3)
     save(tmp_path / "labelsTr" / "liver_9.nii.gz", label_volume(0))  # a label without image
     src = open_dataset("folder", DataConfig(root=str(tmp_path), test_cases=["liver_9"]))
