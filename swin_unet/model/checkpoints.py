@@ -76,12 +76,26 @@ def read_checkpoint(path: Union[str, Path]) -> dict:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError,
             OSError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: not a readable PyTorch checkpoint ({reason[:160]})") from None
+        raise InputError(f"{path}: not a readable PyTorch checkpoint "
+                         f"({_load_failure(exc)})") from None
     if not isinstance(obj, dict):
         raise InputError(f"{path}: not a checkpoint (holds a {type(obj).__name__}, "
                          f"expected a dict of tensors)")
     return obj
+
+
+def _load_failure(exc: BaseException) -> str:
+    """The useful part of torch.load's (long, multi-paragraph) failure message."""
+    text = str(exc)
+    if isinstance(exc, EOFError):
+        return "empty or truncated file"
+    match = re.search(r"WeightsUnpickler error:[ \t]*([^\n]*)", text)
+    if match:
+        detail = match.group(1).split(". ")[0].strip()
+        return (f"refused by safe loading: {detail}" if detail
+                else "not a file written by torch.save")
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return first.split(". ")[0][:200]
 
 
 def _state_dict_of(obj: dict, path: Path) -> tuple[dict, str]:
