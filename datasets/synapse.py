@@ -70,7 +70,7 @@ def _nifti_path(folder: Path, stem: str) -> Path:
 
 
 class SynapseRaw(DataSource):
-    """BTCV ``img/imgXXXX.nii.gz`` + ``label/labelXXXX.nii.gz``: raw labels -> 8 organs, CT window."""
+    """BTCV ``img/imgNNNN.nii.gz`` + ``label/labelNNNN.nii.gz``: raw labels -> 8 organs, CT window."""
 
     layout = "synapse_raw"
     class_names = SYNAPSE_CLASSES
