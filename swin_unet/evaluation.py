@@ -17,7 +17,7 @@ from .config import Config, DataConfig, apply_overrides, config_from_dict
 from .errors import InputError
 from .inference import predict_volume
 from .metrics import case_metrics, summarize
-from .model import build_model, load_pretrained, read_checkpoint
+from .model import build_model, checkpoint_state, load_state, read_checkpoint
 from .report import write_metrics_csv, write_summary_json
 from .volume_io import NIFTI_SUFFIXES, Volume, find_inputs, read_volume, write_labels
 
@@ -111,7 +111,8 @@ def load_model(path: Path, dataset: Optional[str] = None, overrides: Sequence[st
     """
     path = Path(path)
     checkpoint = read_checkpoint(path)
-    if "model" in checkpoint and "config" in checkpoint:
+    state, source = checkpoint_state(checkpoint, path)
+    if source == "project":
         if not isinstance(checkpoint["config"], dict):
             raise InputError(f"{path}: the checkpoint's 'config' is not a mapping")
         try:
@@ -119,21 +120,16 @@ def load_model(path: Path, dataset: Optional[str] = None, overrides: Sequence[st
         except InputError as exc:
             raise InputError(f"{path}: stored config: {exc}") from None
         class_names = [str(n) for n in checkpoint.get("class_names") or []]
-        source = "project"
     else:
-        keys = [k for k in checkpoint if isinstance(checkpoint[k], torch.Tensor)]
-        output = [k for k in keys if k.endswith("output.weight")]
-        if not any("layers_up." in k for k in keys) or not output:
+        if source != "swin_unet" or "output.weight" not in state:
             raise InputError(f"{path}: not a trained Swin-Unet checkpoint (no decoder weights; "
                              f"an ImageNet encoder only initialises training)")
         if dataset is None:
             raise InputError(f"{path}: an original-format Swin-Unet checkpoint stores no config "
                              f"or class names; pass --dataset")
         config = Config(dataset=dataset)
-        config.model.num_classes = int(checkpoint[output[0]].shape[0])
+        config.model.num_classes = int(state["output.weight"].shape[0])
         class_names = []
-        source = "swin_unet"
-    del checkpoint
     if dataset is not None and dataset != config.dataset:
         # The training data's location and splits mean nothing for another data set; its
         # preprocessing must stay the one the network learned.
@@ -160,7 +156,8 @@ def load_model(path: Path, dataset: Optional[str] = None, overrides: Sequence[st
         model = build_model(config.model)
     except ValueError as exc:
         raise InputError(f"{path}: stored model config: {exc}") from None
-    load_pretrained(model, path, strict=True)  # logs what it loaded
+    load_state(model, checkpoint, path, strict=True)  # logs what it loaded
+    del checkpoint, state
     model.eval()
     if device is not None:
         model.to(device)

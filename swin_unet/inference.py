@@ -13,6 +13,7 @@ from torch import nn
 
 from .errors import InputError
 from .metrics import MODES
+from .model.network import as_pair
 
 __all__ = ["predict_volume", "resolve_device", "flip_tta_logits"]
 
@@ -20,32 +21,37 @@ __all__ = ["predict_volume", "resolve_device", "flip_tta_logits"]
 _TTA_FLIPS = ((), (-2,), (-1,), (-2, -1))
 
 
-def resolve_device(device: Union[str, torch.device, None] = "auto") -> torch.device:
-    """``"auto"``/None -> CUDA when available, else CPU; ``"cuda"`` without a GPU is an error.
+def resolve_device(device: Union[str, torch.device, None] = "auto",
+                   local_rank: int = 0) -> torch.device:
+    """``"auto"``/None -> CUDA when available, else CPU; ``"cuda"`` -> this process's GPU.
+
+    ``local_rank`` picks the GPU of a process started by torchrun when no index is given.
 
     Raises
     ------
     InputError
-        CUDA asked for but not available, or an unknown device name.
+        CUDA asked for but not available, an unknown device name, or more local processes
+        than GPUs.
     """
     if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        device = "cuda"
     try:
         device = torch.device(device)
-    except RuntimeError:
+    except (RuntimeError, ValueError):
         raise InputError(f"--device: unknown device {device!r} (auto, cpu or cuda)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device is available (use --device cpu)")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError("--device cuda: no CUDA GPU is available on this machine "
+                             "(use --device cpu or auto)")
+        if device.index is None:
+            count = torch.cuda.device_count()
+            if local_rank >= count:
+                raise InputError(f"--device cuda: local rank {local_rank} has no GPU ({count} "
+                                 f"visible); start at most {count} processes per node")
+            device = torch.device("cuda", local_rank)
     return device
-
-
-def _pair(img_size: Union[int, Sequence[int]]) -> tuple[int, int]:
-    if isinstance(img_size, (int, np.integer)):
-        return int(img_size), int(img_size)
-    size = tuple(int(v) for v in img_size)
-    if len(size) != 2:
-        raise InputError(f"img_size: expected an int or (H, W), got {img_size!r}")
-    return size
 
 
 def _autocast(device: torch.device, amp: bool):
@@ -149,7 +155,7 @@ def predict_volume(model: nn.Module, image: np.ndarray, img_size: Union[int, Seq
     expected = getattr(model, "in_chans", None)
     if expected is not None and volume.shape[0] != expected:
         raise InputError(f"image has {volume.shape[0]} channel(s) but the model takes {expected}")
-    size = _pair(img_size)
+    size = as_pair(img_size)
     if device is None:
         parameter = next(model.parameters(), None)
         device = parameter.device if parameter is not None else torch.device("cpu")

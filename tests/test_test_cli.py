@@ -264,6 +264,13 @@ def test_original_format_checkpoint_with_rgb_kernels(workspace, tmp_path, capsys
         expected = rgb.eval()(x.repeat(1, 3, 1, 1)).argmax(1)[0].numpy()
     pred = np.asanyarray(nib.load(tmp_path / "seg/predictions/scan.nii.gz").dataobj)[:, :, 0]
     assert (pred == expected).mean() > 0.999
+    # Some forks save the same state dict wrapped as {"model": ...}: the same predictions.
+    torch.save({"model": state}, tmp_path / "wrapped.pth")
+    args[1], args[5] = tmp_path / "wrapped.pth", tmp_path / "seg2"
+    code, _, err = run_cli(args + ["--dataset", "synapse"], capsys)
+    assert code == 0, err
+    wrapped = np.asanyarray(nib.load(tmp_path / "seg2/predictions/scan.nii.gz").dataobj)
+    assert np.array_equal(wrapped[:, :, 0], pred)
 
 
 def test_cli_errors_exit_2_with_one_line_naming_the_file(workspace, tmp_path, capsys):

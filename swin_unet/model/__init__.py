@@ -1,7 +1,8 @@
 """The Swin-Unet network and the loading of checkpoints into it."""
 
-from .checkpoints import LoadReport, convert_state_dict, load_pretrained, read_checkpoint
+from .checkpoints import (LoadReport, checkpoint_state, convert_state_dict, load_pretrained,
+                          load_state, read_checkpoint)
 from .network import SwinUnet, build_model, check_sizes
 
-__all__ = ["SwinUnet", "build_model", "check_sizes", "load_pretrained", "read_checkpoint",
-           "convert_state_dict", "LoadReport"]
+__all__ = ["SwinUnet", "build_model", "check_sizes", "load_pretrained", "load_state",
+           "read_checkpoint", "checkpoint_state", "convert_state_dict", "LoadReport"]

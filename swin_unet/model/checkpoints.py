@@ -15,7 +15,8 @@ from torch import nn
 
 from ..errors import InputError
 
-__all__ = ["LoadReport", "read_checkpoint", "convert_state_dict", "load_pretrained"]
+__all__ = ["LoadReport", "read_checkpoint", "checkpoint_state", "convert_state_dict",
+           "load_state", "load_pretrained"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,8 +99,16 @@ def _load_failure(exc: BaseException) -> str:
     return first.split(". ")[0][:200]
 
 
-def _state_dict_of(obj: dict, path: Path) -> tuple[dict, str]:
-    """The flat state dict inside ``obj`` and whether it is this project's own checkpoint."""
+def checkpoint_state(obj: dict, path: Union[str, Path]) -> tuple[dict, str]:
+    """The flat state dict inside a read checkpoint and its source.
+
+    Unwraps ``model`` / ``state_dict`` entries and strips ``module.`` and ``swin_unet.``
+    prefixes. The source is "project" (ours: ``model`` and ``config`` entries), "swin_unet"
+    (a trained Swin-Unet of the original code) or "imagenet" (an encoder without a decoder).
+
+    Raises:
+        InputError: no tensors, or no Swin or Swin-Unet weights, naming ``path``.
+    """
     project = "model" in obj and "config" in obj
     for key in ("model", "state_dict"):
         if isinstance(obj.get(key), dict):
@@ -175,6 +184,27 @@ def convert_state_dict(state: dict, source: str, model: nn.Module,
     return out, report
 
 
+def load_state(model: nn.Module, checkpoint: dict, path: Union[str, Path],
+               strict: Optional[bool] = None) -> LoadReport:
+    """Load an already read checkpoint (see :func:`load_pretrained`) into ``model``."""
+    state, source = checkpoint_state(checkpoint, path)
+    converted, report = convert_state_dict(state, source, model, str(path))
+    if strict is None:
+        strict = source != "imagenet"
+    if strict:
+        problems = [f"{k}: {why}" for k, why in report.skipped.items()
+                    if why.startswith("shape") or why == "no counterpart in the model"]
+        problems += [f"{k}: not in the file" for k in report.missing]
+        if problems:
+            raise InputError(f"{path}: does not fit the model ({len(problems)} problems; first: "
+                             f"{problems[0]})")
+    if not converted:
+        raise InputError(f"{path}: no tensor fits the model ({report.summary().splitlines()[0]})")
+    model.load_state_dict(converted, strict=False)
+    logger.info(report.summary())
+    return report
+
+
 def load_pretrained(model: nn.Module, path: Union[str, Path],
                     strict: Optional[bool] = None) -> LoadReport:
     """Load an ImageNet Swin-T, an original Swin-Unet or this project's checkpoint into ``model``.
@@ -193,20 +223,4 @@ def load_pretrained(model: nn.Module, path: Union[str, Path],
         InputError: the file is not a checkpoint, or (strict) does not fit the model; the
             message names the file and the first tensor that does not fit.
     """
-    path = Path(path)
-    state, source = _state_dict_of(read_checkpoint(path), path)
-    converted, report = convert_state_dict(state, source, model, str(path))
-    if strict is None:
-        strict = source != "imagenet"
-    if strict:
-        problems = [f"{k}: {why}" for k, why in report.skipped.items()
-                    if why.startswith("shape") or why == "no counterpart in the model"]
-        problems += [f"{k}: not in the file" for k in report.missing]
-        if problems:
-            raise InputError(f"{path}: does not fit the model ({len(problems)} problems; first: "
-                             f"{problems[0]})")
-    if not converted:
-        raise InputError(f"{path}: no tensor fits the model ({report.summary().splitlines()[0]})")
-    model.load_state_dict(converted, strict=False)
-    logger.info(report.summary())
-    return report
+    return load_state(model, read_checkpoint(path), Path(path), strict)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Sequence, Union
 
 import torch
@@ -12,14 +13,15 @@ from .attention import SwinBlock
 from .layers import FinalPatchExpand, PatchEmbed, PatchExpand, PatchMerging, permute_tokens
 from .plan import TokenPlan, stage_geometry
 
-__all__ = ["SwinUnet", "SwinStage", "build_model", "check_sizes"]
+__all__ = ["SwinUnet", "SwinStage", "build_model", "check_sizes", "as_pair"]
 
 ATTENTION_MODES = ("auto", "sdpa", "explicit")
 
 
-def _pair(size: Union[int, Sequence[int]]) -> tuple[int, int]:
-    if isinstance(size, int):
-        return size, size
+def as_pair(size: Union[int, Sequence[int]]) -> tuple[int, int]:
+    """(H, W) from an int (NumPy integers included) or a pair."""
+    if isinstance(size, numbers.Integral):
+        return int(size), int(size)
     size = tuple(int(s) for s in size)
     if len(size) != 2:
         raise ValueError(f"img_size must be an int or a (H, W) pair, got {size}")
@@ -45,7 +47,7 @@ def check_sizes(img_size: Union[int, Sequence[int]], patch_size: int, window_siz
         ValueError: H or W not divisible by patch_size * 2^(stages-1), or a stage whose
             resolution the window does not divide; the message names a valid alternative.
     """
-    size = _pair(img_size)
+    size = as_pair(img_size)
     depths = tuple(depths)
     factor = patch_size * 2 ** (len(depths) - 1)
     if size[0] % factor or size[1] % factor or min(size) <= 0:

@@ -16,7 +16,7 @@ from ..errors import InputError
 from ..model import read_checkpoint
 
 __all__ = ["atomic_save", "atomic_copy", "capture_rng_state", "restore_rng_state",
-           "unwrap_model", "load_model_state", "read_resume_checkpoint", "stale_temporaries",
+           "unwrap_model", "read_resume_checkpoint", "stale_temporaries",
            "describe", "REQUIRED_KEYS"]
 
 logger = logging.getLogger(__name__)
@@ -112,29 +112,6 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             model = model._orig_mod
         else:
             return model
-
-
-def load_model_state(model: nn.Module, state: dict, path: Union[str, Path]) -> None:
-    """Load a state dict saved by this project, naming the first tensor that does not fit.
-
-    Raises
-    ------
-    InputError
-        A missing, unexpected or differently shaped tensor (a checkpoint of another model).
-    """
-    target = model.state_dict()
-    for key, value in state.items():
-        if key not in target:
-            raise InputError(f"{path}: holds tensor '{key}' that this model does not have "
-                             f"(a checkpoint of another model configuration)")
-        if tuple(value.shape) != tuple(target[key].shape):
-            raise InputError(f"{path}: tensor '{key}' has shape {tuple(value.shape)}, this model "
-                             f"expects {tuple(target[key].shape)} (a checkpoint of another model "
-                             f"configuration)")
-    missing = [key for key in target if key not in state]
-    if missing:
-        raise InputError(f"{path}: tensor '{missing[0]}' is missing ({len(missing)} missing)")
-    model.load_state_dict(state)
 
 
 def read_resume_checkpoint(path: Union[str, Path]) -> dict:

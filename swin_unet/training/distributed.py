@@ -10,14 +10,12 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..errors import InputError
+from ..inference import resolve_device
 
-__all__ = ["DistributedContext", "resolve_device", "setup_distributed", "cleanup_distributed",
+__all__ = ["DistributedContext", "setup_distributed", "cleanup_distributed",
            "any_rank", "gather_objects", "broadcast_object", "configure_cpu_threads"]
 
 logger = logging.getLogger(__name__)
-
-DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)
@@ -39,29 +37,6 @@ class DistributedContext:
     def distributed(self) -> bool:
         """Whether a process group is in use."""
         return self.world_size > 1
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; ``cuda`` -> this process's GPU.
-
-    Raises
-    ------
-    InputError
-        An unknown device name, ``cuda`` on a machine without a usable GPU, or more local
-        processes than GPUs.
-    """
-    if name not in DEVICES:
-        raise InputError(f"--device: expected one of {', '.join(DEVICES)}, got '{name}'")
-    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA GPU is available on this machine "
-                         "(use --device cpu or auto)")
-    count = torch.cuda.device_count()
-    if local_rank >= count:
-        raise InputError(f"--device cuda: local rank {local_rank} has no GPU ({count} visible); "
-                         f"start at most {count} processes per node")
-    return torch.device("cuda", local_rank)
 
 
 def _env_int(name: str, default: int) -> int:

@@ -16,8 +16,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..config import Config, config_to_dict
 from ..errors import InputError
+from ..model import load_state
 from .checkpointing import (atomic_copy, atomic_save, capture_rng_state, describe,
-                            load_model_state, read_resume_checkpoint, restore_rng_state,
+                            read_resume_checkpoint, restore_rng_state,
                             stale_temporaries, unwrap_model)
 from .data import build_train_loader, per_rank_batch_size, seed_everything
 from .distributed import DistributedContext, any_rank, gather_objects
@@ -183,7 +184,7 @@ class Trainer:
         """
         path = Path(path)
         state = read_resume_checkpoint(path)
-        load_model_state(unwrap_model(self.model), state["model"], path)
+        load_state(unwrap_model(self.model), state, path, strict=True)
         try:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
