@@ -101,7 +101,6 @@ class DataSource(abc.ABC):
         if data_cfg.cache_dtype not in ("float16", "float32"):
             raise InputError(f"config key 'data.cache_dtype': {data_cfg.cache_dtype!r} is not "
                              f"float16 or float32")
-        self._normalize_case = normalize_case
         self._splits = resolve_splits(default_splits, {
             "train": data_cfg.train_cases, "val": data_cfg.val_cases,
             "test": data_cfg.test_cases}, normalize_case)

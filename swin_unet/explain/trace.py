@@ -40,11 +40,6 @@ class AttentionCall:
     flops: int = 0
     matmul_flops: int = 0
 
-    @property
-    def linear_flops(self) -> int:
-        """FLOPs of the qkv and output projections: the module's count less its matmuls."""
-        return self.flops - self.matmul_flops
-
 
 @dataclass
 class ModelTrace:
