@@ -96,6 +96,7 @@ def main(argv=None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so that --help and argument errors answer at once.
+    from datasets import class_names_for
     from swin_unet import evaluation
     from swin_unet.inference import resolve_device
     from swin_unet.report import format_table
@@ -107,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     if kind == "predictions":
         output = args.output or Path("outputs") / f"eval_{args.predictions.name}"
         evaluation.check_output(output, args.overwrite)
-        names = (evaluation.class_names_of(args.dataset, root=args.root) if args.dataset
+        names = (class_names_for(args.dataset, root=args.root) if args.dataset
                  else None)
         result = evaluation.evaluate_predictions(args.predictions, args.labels, output,
                                                  args.metric_mode or "mm", names, progress)

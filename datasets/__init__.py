@@ -24,7 +24,8 @@ reorientation), so a prediction of the same shape saved with ``affine`` overlays
 from .base import DataSource, RawVolume, VolumeEntry
 from .intensity import INTENSITY_MODES, normalize_intensity
 from .phantom import generate_phantom
-from .registry import DATASET_NAMES, LAYOUTS, default_root, open_dataset
+from .registry import (DATASET_NAMES, LAYOUTS, class_names_for, default_intensity_for,
+                       default_root, open_dataset)
 from .slices import SliceDataset, VolumeDataset
 from .transforms import resize_slices
 
@@ -38,6 +39,8 @@ __all__ = [
     "SliceDataset",
     "VolumeDataset",
     "default_root",
+    "class_names_for",
+    "default_intensity_for",
     "generate_phantom",
     "normalize_intensity",
     "open_dataset",

@@ -9,14 +9,15 @@ from typing import Optional
 from swin_unet.config import DataConfig
 from swin_unet.errors import InputError
 
-from .acdc import ACDC_HELP, AcdcRaw, AcdcRelease, find_acdc_raw, find_acdc_release
+from .acdc import ACDC_CLASSES, ACDC_HELP, AcdcRaw, AcdcRelease, find_acdc_raw, find_acdc_release
 from .base import DataSource
-from .folder import FOLDER_HELP, FolderDataset
+from .folder import FOLDER_HELP, FolderDataset, read_dataset_json
 from .phantom import ensure_phantom, phantom_splits
-from .synapse import (SYNAPSE_HELP, SynapseRaw, SynapseRelease, find_synapse_raw,
+from .synapse import (SYNAPSE_CLASSES, SYNAPSE_HELP, SynapseRaw, SynapseRelease, find_synapse_raw,
                       find_synapse_release)
 
-__all__ = ["DATASET_NAMES", "LAYOUTS", "REPO_ROOT", "default_root", "open_dataset"]
+__all__ = ["DATASET_NAMES", "LAYOUTS", "REPO_ROOT", "default_root", "open_dataset", "phantom_kind",
+           "class_names_for", "default_intensity_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +66,42 @@ def _open_acdc(root: Path, layout: str, cfg: DataConfig) -> DataSource:
     return AcdcRaw(root, cfg) if layout == "acdc_raw" else AcdcRelease(root, cfg)
 
 
+def phantom_kind(layout: str) -> str:
+    """The phantom a ``data.layout`` picks: "cardiac" (acdc_raw, cardiac) or "abdomen"."""
+    return "cardiac" if layout in ("acdc_raw", "cardiac") else "abdomen"
+
+
+def class_names_for(name: str, layout: str = "auto", root: Optional[str] = None) -> list[str]:
+    """The foreground class names of a data set, without reading its volumes.
+
+    Raises
+    ------
+    InputError
+        An unknown data set, or a folder data set whose dataset.json cannot be read.
+    """
+    if name == "synapse" or (name == "phantom" and phantom_kind(layout) == "abdomen"):
+        return list(SYNAPSE_CLASSES)
+    if name in ("acdc", "phantom"):
+        return list(ACDC_CLASSES)
+    if name == "folder":
+        if root is None:
+            raise InputError("--dataset folder needs --root (the folder with dataset.json)")
+        return list(read_dataset_json(Path(root) / "dataset.json")["class_names"])
+    raise InputError(f"unknown dataset {name!r} (expected {', '.join(DATASET_NAMES)})")
+
+
+def default_intensity_for(name: str, layout: str = "auto") -> Optional[str]:
+    """The intensity mode "auto" resolves to for a data set; None for a folder data set,
+    whose modality only its dataset.json knows."""
+    if name == "synapse" or (name == "phantom" and phantom_kind(layout) == "abdomen"):
+        return SynapseRaw.default_intensity
+    if name in ("acdc", "phantom"):
+        return AcdcRaw.default_intensity
+    return None
+
+
 def _open_phantom(root: Path, layout: str, cfg: DataConfig) -> DataSource:
-    kind = "cardiac" if layout in ("acdc_raw", "cardiac") else "abdomen"
+    kind = phantom_kind(layout)
     if kind == "abdomen":
         folder = find_synapse_raw(root) if root.is_dir() else None
         if folder is None:

@@ -22,7 +22,7 @@ from .report import write_metrics_csv, write_summary_json
 from .volume_io import NIFTI_SUFFIXES, Volume, find_inputs, read_volume, write_labels
 
 __all__ = ["LoadedModel", "load_model", "check_output", "evaluate_volumes",
-           "evaluate_predictions", "segment_inputs", "RunResult", "class_names_of",
+           "evaluate_predictions", "segment_inputs", "RunResult",
            "resolve_intensity_for"]
 
 logger = logging.getLogger(__name__)
@@ -51,28 +51,6 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
 
 
-def class_names_of(dataset: str, layout: str = "auto", root: Optional[str] = None) -> list[str]:
-    """The foreground class names of a data set, without reading its volumes.
-
-    Raises
-    ------
-    InputError
-        An unknown data set, or a folder data set whose dataset.json cannot be read.
-    """
-    from datasets.acdc import ACDC_CLASSES
-    from datasets.synapse import SYNAPSE_CLASSES
-    if dataset == "synapse" or (dataset == "phantom" and layout not in ("acdc_raw", "cardiac")):
-        return list(SYNAPSE_CLASSES)
-    if dataset in ("acdc", "phantom"):
-        return list(ACDC_CLASSES)
-    if dataset == "folder":
-        if root is None:
-            raise InputError("--dataset folder needs --root (the folder with dataset.json)")
-        from datasets.folder import read_dataset_json
-        return list(read_dataset_json(Path(root) / "dataset.json")["class_names"])
-    raise InputError(f"unknown dataset {dataset!r} (expected synapse, acdc, phantom or folder)")
-
-
 def resolve_intensity_for(config: Config) -> str:
     """The intensity normalisation the checkpoint's model was trained with.
 
@@ -81,18 +59,14 @@ def resolve_intensity_for(config: Config) -> str:
     InputError
         ``data.intensity`` is "auto" for a folder data set, whose modality is not stored.
     """
-    from datasets.acdc import AcdcRaw
+    from datasets import default_intensity_for
     from datasets.intensity import resolve_intensity
-    from datasets.synapse import SynapseRaw
-    defaults = {"synapse": SynapseRaw.default_intensity, "acdc": AcdcRaw.default_intensity,
-                "phantom": (AcdcRaw.default_intensity
-                            if config.data.layout in ("acdc_raw", "cardiac")
-                            else SynapseRaw.default_intensity)}
-    if config.data.intensity == "auto" and config.dataset not in defaults:
+    default = default_intensity_for(config.dataset, config.data.layout)
+    if config.data.intensity == "auto" and default is None:
         raise InputError(f"the checkpoint's config has data.intensity 'auto' for data set "
                          f"'{config.dataset}', whose modality it does not store; pass "
                          f"--set data.intensity=ct|zscore|minmax")
-    return resolve_intensity(config.data.intensity, defaults.get(config.dataset, "zscore"))
+    return resolve_intensity(config.data.intensity, default or "zscore")
 
 
 def load_model(path: Path, dataset: Optional[str] = None, overrides: Sequence[str] = (),
@@ -146,7 +120,8 @@ def load_model(path: Path, dataset: Optional[str] = None, overrides: Sequence[st
         config.dataset = dataset
     config = apply_overrides(config, list(overrides))
     if not class_names:
-        class_names = (class_names_of(dataset or config.dataset, config.data.layout,
+        from datasets import class_names_for
+        class_names = (class_names_for(dataset or config.dataset, config.data.layout,
                                       config.data.root)
                        if (dataset or config.dataset) else [])
     if len(class_names) != config.model.num_classes - 1:
