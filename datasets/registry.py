@@ -20,7 +20,7 @@ from swin_unet.config import DataConfig
 from swin_unet.errors import InputError
 
 from .acdc import ACDC_HELP, AcdcRaw, AcdcRelease, find_acdc_raw, find_acdc_release
-from .base import DataSource
+from .base import DataSource, override_class_names
 from .folder import FOLDER_HELP, FolderDataset, find_folder_dataset
 from .phantom import ensure_phantom, phantom_splits
 from .synapse import SYNAPSE_HELP, SynapseRaw, SynapseRelease, find_synapse_raw, find_synapse_release
@@ -194,15 +194,19 @@ def default_root(name: str) -> Optional[Path]:
     return REPO_ROOT / "data" / folder if folder else None
 
 
-def class_names_for(name: str, layout: str = "auto", root: Optional[str] = None) -> list[str]:
+def class_names_for(name: str, layout: str = "auto", root: Optional[str] = None,
+                    override: Optional[list[str]] = None) -> list[str]:
     """The foreground class names of a data set, without reading its volumes.
+
+    ``override`` (``data.class_names``) replaces them, checked against their number.
 
     Raises
     ------
     InputError
-        An unknown data set, or a folder data set whose dataset.json cannot be read.
+        An unknown data set, a folder data set whose dataset.json cannot be read, or an
+        override of the wrong length.
     """
-    return dataset_entry(name).class_names(layout, root)
+    return list(override_class_names(dataset_entry(name).class_names(layout, root), override))
 
 
 def default_intensity_for(name: str, layout: str = "auto") -> Optional[str]:

@@ -99,7 +99,7 @@ def load_model(path: Path, dataset: Optional[str] = None, overrides: Sequence[st
     config = apply_overrides(config, list(overrides))
     if not class_names:
         class_names = project_datasets().class_names_for(config.dataset, config.data.layout,
-                                                         config.data.root)
+                                                         config.data.root, config.data.class_names)
     if len(class_names) != config.model.num_classes - 1:
         raise InputError(f"{path}: the model predicts {config.model.num_classes} classes but "
                          f"{len(class_names)} class names are known ({', '.join(class_names)})")
