@@ -15,7 +15,7 @@ from .config import MetricMode, choices, look_up_option
 from .errors import InputError
 from .model.network import as_pair
 
-__all__ = ["predict_volume", "resolve_device", "flip_tta_logits"]
+__all__ = ["predict_volume", "resolve_device", "flip_tta_logits", "autocast_dtype"]
 
 # In-plane flips of test-time augmentation: none, rows, columns, both.
 _TTA_FLIPS = ((), (-2,), (-1,), (-2, -1))
@@ -54,15 +54,23 @@ def resolve_device(device: Union[str, torch.device, None] = "auto",
     return device
 
 
-def _autocast(device: torch.device, amp: bool):
-    """Autocast on CUDA when asked (bfloat16 where supported, else float16); a no-op elsewhere.
+def autocast_dtype(device: torch.device, amp_dtype: str = "auto") -> torch.dtype:
+    """The autocast dtype of ``amp_dtype`` ("auto", "bf16" or "fp16") on ``device``.
 
-    bfloat16 first, like training's ``amp_dtype: auto``: its range matches float32, so logits
-    of a model trained in bfloat16 cannot overflow as they could in float16.
+    "auto" is bfloat16 where the device has it (always on the CPU), else float16: bfloat16's
+    range matches float32, so logits of a model trained in it cannot overflow as in float16.
     """
+    if amp_dtype == "fp16":
+        return torch.float16
+    if amp_dtype == "bf16" or device.type != "cuda":
+        return torch.bfloat16
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _autocast(device: torch.device, amp: bool):
+    """Autocast on CUDA when asked (:func:`autocast_dtype` "auto"); a no-op elsewhere."""
     if amp and device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
+        return torch.autocast("cuda", dtype=autocast_dtype(device))
     return contextlib.nullcontext()
 
 

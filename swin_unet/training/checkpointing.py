@@ -16,6 +16,7 @@ from ..errors import InputError
 from ..model import read_checkpoint
 
 __all__ = ["atomic_save", "atomic_copy", "capture_rng_state", "restore_rng_state",
+           "rank_rng_state",
            "unwrap_model", "read_resume_checkpoint", "stale_temporaries",
            "describe", "REQUIRED_KEYS"]
 
@@ -146,3 +147,19 @@ def describe(checkpoint: dict) -> str:
     if checkpoint.get("step_in_epoch"):
         text += f" ({checkpoint['step_in_epoch']} iterations into epoch {checkpoint['epoch'] + 1})"
     return text + (f", best mean Dice {best:.4f}" if best is not None else "")
+
+
+def rank_rng_state(state: dict, context, path: Path) -> dict:
+    """This rank's random state from a checkpoint (rank 0's is ``rng``).
+
+    A checkpoint of a run with another number of processes has no state for this rank: every
+    rank then continues with rank 0's (logged: not an exact replay).
+    """
+    ranks = state.get("rng_ranks")
+    if ranks is not None and len(ranks) == context.world_size:
+        return ranks[context.rank]
+    if context.distributed:
+        logger.warning("%s holds no random state for %d processes: every rank continues "
+                       "the interrupted epoch with rank 0's (not an exact replay)", path,
+                       context.world_size)
+    return state["rng"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,14 +16,16 @@ from torch.nn.parallel import DistributedDataParallel
 from ..config import Config, config_to_dict
 from ..errors import InputError
 from ..model import load_state
+from ..inference import autocast_dtype
 from .checkpointing import (atomic_copy, atomic_save, capture_rng_state, describe,
-                            read_resume_checkpoint, restore_rng_state,
+                            rank_rng_state, read_resume_checkpoint, restore_rng_state,
                             stale_temporaries, unwrap_model)
 from .data import build_train_loader, per_rank_batch_size, seed_everything
 from .distributed import DistributedContext, any_rank, gather_objects
 from .monitor import Monitor, progress
 from .recipe import SegmentationLoss, build_optimizer, build_scheduler, scaled_lr
-from .validation import Validator
+from .stop import StopRequest
+from .validation import ValidationResult, Validator
 
 __all__ = ["Trainer", "TrainResult", "EpochStats", "TrainingDiverged"]
 
@@ -63,47 +64,6 @@ class TrainResult:
     config: Optional[Config] = None  # the run's resolved config (set by train())
 
 
-class _StopRequest:
-    """Turns the first SIGINT/SIGTERM into a flag the loop checks between iterations.
-
-    The loop then writes a resumable checkpoint and returns; a second Ctrl-C interrupts at once.
-    """
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict[int, object] = {}
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        logger.warning("stop requested (signal %d): finishing this iteration and writing a "
-                       "resumable checkpoint; press Ctrl-C again to quit at once", signum)
-
-    def __enter__(self) -> "_StopRequest":
-        with contextlib.suppress(ValueError):  # not the main thread: signals stay as they are
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-
-def _autocast_dtype(train, device: torch.device) -> Optional[torch.dtype]:
-    """The autocast dtype of ``--amp`` on ``device`` (None without AMP)."""
-    if not train.amp:
-        return None
-    if train.amp_dtype == "fp16":
-        return torch.float16
-    if train.amp_dtype == "bf16" or device.type != "cuda":
-        # On the CPU, bf16 autocast trained the 224 model 2.2x faster than fp32
-        # (benchmarks/bench_train.py) where the CPU has bf16 instructions.
-        return torch.bfloat16
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
 class Trainer:
     """One training run on prepared parts; :func:`swin_unet.training.train` builds them.
 
@@ -135,7 +95,8 @@ class Trainer:
         self.validator = validator if validator is not None and len(validator) else None
         self.dataset = train_dataset
         self.model = model
-        self.amp_dtype = _autocast_dtype(self.train_cfg, self.device)
+        self.amp_dtype = (autocast_dtype(self.device, self.train_cfg.amp_dtype)
+                          if self.train_cfg.amp else None)
         batch = per_rank_batch_size(self.train_cfg.batch_size, context.world_size)
         self.loader, self.sampler = build_train_loader(
             train_dataset, batch, context, self.train_cfg.seed, config.data.num_workers)
@@ -197,7 +158,8 @@ class Trainer:
         self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
         self.step_in_epoch = int(state["step_in_epoch"])
         self.best_metric = state["best_metric"]
-        self._resume_rng = self._rank_rng(state, path) if self.step_in_epoch else None
+        self._resume_rng = (rank_rng_state(state, self.context, path) if self.step_in_epoch
+                            else None)
         if self.step_in_epoch >= self.iters_per_epoch:
             raise InputError(f"{path}: stopped {self.step_in_epoch} iterations into an epoch, "
                              f"but an epoch of this run has {self.iters_per_epoch}")
@@ -209,17 +171,6 @@ class Trainer:
                            ", ".join(f"{k}={getattr(self.train_cfg, k)!r} (was {stored[k]!r})"
                                      for k in changed))
         logger.info("resumed from %s: %s", path, describe(state))
-
-    def _rank_rng(self, state: dict, path: Path) -> dict:
-        """This rank's random state from a checkpoint (rank 0's is ``rng``)."""
-        ranks = state.get("rng_ranks")
-        if ranks is not None and len(ranks) == self.context.world_size:
-            return ranks[self.context.rank]
-        if self.context.distributed:
-            logger.warning("%s holds no random state for %d processes: every rank continues "
-                           "the interrupted epoch with rank 0's (not an exact replay)", path,
-                           self.context.world_size)
-        return state["rng"]
 
     def wrap(self) -> None:
         """DistributedDataParallel and ``torch.compile`` around the model, as configured."""
@@ -278,7 +229,7 @@ class Trainer:
                          "train/loss_dice": loss_dice, "train/lr": lr}, self.global_step)
         bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", slices_s=f"{speed:.1f}")
 
-    def _train_epoch(self, monitor: Monitor, stop: _StopRequest) -> Optional[EpochStats]:
+    def _train_epoch(self, monitor: Monitor, stop: StopRequest) -> Optional[EpochStats]:
         """One epoch (or its rest, after a mid-epoch resume); None when a stop was requested."""
         epoch = self.epoch
         seed_everything(self.train_cfg.seed, epoch, self.context.rank)
@@ -326,10 +277,33 @@ class Trainer:
                                                or self.epoch == self.train_cfg.epochs)
 
     def fit(self, monitor: Monitor) -> TrainResult:
-        """Train from ``self.epoch`` to ``train.epochs``; returns early (resumable) on Ctrl-C."""
-        cfg = self.train_cfg
+        """Train from ``self.epoch`` to ``train.epochs``; returns early (resumable) on Ctrl-C.
+
+        A short loop over the steps a variant may override: :meth:`_train_epoch`,
+        :meth:`validate`, :meth:`is_new_best`, :meth:`log_epoch` and :meth:`save`.
+        """
         result = TrainResult(output_dir=self.output_dir, epochs_done=self.epoch,
                              global_step=self.global_step, best_metric=self.best_metric)
+        self._start_fit()
+        with StopRequest() as stop:
+            while self.epoch < self.train_cfg.epochs:
+                stats = self._train_epoch(monitor, stop)
+                if stats is None:
+                    self._stop(result, monitor, mid_epoch=True)
+                    break
+                self._end_epoch(stats, monitor, result)
+                if (self.epoch < self.train_cfg.epochs
+                        and any_rank(stop.requested, self.context)):
+                    self._stop(result, monitor, mid_epoch=False)
+                    break
+        self._ensure_best()
+        result.epochs_done, result.global_step = self.epoch, self.global_step
+        result.best_metric = self.best_metric
+        return result
+
+    def _start_fit(self) -> None:
+        """Remove what a killed run left half-written; log the recipe."""
+        cfg = self.train_cfg
         if self.context.is_main:
             for leftover in stale_temporaries(self.checkpoint_dir):
                 logger.warning("removing %s, a checkpoint a killed run did not finish writing",
@@ -344,55 +318,79 @@ class Trainer:
         if self.validator is None:
             logger.info("no validation cases (data.val_cases is empty): best.pth is the last "
                         "epoch's weights, as in the published protocol")
-        with _StopRequest() as stop:
-            while self.epoch < cfg.epochs:
-                stats = self._train_epoch(monitor, stop)
-                if stats is None:
-                    self.save(validated_best=False)
-                    monitor.flush()
-                    logger.warning("stopped at iteration %d of epoch %d; resumable checkpoint "
-                                   "%s (continue with --resume)", self.step_in_epoch,
-                                   self.epoch + 1, self.checkpoint_dir / "last.pth")
-                    result.interrupted = True
-                    break
-                self.epoch += 1
-                self.step_in_epoch = 0
-                monitor.scalars({"train/epoch_loss": stats.loss,
-                                 "train/slices_per_second": stats.slices_per_second},
-                                self.global_step)
-                is_best = self.validator is None
-                message = (f"epoch {self.epoch}/{cfg.epochs}: loss {stats.loss:.4f} "
-                           f"(ce {stats.loss_ce:.4f}, dice {stats.loss_dice:.4f}), "
-                           f"lr {stats.lr:.3g}, {stats.slices_per_second:.1f} slices/s, "
-                           f"{stats.seconds:.1f} s")
-                if self._should_validate():
-                    start = time.perf_counter()
-                    validation = self.validator.run(unwrap_model(self.model), self.device,
-                                                    amp=self.amp_dtype is not None)
-                    stats.val_dice = validation.mean_dice
-                    result.last_validation = validation.summary
-                    monitor.scalars(validation.scalars(), self.global_step)
-                    for tag, panel in validation.overlays.items():
-                        monitor.image(tag, panel, self.global_step)
-                    if math.isfinite(validation.mean_dice) and (
-                            self.best_metric is None or validation.mean_dice > self.best_metric):
-                        self.best_metric, is_best = validation.mean_dice, True
-                    message += (f"; {validation.line()} in {time.perf_counter() - start:.1f} s"
-                                f"{' (new best)' if is_best else ''}")
-                logger.info(message)
-                self.save(validated_best=is_best)
-                monitor.flush()
-                result.history.append(stats)
-                if self.epoch < cfg.epochs and any_rank(stop.requested, self.context):
-                    logger.warning("stopped after epoch %d; resumable checkpoint %s (continue "
-                                   "with --resume)", self.epoch, self.checkpoint_dir / "last.pth")
-                    result.interrupted = True
-                    break
+
+    def _end_epoch(self, stats: EpochStats, monitor: Monitor, result: TrainResult) -> None:
+        """After a finished epoch: its scalars, validation, the best choice, the log, saving."""
+        self.epoch += 1
+        self.step_in_epoch = 0
+        monitor.scalars({"train/epoch_loss": stats.loss,
+                         "train/slices_per_second": stats.slices_per_second}, self.global_step)
+        validation, seconds = None, 0.0
+        if self._should_validate():
+            start = time.perf_counter()
+            validation = self.validate(monitor)
+            seconds = time.perf_counter() - start
+            stats.val_dice = validation.mean_dice
+            result.last_validation = validation.summary
+        is_best = self.is_new_best(validation)
+        self.log_epoch(stats, validation, seconds, is_best)
+        self.save(validated_best=is_best)
+        monitor.flush()
+        result.history.append(stats)
+
+    def validate(self, monitor: Monitor) -> ValidationResult:
+        """Score the validation volumes; their scalars and overlays to TensorBoard."""
+        validation = self.validator.run(unwrap_model(self.model), self.device,
+                                        amp=self.amp_dtype is not None)
+        monitor.scalars(validation.scalars(), self.global_step)
+        for tag, panel in validation.overlays.items():
+            monitor.image(tag, panel, self.global_step)
+        return validation
+
+    def is_new_best(self, validation: Optional[ValidationResult]) -> bool:
+        """Whether this epoch's weights become best.pth (recording the metric if so).
+
+        Without validation cases every epoch is the best (the published protocol: the last);
+        an epoch that is not validated is not.
+        """
+        if self.validator is None:
+            return True
+        if validation is None or not math.isfinite(validation.mean_dice):
+            return False
+        if self.best_metric is None or validation.mean_dice > self.best_metric:
+            self.best_metric = validation.mean_dice
+            return True
+        return False
+
+    def log_epoch(self, stats: EpochStats, validation: Optional[ValidationResult],
+                  seconds: float, is_best: bool) -> None:
+        """One log line per epoch: losses, lr, speed and the validation's numbers."""
+        message = (f"epoch {self.epoch}/{self.train_cfg.epochs}: loss {stats.loss:.4f} "
+                   f"(ce {stats.loss_ce:.4f}, dice {stats.loss_dice:.4f}), "
+                   f"lr {stats.lr:.3g}, {stats.slices_per_second:.1f} slices/s, "
+                   f"{stats.seconds:.1f} s")
+        if validation is not None:
+            message += (f"; {validation.line()} in {seconds:.1f} s"
+                        f"{' (new best)' if is_best else ''}")
+        logger.info(message)
+
+    def _stop(self, result: TrainResult, monitor: Monitor, mid_epoch: bool) -> None:
+        """A stop was requested: a resumable checkpoint (mid-epoch) and the log line."""
+        last = self.checkpoint_dir / "last.pth"
+        if mid_epoch:
+            self.save(validated_best=False)
+            monitor.flush()
+            logger.warning("stopped at iteration %d of epoch %d; resumable checkpoint %s "
+                           "(continue with --resume)", self.step_in_epoch, self.epoch + 1, last)
+        else:
+            logger.warning("stopped after epoch %d; resumable checkpoint %s (continue with "
+                           "--resume)", self.epoch, last)
+        result.interrupted = True
+
+    def _ensure_best(self) -> None:
+        """A finished run always has best.pth: the last epoch when no validation scored."""
         best = self.checkpoint_dir / "best.pth"
-        if self.context.is_main and self.epoch >= cfg.epochs and not best.exists():
+        if self.context.is_main and self.epoch >= self.train_cfg.epochs and not best.exists():
             # Every validation scored NaN (no class present anywhere): keep the contract's file.
             logger.warning("no validation produced a mean Dice; best.pth is the last epoch")
             atomic_copy(self.checkpoint_dir / "last.pth", best)
-        result.epochs_done, result.global_step = self.epoch, self.global_step
-        result.best_metric = self.best_metric
-        return result
