@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Optional
 
 # Read by the OpenMP runtime when torch loads, so set before the first import of torch. On a
-# CPU shared with other jobs, threads that spin at every barrier for a descheduled sibling made
-# a training step of the demo model 29x slower (2.0 vs 58 slices/s, 2 cores at load 4.4);
-# passive threads sleep instead. Set OMP_WAIT_POLICY=ACTIVE to override on a dedicated machine.
+# CPU shared with other jobs, threads that spin at every barrier for a descheduled sibling slow
+# training many times over (README, "Smaller measured choices"); passive threads sleep instead.
+# Set OMP_WAIT_POLICY=ACTIVE to override on a dedicated machine.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from swin_unet.config import Device, choices

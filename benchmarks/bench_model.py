@@ -31,7 +31,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.reference_model import ReferenceSwinUnet  # noqa: E402
+from swin_unet.model.reference import ReferenceSwinUnet  # noqa: E402
 from swin_unet import SwinUnet  # noqa: E402
 
 MODEL = dict(img_size=224, in_chans=1, num_classes=9, embed_dim=96, depths=(2, 2, 2, 2),

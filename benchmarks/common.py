@@ -12,8 +12,9 @@ def run_alternating(variants: dict[str, Callable[[], Any]],
 
     Alternating the order spreads a load that drifts on a shared machine over all variants.
 
-    Returns:
-        (seconds per round for each variant, each variant's last return value).
+    Returns
+    -------
+    (seconds per round for each variant, each variant's last return value).
     """
     times: dict[str, list[float]] = {name: [] for name in variants}
     values: dict[str, Any] = {}

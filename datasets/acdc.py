@@ -16,7 +16,7 @@ from .base import DataSource, RawVolume, VolumeEntry
 from .cases import ACDC_TEST, ACDC_VAL, acdc_train_default, normalize_acdc_case
 from .readers import (check_label_values, check_labelled_nifti, npz_shapes, read_labelled_nifti,
                       read_npz)
-from .release import check_slices_first, ordered_slices, slices_first_to_last
+from .release import check_slices_first, ordered_slices, release_volume, stack_npz_slices
 
 __all__ = ["ACDC_CLASSES", "ACDC_HELP", "AcdcRaw", "AcdcRelease", "find_acdc_raw",
            "find_acdc_release", "read_info_cfg"]
@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 ACDC_CLASSES = ("RV", "Myo", "LV")
 _LABELS = range(len(ACDC_CLASSES) + 1)
+_KEYS = ("img", "label")  # the arrays of MT-UNet's npz files
 
 ACDC_HELP = """expected one of these layouts:
   raw ACDC data:       ROOT/training/patient001/Info.cfg, patient001_frame01.nii.gz and
@@ -221,24 +222,9 @@ class AcdcRelease(DataSource):
 
     def _read(self, entry: VolumeEntry) -> tuple[np.ndarray, np.ndarray]:
         if entry.info["kind"] == "volume":
-            arrays = read_npz(entry.image, ("img", "label"))
-            image, label = arrays["img"], arrays["label"]
-            check_slices_first(entry.image, image.shape, label.shape, ("img", "label"))
-            check_label_values(label, _LABELS, entry.image, "ACDC label map")
-            return slices_first_to_last(image), slices_first_to_last(label)
-        images, labels = [], []
-        for path in entry.image:
-            arrays = read_npz(path, ("img", "label"))
-            if arrays["img"].ndim != 2 or arrays["img"].shape != arrays["label"].shape:
-                raise InputError(f"{path}: expected 2-D 'img' and 'label' of one shape, got "
-                                 f"{arrays['img'].shape} and {arrays['label'].shape}")
-            if images and arrays["img"].shape != images[0].shape:
-                raise InputError(f"{path}: slice shape {arrays['img'].shape} differs from "
-                                 f"{images[0].shape} of {entry.image[0]}")
-            check_label_values(arrays["label"], _LABELS, path, "ACDC label map")
-            images.append(arrays["img"])
-            labels.append(arrays["label"])
-        return np.stack(images, axis=-1), np.stack(labels, axis=-1)
+            return release_volume(entry.image, read_npz(entry.image, _KEYS), _KEYS, _LABELS,
+                                  "ACDC label map")
+        return stack_npz_slices(entry.image, _KEYS, _LABELS, "ACDC label map")
 
     def load(self, entry: VolumeEntry) -> RawVolume:
         image, label = self._read(entry)
@@ -249,19 +235,10 @@ class AcdcRelease(DataSource):
         if read_image:
             self.load(entry)
             return
-        files = entry.image if isinstance(entry.image, list) else [entry.image]
-        dims = 2 if entry.info["kind"] == "slices" else 3
-        first = None
-        for path in files:
-            shapes = npz_shapes(path, ("img", "label"))
-            if dims == 3:
-                check_slices_first(path, shapes["img"], shapes["label"], ("img", "label"))
-            elif len(shapes["img"]) != dims or shapes["img"] != shapes["label"]:
-                raise InputError(f"{path}: expected {dims}-D 'img' and 'label' of one shape, "
-                                 f"got {shapes['img']} and {shapes['label']}")
-            first = first or shapes["img"]
-            if shapes["img"] != first:
-                raise InputError(f"{path}: slice shape {shapes['img']} differs from {first} of "
-                                 f"{files[0]}")
-            check_label_values(read_npz(path, ("label",))["label"], _LABELS, path,
-                               "ACDC label map")
+        if entry.info["kind"] == "slices":
+            stack_npz_slices(entry.image, _KEYS, _LABELS, "ACDC label map", read_images=False)
+            return
+        shapes = npz_shapes(entry.image, _KEYS)
+        check_slices_first(entry.image, shapes["img"], shapes["label"], _KEYS)
+        check_label_values(read_npz(entry.image, ("label",))["label"], _LABELS, entry.image,
+                           "ACDC label map")

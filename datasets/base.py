@@ -12,7 +12,8 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from swin_unet.config import DataConfig, check_choices
+from swin_unet.config import DataConfig
+from swin_unet.config_checks import check_choices
 from swin_unet.errors import InputError
 from swin_unet.model.network import as_pair
 
@@ -66,8 +67,8 @@ class RawVolume:
 def label_lookup(mapping: dict[int, int], max_raw: int) -> np.ndarray:
     """Lookup table raw label -> class index (unlisted raw labels -> 0).
 
-    MONAI's MapLabelValue keeps unlisted values and makes one pass per label: on a
-    512x512x150 Synapse volume it took 0.49 s against 0.09 s for this table (one pass).
+    MONAI's MapLabelValue keeps unlisted values and makes one pass per label; the table makes
+    one pass (README, "Smaller measured choices").
     """
     table = np.zeros(max_raw + 1, dtype=np.uint8)
     for raw, target in mapping.items():

@@ -23,7 +23,8 @@ from .acdc import ACDC_HELP, AcdcRaw, AcdcRelease, find_acdc_raw, find_acdc_rele
 from .base import DataSource, override_class_names
 from .folder import FOLDER_HELP, FolderDataset, find_folder_dataset
 from .phantom import ensure_phantom, phantom_splits
-from .synapse import SYNAPSE_HELP, SynapseRaw, SynapseRelease, find_synapse_raw, find_synapse_release
+from .synapse import (SYNAPSE_HELP, SynapseRaw, SynapseRelease, find_synapse_raw,
+                      find_synapse_release)
 
 __all__ = ["Layout", "DatasetEntry", "DATASETS", "DATASET_NAMES", "LAYOUTS", "REPO_ROOT",
            "dataset_entry", "default_root", "open_dataset", "class_names_for",

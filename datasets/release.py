@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
 from swin_unet.errors import InputError
 
-__all__ = ["ordered_slices", "slices_first_to_last", "check_slices_first", "check_unit_range"]
+from .readers import check_label_values, npz_shapes, read_npz
+
+__all__ = ["ordered_slices", "slices_first_to_last", "check_slices_first", "check_unit_range",
+           "stack_npz_slices", "release_volume"]
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +112,79 @@ def check_slices_first(path: Path, image_shape: tuple, label_shape: tuple,
 def slices_first_to_last(array: np.ndarray) -> np.ndarray:
     """[D, H, W] -> [H, W, D], the (X, Y, Z) order every reader returns."""
     return np.moveaxis(array, 0, -1)
+
+
+def release_volume(path: Path, arrays: dict, keys: tuple[str, str], allowed: Sequence[int],
+                   what: str) -> tuple[np.ndarray, np.ndarray]:
+    """A release test volume as read (``arrays``), checked and turned to [H, W, D].
+
+    Raises
+    ------
+    InputError
+        As :func:`check_slices_first`, or label values outside ``allowed``.
+    """
+    image, label = arrays[keys[0]], arrays[keys[1]]
+    check_slices_first(path, image.shape, label.shape, keys)
+    check_label_values(label, allowed, path, what)
+    return slices_first_to_last(image), slices_first_to_last(label)
+
+
+def stack_npz_slices(paths: Sequence[Path], keys: tuple[str, str], allowed: Sequence[int],
+                     what: str, read_images: bool = True
+                     ) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """A release case stored slice by slice: every file's 2-D slice checked, then stacked.
+
+    Parameters
+    ----------
+    paths : sequence of Path
+        The case's npz files in slice order (:func:`ordered_slices`).
+    keys : (str, str)
+        The image and label arrays' names: ("image", "label") in TransUNet's release,
+        ("img", "label") in MT-UNet's.
+    allowed : sequence of int
+        The label values the data set has.
+    what : str
+        What the labels are, for messages ("Synapse class map").
+    read_images : bool
+        False: the integrity check only, from the array headers and the labels (no images
+        read); nothing is returned.
+
+    Returns
+    -------
+    (image, label) : tuple of np.ndarray, or None
+        Both [H, W, slices] (None when ``read_images`` is False).
+
+    Raises
+    ------
+    InputError
+        A missing or unreadable file or array, a slice that is not 2-D or whose image and
+        label differ in shape, a slice shape other than the first's, labels outside
+        ``allowed``; ``path`` is the file.
+    """
+    image_key, label_key = keys
+    images, labels, first = [], [], None
+    for path in paths:
+        if read_images:
+            arrays = read_npz(path, keys)
+            shapes = {key: tuple(arrays[key].shape) for key in keys}
+        else:
+            shapes = npz_shapes(path, keys)
+        shape = shapes[image_key]
+        if len(shape) != 2 or shape != shapes[label_key]:
+            raise InputError(f"{path}: expected 2-D '{image_key}' and '{label_key}' of one "
+                             f"shape, got {shape} and {shapes[label_key]}", path=path)
+        first = first or shape
+        if shape != first:
+            raise InputError(f"{path}: slice shape {shape} differs from {first} of {paths[0]}",
+                             path=path)
+        label = arrays[label_key] if read_images else read_npz(path, (label_key,))[label_key]
+        check_label_values(label, allowed, path, what)
+        if read_images:
+            images.append(arrays[image_key])
+            labels.append(label)
+    if not read_images:
+        return None
+    return np.stack(images, axis=-1), np.stack(labels, axis=-1)
 
 
 def check_unit_range(image: np.ndarray, path: Path, intensity: str) -> bool:

@@ -14,9 +14,10 @@ from swin_unet.errors import InputError
 
 from .base import DataSource, RawVolume, VolumeEntry, label_lookup
 from .cases import SYNAPSE_TEST, SYNAPSE_TRAIN, normalize_synapse_case
-from .readers import (check_label_values, check_labelled_nifti, h5_shapes, npz_shapes, read_h5,
-                      read_labelled_nifti, read_npz)
-from .release import check_slices_first, check_unit_range, ordered_slices, slices_first_to_last
+from .readers import (check_label_values, check_labelled_nifti, h5_shapes, read_h5,
+                      read_labelled_nifti)
+from .release import (check_slices_first, check_unit_range, ordered_slices, release_volume,
+                      stack_npz_slices)
 
 __all__ = ["SYNAPSE_CLASSES", "SYNAPSE_RAW_TO_CLASS", "SYNAPSE_HELP", "SynapseRaw",
            "SynapseRelease", "find_synapse_raw", "find_synapse_release"]
@@ -28,6 +29,7 @@ SYNAPSE_CLASSES = ("aorta", "gallbladder", "kidney_left", "kidney_right", "liver
 # BTCV raw label -> class index in the community order; the other 5 raw organs -> background.
 SYNAPSE_RAW_TO_CLASS = {8: 1, 4: 2, 3: 3, 2: 4, 6: 5, 11: 6, 1: 7, 7: 8}
 SYNAPSE_RAW_MAX = 13
+_CLASS_VALUES = range(len(SYNAPSE_CLASSES) + 1)
 
 SYNAPSE_HELP = """expected one of these layouts:
   raw BTCV data:         ROOT/RawData/Training/img/img0001.nii.gz  and  .../label/label0001.nii.gz
@@ -171,26 +173,10 @@ class SynapseRelease(DataSource):
         if kind == "missing":
             self._raise_missing(entry)
         if kind == "h5":
-            arrays = read_h5(entry.image)
-            image, label = arrays["image"], arrays["label"]
-            check_slices_first(entry.image, image.shape, label.shape, ("image", "label"))
-            check_label_values(label, range(len(SYNAPSE_CLASSES) + 1), entry.image,
-                               "Synapse class map")
-            return slices_first_to_last(image), slices_first_to_last(label)
-        images, labels = [], []
-        for path in entry.image:
-            arrays = read_npz(path, ("image", "label"))
-            if arrays["image"].ndim != 2 or arrays["image"].shape != arrays["label"].shape:
-                raise InputError(f"{path}: expected 2-D 'image' and 'label' of one shape, got "
-                                 f"{arrays['image'].shape} and {arrays['label'].shape}")
-            if images and arrays["image"].shape != images[0].shape:
-                raise InputError(f"{path}: slice shape {arrays['image'].shape} differs from "
-                                 f"{images[0].shape} of {entry.image[0]}")
-            check_label_values(arrays["label"], range(len(SYNAPSE_CLASSES) + 1), path,
-                               "Synapse class map")
-            images.append(arrays["image"])
-            labels.append(arrays["label"])
-        return np.stack(images, axis=-1), np.stack(labels, axis=-1)
+            return release_volume(entry.image, read_h5(entry.image), ("image", "label"),
+                                  _CLASS_VALUES, "Synapse class map")
+        return stack_npz_slices(entry.image, ("image", "label"), _CLASS_VALUES,
+                                "Synapse class map")
 
     def load(self, entry: VolumeEntry) -> RawVolume:
         image, label = self._read(entry)
@@ -210,19 +196,7 @@ class SynapseRelease(DataSource):
             shapes = h5_shapes(entry.image)
             check_slices_first(entry.image, shapes["image"], shapes["label"], ("image", "label"))
             label = read_h5(entry.image, ("label",))["label"]
-            check_label_values(label, range(len(SYNAPSE_CLASSES) + 1), entry.image,
-                               "Synapse class map")
+            check_label_values(label, _CLASS_VALUES, entry.image, "Synapse class map")
             return
-        first = None
-        for path in entry.image:
-            shapes = npz_shapes(path, ("image", "label"))
-            if len(shapes["image"]) != 2 or shapes["image"] != shapes["label"]:
-                raise InputError(f"{path}: expected 2-D 'image' and 'label' of one shape, got "
-                                 f"{shapes['image']} and {shapes['label']}")
-            first = first or shapes["image"]
-            if shapes["image"] != first:
-                raise InputError(f"{path}: slice shape {shapes['image']} differs from {first} "
-                                 f"of {entry.image[0]}")
-            label = read_npz(path, ("label",))["label"]
-            check_label_values(label, range(len(SYNAPSE_CLASSES) + 1), path,
-                               "Synapse class map")
+        stack_npz_slices(entry.image, ("image", "label"), _CLASS_VALUES, "Synapse class map",
+                         read_images=False)

@@ -29,9 +29,6 @@ __all__ = [
     "Split",
     "choices",
     "look_up_option",
-    "check_choices",
-    "check_config",
-    "check_train_config",
     "dataset_config_path",
     "ModelConfig",
     "DataConfig",
@@ -67,7 +64,8 @@ def choices(literal: Any) -> tuple:
     return typing.get_args(literal)
 
 
-def look_up_option(value: Any, options: Sequence, key: str) -> Any:
+def look_up_option(value: Any, options: Sequence, key: str,
+                   what: Optional[str] = None) -> Any:
     """``value`` if it is one of ``options``; the one check every choice goes through.
 
     Parameters
@@ -77,7 +75,10 @@ def look_up_option(value: Any, options: Sequence, key: str) -> Any:
     options : sequence
         The accepted values (``choices(SomeLiteral)``).
     key : str
-        What the value is, for the message: "config key 'train.optimizer'", "metric mode".
+        What the value is: a dotted config key ("train.optimizer") or a name ("metric mode");
+        the error's ``key``.
+    what : str, optional
+        How the message names it (default ``key``), e.g. "config key 'train.optimizer'".
 
     Raises
     ------
@@ -86,8 +87,8 @@ def look_up_option(value: Any, options: Sequence, key: str) -> Any:
     """
     if value in options:
         return value
-    raise InputError(f"{key} must be one of {', '.join(map(str, options))}, got {value!r}",
-                     key=key)
+    raise InputError(f"{what or key} must be one of {', '.join(map(str, options))}, got "
+                     f"{value!r}", key=key)
 
 
 @dataclass
@@ -210,7 +211,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp`` and return it converted (int -> float)."""
     origin = typing.get_origin(tp)
     if origin is Literal:
-        return look_up_option(value, choices(tp), f"config key '{key}'")
+        return look_up_option(value, choices(tp), key, f"config key '{key}'")
     if origin in (Union, types.UnionType):
         errors = []
         for option in typing.get_args(tp):
@@ -291,8 +292,10 @@ def _merge(base: dict, update: dict) -> dict:
 def config_from_dict(values: dict, base: Optional[Config] = None) -> Config:
     """Config from a (possibly partial) nested dict layered over ``base`` (default: defaults).
 
-    Raises:
-        InputError: an unknown key or a value of the wrong type, naming the dotted key.
+    Raises
+    ------
+    InputError
+        an unknown key or a value of the wrong type, naming the dotted key.
     """
     merged = _merge(config_to_dict(base or Config()), values or {})
     return _fill(Config, merged, "")
@@ -301,8 +304,10 @@ def config_from_dict(values: dict, base: Optional[Config] = None) -> Config:
 def apply_overrides(config: Config, overrides: list[str]) -> Config:
     """Apply ``key=value`` overrides (dotted keys, YAML values) to ``config``.
 
-    Raises:
-        InputError: a malformed override, an unknown key or a value of the wrong type.
+    Raises
+    ------
+    InputError
+        a malformed override, an unknown key or a value of the wrong type.
     """
     update: dict = {}
     for item in overrides or []:
@@ -367,84 +372,6 @@ def load_config(path: Union[str, Path, None] = None, overrides: Optional[list[st
 def save_config(config: Config, path: Union[str, Path]) -> None:
     """Write ``config`` as YAML."""
     Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
-
-
-def check_choices(section: Any, prefix: str) -> None:
-    """Check every ``Literal`` field of a config dataclass (one built in code, not read).
-
-    Raises
-    ------
-    InputError
-        A field whose value is not one of its choices, named ``prefix.field``.
-    """
-    for name, tp in typing.get_type_hints(type(section)).items():
-        if typing.get_origin(tp) is Literal:
-            look_up_option(getattr(section, name), choices(tp), f"config key '{prefix}.{name}'")
-
-
-def _at_least(section: Any, prefix: str, keys: Sequence[str], low: float,
-              what: str) -> None:
-    for key in keys:
-        value = getattr(section, key)
-        if value < low:
-            raise InputError(f"config key '{prefix}.{key}': must {what}, got {value}",
-                             key=f"{prefix}.{key}")
-
-
-def check_train_config(train: "TrainConfig") -> None:
-    """Validate the ``train`` section, naming the first bad key.
-
-    Raises
-    ------
-    InputError
-        A value out of range or not one of the known choices.
-    """
-    check_choices(train, "train")
-    _at_least(train, "train", ("cpu_threads",), 0, "not be negative")
-    _at_least(train, "train", ("epochs", "batch_size", "base_batch_size", "val_every",
-                               "log_every"), 1, "be at least 1")
-    _at_least(train, "train", ("base_lr", "ce_weight", "dice_weight", "weight_decay", "momentum",
-                               "poly_power", "warmup_epochs", "overlay_slices"), 0,
-              "not be negative")
-    if train.base_lr == 0:
-        raise InputError("config key 'train.base_lr': must be positive, got 0")
-    if train.ce_weight + train.dice_weight == 0:
-        raise InputError("config keys 'train.ce_weight' and 'train.dice_weight' are both 0")
-
-
-def check_config(config: Config, sections: Sequence[str] = ("model", "data", "train",
-                                                            "inference")) -> None:
-    """Validate a whole config once, before any work, naming the first bad key.
-
-    Choices (``Literal`` fields), ranges, and the model's sizes through the model's own
-    :func:`~swin_unet.model.check_sizes` (the one place that knows which sizes fit).
-
-    Raises
-    ------
-    InputError
-        A value out of range or not one of its choices; ``key`` holds the dotted key.
-    """
-    for name in sections:
-        check_choices(getattr(config, name), name)
-    if "train" in sections:
-        check_train_config(config.train)
-    if "inference" in sections:
-        _at_least(config.inference, "inference", ("batch_size",), 1, "be at least 1")
-    if "model" in sections:
-        model = config.model
-        for key in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
-            if not 0.0 <= getattr(model, key) < 1.0:
-                raise InputError(f"config key 'model.{key}': must be in [0, 1), got "
-                                 f"{getattr(model, key)}", key=f"model.{key}")
-        from .model.network import check_sizes  # torch: only when a model is checked
-        try:
-            check_sizes(model.img_size, model.patch_size, model.window_size, model.depths,
-                        num_heads=model.num_heads, embed_dim=model.embed_dim,
-                        mlp_ratio=model.mlp_ratio, in_chans=model.in_chans,
-                        num_classes=model.num_classes)
-        except InputError as exc:
-            raise InputError(f"config key 'model.{exc.key}': {exc}",
-                             key=f"model.{exc.key}") from None
 
 
 def dataset_config_path(dataset: str) -> Optional[Path]:

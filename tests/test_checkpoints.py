@@ -5,7 +5,7 @@ import pickle
 import pytest
 import torch
 
-from benchmarks.reference_model import ReferenceSwinUnet, imagenet_checkpoint, original_checkpoint
+from swin_unet.model.reference import ReferenceSwinUnet, imagenet_checkpoint, original_checkpoint
 from swin_unet import SwinUnet, load_pretrained
 from swin_unet.errors import InputError
 

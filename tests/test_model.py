@@ -5,7 +5,7 @@ import zlib
 import pytest
 import torch
 
-from benchmarks.reference_model import RefDropPath, ReferenceSwinUnet
+from swin_unet.model.reference import RefDropPath, ReferenceSwinUnet
 from swin_unet import SwinUnet
 from swin_unet.model.attention import DropPath, shift_region_labels, window_partition
 from swin_unet.model.layers import permute_tokens

@@ -71,14 +71,20 @@ class StageView:
 class ShiftView:
     """A shifted stage: its region labels before and after the cyclic shift, and its mask.
 
-    Attributes:
-        level, resolution, window, shift: the stage's geometry.
-        labels_after: (h, w) region of each position of the map rolled by (-shift, -shift), from
-            the model's :func:`~swin_unet.model.attention.shift_region_labels`.
-        labels_before: the same labels at the tokens' positions before the roll.
-        mask: the (num_windows, M^2, M^2) tensor the model passed to the attention of its
-            shifted blocks in the traced pass (the buffer itself, not a copy).
-        users: names of the attention modules that received ``mask``.
+    Attributes
+    ----------
+    level, resolution, window, shift
+        the stage's geometry.
+    labels_after
+        (h, w) region of each position of the map rolled by (-shift, -shift), from
+        the model's :func:`~swin_unet.model.attention.shift_region_labels`.
+    labels_before
+        the same labels at the tokens' positions before the roll.
+    mask
+        the (num_windows, M^2, M^2) tensor the model passed to the attention of its
+        shifted blocks in the traced pass (the buffer itself, not a copy).
+    users
+        names of the attention modules that received ``mask``.
     """
 
     level: int
@@ -283,11 +289,15 @@ def _parts(model, trace: ModelTrace) -> list[PartCost]:
 def explain_model(model) -> Explanation:
     """Trace ``model`` once and gather its geometry, shift masks, attention cost and part costs.
 
-    Args:
-        model: a :class:`~swin_unet.SwinUnet`.
+    Parameters
+    ----------
+    model : SwinUnet
+        The network to explain.
 
-    Returns:
-        The :class:`Explanation`; its shift masks are the model's own buffers.
+    Returns
+    -------
+    Explanation
+        Its shift masks are the model's own buffers.
     """
     trace = trace_model(model)
     settings = dict(img_size=list(model.img_size), patch_size=model.patch_size,

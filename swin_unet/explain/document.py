@@ -204,11 +204,14 @@ def render_markdown(e: Explanation, figures: dict[str, str], command: str) -> st
 def write_explanation(explanation: Explanation, output, command: str) -> list[Path]:
     """Write the figures (PNG), the Markdown page and the JSON numbers into ``output``.
 
-    Returns:
-        The files written, figures first.
+    Returns
+    -------
+    The files written, figures first.
 
-    Raises:
-        InputError: ``output`` cannot be created or written, or matplotlib is missing.
+    Raises
+    ------
+    InputError
+        ``output`` cannot be created or written, or matplotlib is missing.
     """
     output = Path(output)
     try:

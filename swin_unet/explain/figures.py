@@ -179,11 +179,14 @@ def cost_figure(attention: list[AttentionCost], parts: list[PartCost]):
 def save_figures(explanation: Explanation, output: Path) -> dict[str, str]:
     """Draw every figure into ``output`` as PNG.
 
-    Returns:
-        Figure key (``windows``, ``shift{level}``, ``mask{level}``, ``cost``) -> file name.
+    Returns
+    -------
+    Figure key (``windows``, ``shift{level}``, ``mask{level}``, ``cost``) -> file name.
 
-    Raises:
-        InputError: matplotlib is not installed.
+    Raises
+    ------
+    InputError
+        matplotlib is not installed.
     """
     require_matplotlib()
     figures = {"windows": ("swin_windows.png", windows_figure(explanation.stages))}

@@ -19,16 +19,25 @@ __all__ = ["AttentionCall", "ModelTrace", "trace_model"]
 class AttentionCall:
     """What one :class:`WindowAttention` module got in the traced pass (batch of one image).
 
-    Attributes:
-        name: the module's name in the model, e.g. ``layers.0.blocks.1.attn``.
-        windows: windows it attended over (the first dimension of its input).
-        window: side M of a window (its input holds M^2 tokens per window).
-        channels: channels C of its tokens.
-        heads: attention heads.
-        mask: the shift-mask tensor the block passed to it (the object itself), or None.
-        flops: FLOPs counted inside the module: the qkv and proj linears and the two matmuls.
-        matmul_flops: FLOPs of its batched matmuls (``aten.bmm``): ``q k^T`` and ``attn v``; the
-            projections are plain GEMMs (``aten.addmm`` / ``aten.mm``), counted apart.
+    Attributes
+    ----------
+    name
+        the module's name in the model, e.g. ``layers.0.blocks.1.attn``.
+    windows
+        windows it attended over (the first dimension of its input).
+    window
+        side M of a window (its input holds M^2 tokens per window).
+    channels
+        channels C of its tokens.
+    heads
+        attention heads.
+    mask
+        the shift-mask tensor the block passed to it (the object itself), or None.
+    flops
+        FLOPs counted inside the module: the qkv and proj linears and the two matmuls.
+    matmul_flops
+        FLOPs of its batched matmuls (``aten.bmm``): ``q k^T`` and ``attn v``; the
+        projections are plain GEMMs (``aten.addmm`` / ``aten.mm``), counted apart.
     """
 
     name: str
@@ -45,11 +54,14 @@ class AttentionCall:
 class ModelTrace:
     """FLOPs counted by ``torch.utils.flop_counter`` in one forward pass of one image.
 
-    Attributes:
-        flops_by_module: module name (``""`` for the whole model) -> FLOPs counted while that
-            module ran, its children included. The counter counts 2 FLOPs per multiply-add of
-            matmuls and convolutions; norms, softmax, GELU and additions are not counted.
-        attention: module name -> :class:`AttentionCall`, in the order the modules ran.
+    Attributes
+    ----------
+    flops_by_module
+        module name (``""`` for the whole model) -> FLOPs counted while that
+        module ran, its children included. The counter counts 2 FLOPs per multiply-add of
+        matmuls and convolutions; norms, softmax, GELU and additions are not counted.
+    attention
+        module name -> :class:`AttentionCall`, in the order the modules ran.
     """
 
     flops_by_module: dict[str, int]
@@ -85,11 +97,15 @@ def trace_model(model: torch.nn.Module) -> ModelTrace:
     would hide them); the model's mode and attention setting are restored afterwards. FLOPs do
     not depend on the input values.
 
-    Args:
-        model: a :class:`~swin_unet.SwinUnet`.
+    Parameters
+    ----------
+    model : SwinUnet
+        The network to trace.
 
-    Returns:
-        The :class:`ModelTrace` of one image.
+    Returns
+    -------
+    ModelTrace
+        The counts of one image.
     """
     device = next(model.parameters()).device
     x = torch.zeros(1, model.in_chans, *model.img_size, device=device)

@@ -29,14 +29,21 @@ _PREFIXES = ("module.", "swin_unet.")
 class LoadReport:
     """What :func:`load_pretrained` did with each tensor.
 
-    Attributes:
-        path: the file read.
-        source: "imagenet" (Swin classification encoder), "swin_unet" (a trained Swin-Unet from
-            the original code) or "project" (a checkpoint written by this project's training).
-        loaded: model keys filled from the file.
-        converted: model keys filled after a conversion, with what was done.
-        skipped: file keys not used, with the reason.
-        missing: model keys the file did not fill (they keep their initialisation).
+    Attributes
+    ----------
+    path
+        the file read.
+    source
+        "imagenet" (Swin classification encoder), "swin_unet" (a trained Swin-Unet from
+        the original code) or "project" (a checkpoint written by this project's training).
+    loaded
+        model keys filled from the file.
+    converted
+        model keys filled after a conversion, with what was done.
+    skipped
+        file keys not used, with the reason.
+    missing
+        model keys the file did not fill (they keep their initialisation).
     """
 
     path: str
@@ -67,8 +74,10 @@ class LoadReport:
 def read_checkpoint(path: Union[str, Path]) -> dict:
     """Read a checkpoint with ``torch.load(weights_only=True)`` on the CPU.
 
-    Raises:
-        InputError: the file is missing, unreadable, not a PyTorch checkpoint, or not a dict.
+    Raises
+    ------
+    InputError
+        the file is missing, unreadable, not a PyTorch checkpoint, or not a dict.
     """
     path = Path(path)
     if not path.is_file():
@@ -106,8 +115,10 @@ def checkpoint_state(obj: dict, path: Union[str, Path]) -> tuple[dict, str]:
     prefixes. The source is "project" (ours: ``model`` and ``config`` entries), "swin_unet"
     (a trained Swin-Unet of the original code) or "imagenet" (an encoder without a decoder).
 
-    Raises:
-        InputError: no tensors, or no Swin or Swin-Unet weights, naming ``path``.
+    Raises
+    ------
+    InputError
+        no tensors, or no Swin or Swin-Unet weights, naming ``path``.
     """
     project = "model" in obj and "config" in obj
     for key in ("model", "state_dict"):
@@ -142,8 +153,9 @@ def convert_state_dict(state: dict, source: str, model: nn.Module,
     repeating a grayscale slice 3 times computes). Tensors with no counterpart or another shape
     are skipped and reported.
 
-    Returns:
-        (state dict to load into ``model``, report).
+    Returns
+    -------
+    (state dict to load into ``model``, report).
     """
     report = LoadReport(path=str(path), source=source)
     target = model.state_dict()
@@ -209,18 +221,25 @@ def load_pretrained(model: nn.Module, path: Union[str, Path],
                     strict: Optional[bool] = None) -> LoadReport:
     """Load an ImageNet Swin-T, an original Swin-Unet or this project's checkpoint into ``model``.
 
-    Args:
-        model: a :class:`~swin_unet.model.SwinUnet`.
-        path: the checkpoint file.
-        strict: require every model tensor to be filled with the right shape. Default: True
-            for Swin-Unet checkpoints (original or ours), False for ImageNet encoders (the
-            decoder's expanding layers and output start from scratch by design).
+    Parameters
+    ----------
+    model
+        a :class:`~swin_unet.model.SwinUnet`.
+    path
+        the checkpoint file.
+    strict
+        require every model tensor to be filled with the right shape. Default: True
+        for Swin-Unet checkpoints (original or ours), False for ImageNet encoders (the
+        decoder's expanding layers and output start from scratch by design).
 
-    Returns:
-        A :class:`LoadReport`.
+    Returns
+    -------
+    A :class:`LoadReport`.
 
-    Raises:
-        InputError: the file is not a checkpoint, or (strict) does not fit the model; the
-            message names the file and the first tensor that does not fit.
+    Raises
+    ------
+    InputError
+        the file is not a checkpoint, or (strict) does not fit the model; the
+        message names the file and the first tensor that does not fit.
     """
     return load_state(model, read_checkpoint(path), Path(path), strict)

@@ -77,7 +77,7 @@ def check_sizes(img_size: Union[int, Sequence[int]], patch_size: int, window_siz
                 num_classes: int = 2) -> tuple[int, int]:
     """Validate the network's sizes: the one place that knows which ones fit together.
 
-    The config calls it when it is read (:func:`swin_unet.config.check_config`), the model
+    The config calls it when it is read (:func:`swin_unet.config_checks.check_config`), the model
     when it is built.
 
     Parameters
@@ -179,22 +179,34 @@ class SwinStage(nn.Module):
 class SwinUnet(nn.Module):
     """The Swin-Unet segmentation network (Cao et al., 2021).
 
-    Args:
-        img_size: input size, an int or (H, W); H and W multiples of patch_size * 2^(stages-1)
-            and every stage's resolution divisible by its window.
-        in_chans: input channels (1 for CT/MRI slices; 3 for the original checkpoints' inputs).
-        num_classes: output classes, background included.
-        embed_dim: channels of the first stage; doubles at every patch merging.
-        depths: Swin blocks per encoder stage; the decoder mirrors them.
-        num_heads: attention heads per stage.
-        window_size: attention window M (shrunk to a stage's resolution where that is <= M).
-        mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, drop_path_rate: as in Swin; drop-path
-            increases linearly over the encoder blocks and is mirrored in the decoder.
-        patch_size: side of the patches embedded as tokens.
-        attention: "explicit" (softmax of q k^T + bias), "sdpa"
-            (``F.scaled_dot_product_attention``), or "auto": SDPA on CUDA, explicit elsewhere
-            (on the 2-core CPU we measured, explicit is faster for 49-token windows).
-        grad_checkpoint: recompute each stage's activations in the backward pass to save memory.
+    Parameters
+    ----------
+    img_size
+        input size, an int or (H, W); H and W multiples of patch_size * 2^(stages-1)
+        and every stage's resolution divisible by its window.
+    in_chans
+        input channels (1 for CT/MRI slices; 3 for the original checkpoints' inputs).
+    num_classes
+        output classes, background included.
+    embed_dim
+        channels of the first stage; doubles at every patch merging.
+    depths
+        Swin blocks per encoder stage; the decoder mirrors them.
+    num_heads
+        attention heads per stage.
+    window_size
+        attention window M (shrunk to a stage's resolution where that is <= M).
+    mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, drop_path_rate
+        as in Swin; drop-path
+        increases linearly over the encoder blocks and is mirrored in the decoder.
+    patch_size
+        side of the patches embedded as tokens.
+    attention
+        "explicit" (softmax of q k^T + bias), "sdpa"
+        (``F.scaled_dot_product_attention``), or "auto": SDPA on CUDA, explicit elsewhere
+        (on the 2-core CPU we measured, explicit is faster for 49-token windows).
+    grad_checkpoint
+        recompute each stage's activations in the backward pass to save memory.
 
     Input (B, in_chans, H, W) -> logits (B, num_classes, H, W).
     """
@@ -254,8 +266,10 @@ class SwinUnet(nn.Module):
     def set_img_size(self, img_size: Union[int, Sequence[int]]) -> None:
         """Rebuild the gathers and masks for another input size with the same windows.
 
-        Raises:
-            ValueError: the size is invalid, or needs windows other than the model's parameters.
+        Raises
+        ------
+        ValueError
+            the size is invalid, or needs windows other than the model's parameters.
         """
         size = check_sizes(img_size, self.patch_size, self.window_size, self.depths)
         if size == self.img_size:

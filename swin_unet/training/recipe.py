@@ -92,9 +92,7 @@ def build_optimizer(model: nn.Module, train, global_batch_size: int) -> torch.op
     the Swin convention of no decay on norms, biases and relative-position bias tables.
     """
     lr = scaled_lr(train, global_batch_size)
-    # The fused kernels update all parameters in one pass: on the CPU, AdamW's step on the
-    # 1.7 M-parameter demo model took 16 ms per-tensor and 4 ms fused (138 vs 11 ms when
-    # the cores are shared with other work).
+    # The fused kernels update all parameters in one pass (README, "Smaller measured choices").
     fused = {"fused": True} if _fused_supported(model) else {}
     if train.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=lr, momentum=train.momentum,

@@ -11,7 +11,8 @@ from typing import Optional, Union
 import torch
 import torch.distributed as dist
 
-from ..config import Config, check_config, save_config
+from ..config import Config, save_config
+from ..config_checks import check_config
 from ..data_layer import project_datasets
 from ..errors import InputError
 from ..model import build_model, load_pretrained

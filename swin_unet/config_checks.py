@@ -1,0 +1,95 @@
+"""Each config value checked once, before any work: choices, ranges and the model's sizes.
+
+:func:`check_config` is what ``train()`` and ``load_model`` call; values read from YAML or
+``--set`` have had their choices (``Literal`` fields) checked already as they were read, so
+these checks catch values set in code and the rules that involve several keys.
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import Any, Literal, Sequence
+
+from .config import Config, TrainConfig, choices, look_up_option
+from .errors import InputError
+
+__all__ = ["check_choices", "check_train_config", "check_config"]
+
+
+def check_choices(section: Any, prefix: str) -> None:
+    """Check every ``Literal`` field of a config dataclass (one built in code, not read).
+
+    Raises
+    ------
+    InputError
+        A field whose value is not one of its choices, named ``prefix.field``.
+    """
+    for name, tp in typing.get_type_hints(type(section)).items():
+        if typing.get_origin(tp) is Literal:
+            key = f"{prefix}.{name}"
+            look_up_option(getattr(section, name), choices(tp), key, f"config key '{key}'")
+
+
+def _at_least(section: Any, prefix: str, keys: Sequence[str], low: float,
+              what: str) -> None:
+    for key in keys:
+        value = getattr(section, key)
+        if value < low:
+            raise InputError(f"config key '{prefix}.{key}': must {what}, got {value}",
+                             key=f"{prefix}.{key}")
+
+
+def check_train_config(train: TrainConfig) -> None:
+    """Validate the ``train`` section, naming the first bad key.
+
+    Raises
+    ------
+    InputError
+        A value out of range or not one of the known choices.
+    """
+    check_choices(train, "train")
+    _at_least(train, "train", ("cpu_threads",), 0, "not be negative")
+    _at_least(train, "train", ("epochs", "batch_size", "base_batch_size", "val_every",
+                               "log_every"), 1, "be at least 1")
+    _at_least(train, "train", ("base_lr", "ce_weight", "dice_weight", "weight_decay", "momentum",
+                               "poly_power", "warmup_epochs", "overlay_slices"), 0,
+              "not be negative")
+    if train.base_lr == 0:
+        raise InputError("config key 'train.base_lr': must be positive, got 0")
+    if train.ce_weight + train.dice_weight == 0:
+        raise InputError("config keys 'train.ce_weight' and 'train.dice_weight' are both 0")
+
+
+def check_config(config: Config, sections: Sequence[str] = ("model", "data", "train",
+                                                            "inference")) -> None:
+    """Validate a whole config once, before any work, naming the first bad key.
+
+    Choices (``Literal`` fields), ranges, and the model's sizes through the model's own
+    :func:`~swin_unet.model.check_sizes` (the one place that knows which sizes fit).
+
+    Raises
+    ------
+    InputError
+        A value out of range or not one of its choices; ``key`` holds the dotted key.
+    """
+    for name in sections:
+        check_choices(getattr(config, name), name)
+    if "train" in sections:
+        check_train_config(config.train)
+    if "inference" in sections:
+        _at_least(config.inference, "inference", ("batch_size",), 1, "be at least 1")
+    if "model" in sections:
+        model = config.model
+        for key in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
+            if not 0.0 <= getattr(model, key) < 1.0:
+                raise InputError(f"config key 'model.{key}': must be in [0, 1), got "
+                                 f"{getattr(model, key)}", key=f"model.{key}")
+        from .model.network import check_sizes  # torch: only when a model is checked
+        try:
+            check_sizes(model.img_size, model.patch_size, model.window_size, model.depths,
+                        num_heads=model.num_heads, embed_dim=model.embed_dim,
+                        mlp_ratio=model.mlp_ratio, in_chans=model.in_chans,
+                        num_classes=model.num_classes)
+        except InputError as exc:
+            raise InputError(f"config key 'model.{exc.key}': {exc}",
+                             key=f"model.{exc.key}") from None

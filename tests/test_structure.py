@@ -1,0 +1,75 @@
+"""The project's structure: the data-set table, choices checked once, errors with their path."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import train as train_cli
+from datasets import DATASET_NAMES, DATASETS, LAYOUTS, open_dataset
+from swin_unet.config import (Config, DataConfig, MetricMode, apply_overrides, choices,
+                              look_up_option)
+from swin_unet.config_checks import check_config
+from swin_unet.errors import InputError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_table_gives_the_names_layouts_and_the_cli_choices(capsys):
+    assert DATASET_NAMES == ("synapse", "acdc", "phantom", "folder")
+    assert LAYOUTS["synapse"] == ("auto", "synapse_raw", "synapse_npz")
+    assert LAYOUTS["phantom"] == ("auto", "synapse_raw", "acdc_raw", "abdomen", "cardiac")
+    assert DATASETS["acdc"].class_names() == ["RV", "Myo", "LV"]
+    assert DATASETS["phantom"].class_names("cardiac") == ["RV", "Myo", "LV"]
+    assert DATASETS["phantom"].default_intensity() == "ct"
+    assert DATASETS["folder"].default_intensity() is None
+    with pytest.raises(SystemExit) as info:
+        train_cli.parse_args(["--dataset", "brats"])
+    assert info.value.code == 2
+    assert "synapse, acdc, phantom, folder" in capsys.readouterr().err.replace("'", "")
+
+
+def test_a_missing_root_names_it_and_the_help(tmp_path):
+    with pytest.raises(InputError) as info:
+        open_dataset("acdc", DataConfig(root=str(tmp_path / "none")))
+    assert str(info.value).startswith(f"{tmp_path / 'none'}: ACDC data not found")
+
+
+def test_choices_are_checked_once_where_the_config_is_read():
+    assert choices(MetricMode) == ("mm", "paper")
+    assert look_up_option("paper", choices(MetricMode), "metric mode") == "paper"
+    with pytest.raises(InputError, match="config key 'train.schedule' must be one of poly, "
+                                         "cosine, got 'step'") as info:
+        apply_overrides(Config(), ["train.schedule=step"])
+    assert info.value.key == "train.schedule"
+    config = Config()
+    config.model.window_size = 5  # built in code: check_config sees it through check_sizes
+    with pytest.raises(InputError, match="config key 'model.img_size': window_size 5") as info:
+        check_config(config)
+    assert info.value.key == "model.img_size"
+
+
+def test_errors_carry_the_path_as_an_attribute(tmp_path):
+    error = InputError("label: values out of range", key="label")
+    located = error.at(tmp_path / "a.nii.gz")
+    assert located.path == tmp_path / "a.nii.gz" and located.key == "label"
+    assert str(located) == f"{tmp_path / 'a.nii.gz'}: label: values out of range"
+    assert located.at(tmp_path / "b.nii.gz") is located  # named once, by the innermost
+
+
+def test_a_shadowing_datasets_package_is_a_clear_error(tmp_path):
+    fake = tmp_path / "site" / "datasets"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("load_dataset = None  # like Hugging Face's\n")
+    code = ("from swin_unet.data_layer import project_datasets\n"
+            "from swin_unet.errors import InputError\n"
+            "try:\n    project_datasets()\n"
+            "except InputError as exc:\n    print(exc.path, '|', exc)\n")
+    env = {"PYTHONPATH": f"{fake.parent}:{REPO}", "OMP_WAIT_POLICY": "PASSIVE"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    path, message = done.stdout.split(" | ")
+    assert Path(path) == fake
+    assert "not the project's" in message and "Hugging Face" in message
