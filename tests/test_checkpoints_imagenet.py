@@ -207,3 +207,20 @@ def test_any_size_loads_imagenet_weights_and_trains_a_step(tmp_path, img_size, w
     assert torch.isfinite(loss) and loss > 0
     for name, param in model.named_parameters():
         assert torch.isfinite(param.grad).all() and param.grad.abs().sum() > 0, name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout,kwargs", [
+    ("swin_base_patch4_window12_384_22k", dict(img_size=384, window_size=12, embed_dim=128,
+                                               depths=(2, 2, 18, 2), num_heads=B_HEADS)),
+    ("swin_tiny_patch4_window7_224", dict(img_size=256, window_size=8)),
+])
+def test_full_size_swin_b_384_and_tiny_256_start_with_every_encoder_tensor(tmp_path, layout,
+                                                                          kwargs):
+    depths, heads, window, img_size, classes = LAYOUTS[layout]
+    swin_checkpoint(tmp_path / "in.pth", depths, heads, window, img_size, classes,
+                    128 if heads == B_HEADS else 96)
+    model = SwinUnet(in_chans=1, num_classes=9, **kwargs)
+    report = load_pretrained(model, tmp_path / "in.pth")
+    assert_encoder_and_decoder_blocks_filled(model, report)
+    assert not [k for k, why in report.skipped.items() if why.startswith(("shape", "bias"))]

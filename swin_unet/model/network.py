@@ -171,9 +171,10 @@ class SwinUnet(nn.Module):
         def stage(level: int, decoder: bool = False) -> SwinStage:
             g = (self.plan.decoder_stages if decoder else self.plan.stages)[level]
             # A decoder stage deeper than its encoder stage repeats the encoder's last rate.
-            rates = [stage_rates[level][min(j, depths[level] - 1)] for j in range(len(g.shifts))]
+            block_rates = [stage_rates[level][min(j, depths[level] - 1)]
+                           for j in range(len(g.shifts))]
             return SwinStage(embed_dim << level, len(g.shifts), num_heads[level], g.window,
-                             g.shifts, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, rates)
+                             g.shifts, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, block_rates)
 
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
         self.pos_drop = nn.Dropout(drop_rate)
