@@ -19,28 +19,10 @@ import yaml
 
 from .errors import InputError
 
-__all__ = [
-    "REPO_ROOT",
-    "CONFIG_DIR",
-    "AttentionMode",
-    "IntensityMode",
-    "MetricMode",
-    "Device",
-    "Split",
-    "choices",
-    "look_up_option",
-    "dataset_config_path",
-    "ModelConfig",
-    "DataConfig",
-    "TrainConfig",
-    "InferenceConfig",
-    "Config",
-    "load_config",
-    "config_from_dict",
-    "config_to_dict",
-    "apply_overrides",
-    "save_config",
-]
+__all__ = ["REPO_ROOT", "CONFIG_DIR", "AttentionMode", "IntensityMode", "MetricMode", "Device",
+           "Split", "choices", "look_up_option", "dataset_config_path", "ModelConfig",
+           "DataConfig", "TrainConfig", "InferenceConfig", "Config", "load_config",
+           "config_from_dict", "config_to_dict", "apply_overrides", "save_config"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -95,6 +77,10 @@ def look_up_option(value: Any, options: Sequence, key: str,
 class ModelConfig:
     """The network's hyper-parameters; the defaults are the paper's "tiny lite" model."""
 
+    # A named size (swin_unet.model.presets: tiny_lite, swin_t, swin_s, swin_b, swin_b_384): it
+    # sets embed_dim, depths, num_heads, window_size, img_size and decoder_depths first, and the
+    # other model keys of the same file or --set line override them.
+    preset: Optional[str] = None
     img_size: Union[int, list[int]] = 224
     in_chans: int = 1
     num_classes: int = 9
@@ -102,6 +88,8 @@ class ModelConfig:
     depths: list[int] = field(default_factory=lambda: [2, 2, 2, 2])
     num_heads: list[int] = field(default_factory=lambda: [3, 6, 12, 24])
     window_size: int = 7
+    # Decoder blocks per level but the deepest (like depths[:-1]); null mirrors the encoder.
+    decoder_depths: Optional[list[int]] = None
     patch_size: int = 4
     mlp_ratio: float = 4.0
     qkv_bias: bool = True
@@ -297,8 +285,23 @@ def config_from_dict(values: dict, base: Optional[Config] = None) -> Config:
     InputError
         an unknown key or a value of the wrong type, naming the dotted key.
     """
-    merged = _merge(config_to_dict(base or Config()), values or {})
+    values = values or {}
+    merged = config_to_dict(base or Config())
+    model = values.get("model") if isinstance(values, dict) else None
+    if isinstance(model, dict) and model.get("preset") is not None:
+        merged = _merge(merged, {"model": _preset(model["preset"])})
+    merged = _merge(merged, values)
     return _fill(Config, merged, "")
+
+
+def _preset(name: Any) -> dict:
+    """The model fields of preset ``name``, as an error naming the key if there is none."""
+    from .model.presets import preset_fields  # the model package imports torch
+
+    try:
+        return preset_fields(str(name))
+    except KeyError as exc:
+        raise InputError(f"config key 'model.preset': {exc.args[0]}", key="model.preset") from None
 
 
 def apply_overrides(config: Config, overrides: list[str]) -> Config:

@@ -89,7 +89,7 @@ def check_config(config: Config, sections: Sequence[str] = ("model", "data", "tr
             check_sizes(model.img_size, model.patch_size, model.window_size, model.depths,
                         num_heads=model.num_heads, embed_dim=model.embed_dim,
                         mlp_ratio=model.mlp_ratio, in_chans=model.in_chans,
-                        num_classes=model.num_classes)
+                        num_classes=model.num_classes, decoder_depths=model.decoder_depths)
         except InputError as exc:
             raise InputError(f"config key 'model.{exc.key}': {exc}",
                              key=f"model.{exc.key}") from None
