@@ -32,6 +32,15 @@ _NO_COUNTERPART = "no counterpart in the model"
 _PREFIXES = ("module.", "swin_unet.")
 
 
+def _grouped(verb: str, reasons: dict[str, str], shown: int) -> list[str]:
+    """One report line per reason: how many keys had it, and the first ``shown`` of them."""
+    groups: dict[str, list[str]] = {}
+    for key, why in reasons.items():
+        groups.setdefault(why, []).append(key)
+    return [f"  {verb} {len(keys)} ({why}): {', '.join(keys[:shown])}"
+            + (" ..." if len(keys) > shown else "") for why, keys in groups.items()]
+
+
 @dataclass
 class LoadReport:
     """What :func:`load_pretrained` did with each tensor.
@@ -70,18 +79,8 @@ class LoadReport:
                  f"{len(self.converted)} converted, {len(self.interpolated)} interpolated, "
                  f"{len(self.skipped)} skipped, {len(self.missing)} left at initialisation"]
         lines += [f"  converted {k}: {why}" for k, why in self.converted.items()]
-        sizes: dict[str, list[str]] = {}
-        for key, how in self.interpolated.items():
-            sizes.setdefault(how, []).append(key)
-        for how, keys in sizes.items():
-            lines.append(f"  interpolated {len(keys)} ({how}): {', '.join(keys[:2])}"
-                         + (" ..." if len(keys) > 2 else ""))
-        reasons: dict[str, list[str]] = {}
-        for key, why in self.skipped.items():
-            reasons.setdefault(why, []).append(key)
-        for why, keys in reasons.items():
-            lines.append(f"  skipped {len(keys)} ({why}): {', '.join(keys[:4])}"
-                         + (" ..." if len(keys) > 4 else ""))
+        lines += _grouped("interpolated", self.interpolated, shown=2)
+        lines += _grouped("skipped", self.skipped, shown=4)
         if self.missing:
             groups = sorted({re.sub(r"\.blocks\.\d+\..*|\.(weight|bias)$", "", k) for k in self.missing})
             lines.append(f"  not in the file: {', '.join(groups)}")
