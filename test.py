@@ -59,7 +59,36 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar="KEY=VALUE", help="override the checkpoint's config, e.g. "
                                                   "--set data.test_cases=[1,2]")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-report", action="store_true",
+                        help="skip report.html and figures/ (overlay figures of every case)")
+    parser.add_argument("--figure-cases", type=_names, default=[], metavar="CASE,CASE",
+                        help="also draw these cases as publication figures "
+                             "(figures/paper_<case>.png: image, ground truth, prediction)")
+    parser.add_argument("--figure-slices", type=_indices, metavar="Z,Z",
+                        help="the slices of those figures (default: the slices where each "
+                             "organ is largest and the one with the largest error)")
     return parser
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _indices(text: str) -> list[int]:
+    try:
+        return [int(z) for z in _names(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected slice numbers like 40,55, got {text!r}")
+
+
+def _report(args: argparse.Namespace, output: Path, class_names, **settings):
+    """The report of this run (None with --no-report)."""
+    from swin_unet.report_builder import ReportBuilder
+
+    if args.no_report:
+        return None
+    settings = {"checkpoint": args.checkpoint, "data set": args.dataset, **settings}
+    return ReportBuilder(output, class_names, settings, args.figure_cases, args.figure_slices)
 
 
 def check_arguments(args: argparse.Namespace) -> str:
@@ -100,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
     from swin_unet import evaluation
     from swin_unet.inference import resolve_device
     from swin_unet.report import format_table
+    from swin_unet.viewer_tables import ITKSNAP_TABLE, SLICER_TABLE
 
     kind = check_arguments(args)
     if args.batch_size is not None and args.batch_size < 1:
@@ -110,8 +140,11 @@ def run(args: argparse.Namespace) -> int:
         evaluation.check_output(output, args.overwrite)
         names = (class_names_for(args.dataset, root=args.root) if args.dataset
                  else None)
+        report = _report(args, output, names or [], predictions=args.predictions,
+                         labels=args.labels)
         result = evaluation.evaluate_predictions(args.predictions, args.labels, output,
-                                                 args.metric_mode or "mm", names, progress)
+                                                 args.metric_mode or "mm", names, progress,
+                                                 report)
     else:
         device = resolve_device(args.device)
         overrides = list(args.overrides) + ([f"data.root={args.root}"] if args.root else [])
@@ -123,13 +156,21 @@ def run(args: argparse.Namespace) -> int:
             logging.getLogger("test").warning("--amp has an effect on CUDA only; running in "
                                               "float32 on the %s", device.type)
         if kind == "input":
+            report = _report(args, args.output, loaded.class_names, input=args.input,
+                             **{"data set": loaded.config.dataset,
+                                "test-time augmentation": "on" if tta else "off"})
             result = evaluation.segment_inputs(loaded, args.input, args.output, batch_size, tta,
                                                device, amp, args.overwrite, progress=progress,
-                                               mode=args.metric_mode or inference.metric_mode)
+                                               mode=args.metric_mode or inference.metric_mode,
+                                               report=report)
             for path in result.written:
                 print(path)
-            print(f"{len(result.written)} prediction(s) in {args.output / 'predictions'}: open "
-                  f"each over its scan in 3D Slicer or ITK-SNAP.")
+            folder = args.output / "predictions"
+            print(f"{len(result.written)} prediction(s) in {folder}: open each over its scan "
+                  f"in 3D Slicer or ITK-SNAP, with the organ names and colours of "
+                  f"{folder / SLICER_TABLE} (Slicer) or {folder / ITKSNAP_TABLE} (ITK-SNAP).")
+            if result.report is not None:
+                print(f"report: {result.report}")
             return 0
         from datasets import open_dataset
         output = args.output or Path("outputs") / f"test_{args.dataset}"
@@ -145,15 +186,21 @@ def run(args: argparse.Namespace) -> int:
         if source.layout in ("synapse_npz", "acdc_npz"):
             note = (f"{source.layout}: the release stores no voxel spacing; unit spacing is "
                     f"used, so HD95 is in voxels even in mm mode")
+        report = _report(args, output, loaded.class_names, split=args.split,
+                         **{"data root": config.data.root,
+                            "test-time augmentation": "on" if tta else "off"})
         result = evaluation.evaluate_volumes(
             loaded, source.volumes(args.split), output, args.metric_mode or
             inference.metric_mode, args.save_nifti, batch_size, tta, device, amp, note,
-            progress)
+            progress, report)
     print(format_table(result.summary))
     for note in result.notes:
         print(f"note: {note}")
     print(f"wrote {', '.join(str(p) for p in result.written[-2:])}"
-          + (f" and {len(result.written) - 2} prediction(s)" if len(result.written) > 2 else ""))
+          + (f" and {len(result.written) - 2} prediction(s) with colour tables for 3D Slicer "
+             f"and ITK-SNAP" if len(result.written) > 2 else ""))
+    if result.report is not None:
+        print(f"report: {result.report}")
     return 0
 
 

@@ -19,6 +19,8 @@ from .inference import predict_volume
 from .metrics import case_metrics, summarize
 from .model import build_model, checkpoint_state, load_state, read_checkpoint
 from .report import write_metrics_csv, write_summary_json
+from .report_builder import REPORT_FILE, ReportBuilder
+from .viewer_tables import write_viewer_tables
 from .volume_io import NIFTI_SUFFIXES, Volume, find_inputs, read_volume, write_labels
 
 __all__ = ["LoadedModel", "load_model", "check_output", "evaluate_volumes",
@@ -49,6 +51,7 @@ class RunResult:
     per_case: dict = field(default_factory=dict)
     written: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    report: Optional[Path] = None
 
 
 def resolve_intensity_for(config: Config) -> str:
@@ -145,14 +148,15 @@ def check_output(output: Path, overwrite: bool, files: Iterable[Path] = ()) -> N
     Raises
     ------
     InputError
-        ``output`` is a file, or holds metrics.csv, summary.json or one of ``files``.
+        ``output`` is a file, or holds metrics.csv, summary.json, one of ``files`` or
+        report.html.
     """
     if output.exists() and not output.is_dir():
         raise InputError(f"{output}: --output exists and is not a folder")
     if overwrite:
         return
     existing = [output / name for name in _OUTPUT_FILES if (output / name).exists()]
-    existing += [f for f in files if f.exists()]
+    existing += [f for f in list(files) + [output / REPORT_FILE] if f.exists()]
     if existing:
         raise InputError(f"{existing[0]}: exists from an earlier run; pass --overwrite or "
                          f"choose another --output")
@@ -177,12 +181,16 @@ def _reference_for(item: dict) -> Volume:
 
 
 def _finish(output: Path, per_case: dict, class_names: list[str], mode: str,
-            result: RunResult, **extra) -> RunResult:
+            result: RunResult, report: Optional[ReportBuilder] = None, **extra) -> RunResult:
     summary = summarize(per_case, class_names, mode)
     write_metrics_csv(output / "metrics.csv", per_case, class_names)
     write_summary_json(output / "summary.json", summary, notes=result.notes, **extra)
     result.summary, result.per_case = summary, per_case
     result.written += [output / "metrics.csv", output / "summary.json"]
+    if report is not None:
+        report.settings.update({"metric mode": mode, "HD95 unit": summary["hd95_unit"],
+                                "cases": summary["n_cases"]})
+        result.report = report.write(summary, result.notes)
     return result
 
 
@@ -190,8 +198,12 @@ def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
                      save_nifti: bool = False, batch_size: int = 16, tta: bool = False,
                      device: Optional[torch.device] = None, amp: bool = False,
                      unit_spacing_note: Optional[str] = None,
-                     progress: bool = True) -> RunResult:
+                     progress: bool = True,
+                     report: Optional[ReportBuilder] = None) -> RunResult:
     """Predict and score each volume of a data set; write metrics.csv, summary.json (+ NIfTI).
+
+    With ``report``, each case's figures are drawn as it is scored, and report.html at the end;
+    with ``save_nifti``, the viewer colour tables are written beside the predictions.
 
     Raises
     ------
@@ -221,9 +233,15 @@ def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
             path = output / "predictions" / f"{item['case']}.nii.gz"
             result.written.append(write_labels(prediction, _reference_for(item), path))
         seconds.append(time.perf_counter() - start)
+        if report is not None:
+            report.add_case(item["case"], prediction, image=item["image"], label=item["label"],
+                            affine=item["affine"], spacing=item["spacing"],
+                            scores=per_case[item["case"]])
     if not per_case:
         raise InputError("no volumes to evaluate in the selected split")
-    return _finish(output, per_case, loaded.class_names, mode, result,
+    if save_nifti:
+        write_viewer_tables(output / "predictions", loaded.class_names)
+    return _finish(output, per_case, loaded.class_names, mode, result, report,
                    checkpoint=str(loaded.path), seconds_per_volume=float(np.mean(seconds)))
 
 
@@ -242,11 +260,13 @@ def _image_files(folder: Path, what: str) -> dict[str, Path]:
 
 def evaluate_predictions(predictions: Path, labels: Path, output: Path, mode: str,
                          class_names: Optional[list[str]] = None,
-                         progress: bool = True) -> RunResult:
+                         progress: bool = True,
+                         report: Optional[ReportBuilder] = None) -> RunResult:
     """Score label files in ``predictions`` against the same-named files in ``labels``.
 
     Spacing comes from the label files' headers. Without ``class_names`` the classes are
-    1..max label found, named ``class_1``...
+    1..max label found, named ``class_1``... With ``report``, figures of ground truth and
+    prediction (there is no image) and report.html.
 
     Raises
     ------
@@ -291,7 +311,12 @@ def evaluate_predictions(predictions: Path, labels: Path, output: Path, mode: st
         except InputError as exc:
             culprit = pred_path if str(exc).startswith("prediction") else label_path
             raise InputError(f"{culprit}: {exc}") from None
-    return _finish(output, per_case, class_names, mode, result,
+        if report is not None:
+            if report.class_names != class_names:  # named from the labels' values just now
+                report.class_names = list(class_names)
+            report.add_case(name, pred.array, label=label.array, affine=label.affine,
+                            spacing=label.spacing, scores=per_case[name])
+    return _finish(output, per_case, class_names, mode, result, report,
                    predictions=str(predictions), labels=str(labels))
 
 
@@ -299,8 +324,12 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, batch_size: 
                    tta: bool = False, device: Optional[torch.device] = None,
                    amp: bool = False, overwrite: bool = False,
                    normalise: Optional[Callable[[np.ndarray], np.ndarray]] = None,
-                   progress: bool = True, mode: str = "mm") -> RunResult:
+                   progress: bool = True, mode: str = "mm",
+                   report: Optional[ReportBuilder] = None) -> RunResult:
     """Segment a user's scans; write ``output/predictions/<case>.nii.gz`` in their geometry.
+
+    The viewer colour tables go beside the predictions; with ``report``, a figure of each scan
+    with its prediction, and report.html with the predicted volumes.
 
     ``mode`` picks the resize procedure of :func:`predict_volume` (``paper``: the published one).
 
@@ -331,11 +360,19 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, batch_size: 
         volume = read_volume(path, name, series)
         if not np.isfinite(volume.array).all():
             raise InputError(f"{path}: image contains NaN or infinite values")
+        image = normalise(volume.array)
         try:
-            prediction = predict_volume(loaded.model, normalise(volume.array),
-                                        loaded.config.model.img_size, batch_size=batch_size,
-                                        mode=mode, tta=tta, device=device, amp=amp)
+            prediction = predict_volume(loaded.model, image, loaded.config.model.img_size,
+                                        batch_size=batch_size, mode=mode, tta=tta,
+                                        device=device, amp=amp)
         except InputError as exc:
             raise InputError(f"{path}: {exc}") from None
         result.written.append(write_labels(prediction, volume, target))
+        if report is not None:
+            report.add_case(name, prediction, image=image, affine=volume.affine,
+                            spacing=volume.spacing)
+    write_viewer_tables(folder, loaded.class_names)
+    if report is not None:
+        report.settings["scans"] = len(found)
+        result.report = report.write(None, result.notes)
     return result
