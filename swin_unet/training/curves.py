@@ -77,8 +77,7 @@ def write_curves(path: Union[str, Path], history: History, steps_per_epoch: int,
     x, y = _series(history, "train/lr", steps_per_epoch)
     if x.size:
         lr_ax.plot(x, y, color="tab:gray")
-        if (y > 0).all() and y.max() / y.min() > 20:
-            lr_ax.set_yscale("log")
+        lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
     lr_ax.set_title("learning rate", fontsize=10)
     names = list(class_names) or sorted(t.split("/", 2)[2] for t in history
                                         if t.startswith("val/dice/"))
