@@ -293,6 +293,8 @@ def evaluate_predictions(predictions: Path, labels: Path, output: Path, mode: st
         result.notes.append(f"classes 1..{len(class_names)} taken from the labels' values "
                             f"(pass --dataset for names)")
     num_classes = len(class_names) + 1
+    if report is not None:
+        report.class_names = list(class_names)  # perhaps named from the labels' values just now
     output.mkdir(parents=True, exist_ok=True)
     per_case = {}
     for name, pred_path, label_path in tqdm(pairs, desc="cases", unit="case",
@@ -312,8 +314,6 @@ def evaluate_predictions(predictions: Path, labels: Path, output: Path, mode: st
             culprit = pred_path if str(exc).startswith("prediction") else label_path
             raise InputError(f"{culprit}: {exc}") from None
         if report is not None:
-            if report.class_names != class_names:  # named from the labels' values just now
-                report.class_names = list(class_names)
             report.add_case(name, pred.array, label=label.array, affine=label.affine,
                             spacing=label.spacing, scores=per_case[name])
     return _finish(output, per_case, class_names, mode, result, report,

@@ -79,11 +79,13 @@ def _aspect(spacing: Optional[Sequence[float]], plan: tuple[bool, bool, bool]) -
 
 def _slice_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
     """(num_classes, Z) voxel count of each class in each slice."""
-    depth = labels.shape[-1]
-    counts = np.zeros((num_classes, depth), dtype=np.int64)
-    for z in range(depth):
-        values = np.asarray(labels[..., z]).ravel().astype(np.int64)
-        counts[:, z] = np.bincount(np.clip(values, 0, num_classes - 1), minlength=num_classes)
+    by_slice = np.moveaxis(np.asarray(labels), -1, 0).reshape(labels.shape[-1], -1)
+    if by_slice.dtype.kind not in "ui":
+        by_slice = by_slice.astype(np.int64)
+    counts = np.zeros((num_classes, by_slice.shape[0]), dtype=np.int64)
+    for z, values in enumerate(by_slice):
+        found = np.bincount(values, minlength=num_classes)
+        counts[:, z] = found[:num_classes]
     return counts
 
 
@@ -105,8 +107,8 @@ def pick_figure_slices(prediction: np.ndarray, label: Optional[np.ndarray],
         if counts[index].any():
             reasons.setdefault(int(np.argmax(counts[index])), []).append(name)
     if label is not None:
-        errors = np.array([np.count_nonzero(prediction[..., z] != label[..., z])
-                           for z in range(depth)])
+        errors = np.count_nonzero(np.asarray(prediction) != np.asarray(label),
+                                  axis=tuple(range(prediction.ndim - 1)))
         if errors.any():
             reasons.setdefault(int(np.argmax(errors)), []).append("largest error")
     if not reasons:  # nothing labelled anywhere: the middle slice
@@ -184,28 +186,38 @@ def case_montage(path: PathLike, title: str, prediction: np.ndarray,
                                                                        class_names)
     rows = _rows(image, label, prediction)
     window = _display_window(image) if image is not None else None
-    height, width = display_slice(prediction, 0, plan).shape
     aspect = _aspect(spacing, plan)
-    panel_w = 2.0
-    panel_h = panel_w * height * aspect / width
-    fig = _figure(0.9 + panel_w * len(slices), 0.9 + 0.35 + panel_h * len(rows) + 0.45)
-    axes = fig.subplots(len(rows), len(slices), squeeze=False)
-    for column, (z, why) in enumerate(slices):
-        for row, (name, labels) in enumerate(rows):
-            ax = axes[row][column]
-            ax.imshow(_panel(image, labels, z, plan, window), aspect=aspect,
-                      interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if row == 0:
-                caption = f"slice {z}" if prediction.shape[-1] > 1 else ""
-                ax.set_title(f"{caption}\n{why}" if why else caption, fontsize=8)
-            if column == 0:
-                ax.set_ylabel(name, fontsize=9)
-    fig.suptitle(title, fontsize=10)
+    # One mosaic in one Axes, panels about 256 pixels a side (every n-th pixel: labels stay
+    # crisp), drawn pixel for pixel: no resampling, and a tenth of the time of 27 Axes.
+    height, width = display_slice(prediction, 0, plan).shape
+    step = max(1, int(round(max(height, width * aspect) / 256)))
+    panels = [[_panel(image, labels, z, plan, window)[::step, ::step] for z, _ in slices]
+              for _, labels in rows]
+    ph, pw = panels[0][0].shape[:2]
+    gap = 4
+    mosaic = np.ones((len(rows) * (ph + gap) - gap, len(slices) * (pw + gap) - gap, 3),
+                     dtype=np.float32)
+    for r, row in enumerate(panels):
+        for c, panel in enumerate(row):
+            mosaic[r * (ph + gap):r * (ph + gap) + ph, c * (pw + gap):c * (pw + gap) + pw] = panel
+    left, right, top, bottom = 28, 8, 64 if prediction.shape[-1] > 1 else 34, 40
+    legend_rows = math.ceil(len(class_names) / max(4, 2 * len(slices)))
+    bottom += 18 * (legend_rows - 1)
+    shown_h = mosaic.shape[0] * aspect
+    fig = _figure((left + mosaic.shape[1] + right) / dpi, (top + shown_h + bottom) / dpi)
+    W, H = fig.get_figwidth() * dpi, fig.get_figheight() * dpi
+    ax = fig.add_axes((left / W, bottom / H, mosaic.shape[1] / W, shown_h / H))
+    ax.imshow(mosaic, aspect=aspect, interpolation="nearest")
+    ax.set_axis_off()
+    for c, (z, why) in enumerate(slices):
+        caption = f"slice {z}" if prediction.shape[-1] > 1 else ""
+        ax.text(c * (pw + gap) + pw / 2, -3, f"{caption}\n{why}" if why else caption,
+                ha="center", va="bottom", fontsize=8)
+    for r, (name, _) in enumerate(rows):
+        ax.text(-4, r * (ph + gap) + ph / 2, name, rotation=90, ha="right", va="center",
+                fontsize=9)
+    fig.text(0.5, 1 - 4 / H, title, ha="center", va="top", fontsize=10)
     _legend(fig, class_names, columns=max(4, 2 * len(slices)))
-    fig.subplots_adjust(left=0.9 / fig.get_figwidth(), right=0.99, wspace=0.04, hspace=0.04,
-                        top=1 - 0.7 / fig.get_figheight(), bottom=0.5 / fig.get_figheight())
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
     return path

@@ -217,3 +217,22 @@ def test_slices_are_shown_the_radiological_way():
     assert shown[-1, -1] == 1
     assert display_slice(volume, 0, display_plan(np.eye(4)))[0, 0] == 1  # as stored
     assert display_slice(volume, 0, display_plan(np.eye(4))).shape == (5, 4)
+
+
+def test_scoring_existing_files_draws_labels_without_an_image(tmp_path, capsys):
+    label = np.zeros((12, 10, 4), dtype=np.uint8)
+    label[2:6, 2:6, 1:3], label[7:10, 5:9, 2:4] = 1, 2
+    prediction = label.copy()
+    prediction[2:4, 2:6, 1] = 0
+    for folder, array in (("preds", prediction), ("labels", label)):
+        (tmp_path / folder).mkdir()
+        nib.save(nib.Nifti1Image(array, np.diag([0.7, 0.7, 3.0, 1.0])),
+                 str(tmp_path / folder / "c1.nii.gz"))
+    out = tmp_path / "eval"
+    code, stdout, _ = run_cli(["--volume", "--predictions", tmp_path / "preds", "--labels",
+                               tmp_path / "labels", "--output", out, "--no-progress"], capsys)
+    assert code == 0 and f"report: {out / 'report.html'}" in stdout
+    page = Page((out / "report.html").read_text())
+    assert "figures/c1.png" in page.images and all((out / s).is_file() for s in page.images)
+    # Classes named from the labels' values, in the legend and the tables.
+    assert [c["text"] for c in page.tables["class-table"][1]][0].strip() == "class_1"
