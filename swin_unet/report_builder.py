@@ -12,7 +12,7 @@ import numpy as np
 from .figures import box_plots, case_montage, paper_figure, pick_figure_slices
 from .html_report import write_html_report
 
-__all__ = ["ReportBuilder", "REPORT_FILE", "FIGURES_DIR"]
+__all__ = ["ReportBuilder", "report_for", "REPORT_FILE", "FIGURES_DIR"]
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +129,10 @@ class ReportBuilder:
         if not self._started:
             self._start()
         box_plot = None
+        if summary is not None:
+            self.settings.update({"metric mode": summary["metric_mode"],
+                                  "HD95 unit": summary["hd95_unit"],
+                                  "cases": summary["n_cases"]})
         if summary is not None and summary.get("n_cases"):
             box_plots(self.folder / "boxplots.png", summary)
             box_plot = f"{FIGURES_DIR}/boxplots.png"
@@ -136,3 +140,33 @@ class ReportBuilder:
                                  self.figures, summary=summary, box_plot=box_plot,
                                  volumes=self.volumes, volume_unit=self.volume_unit,
                                  notes=notes, paper_figures=self.paper_figures)
+
+
+def report_for(request, output: Path, class_names: Sequence[str], options=None,
+               **settings) -> Optional[ReportBuilder]:
+    """The report of a test.py run, or None when it asked for none (``--no-report``).
+
+    Parameters
+    ----------
+    request : EvaluationRequest
+        The run's options: ``report``, ``figure_cases``, ``figure_slices`` and what is shown.
+    output : Path
+        The run's folder.
+    class_names : sequence of str
+        Foreground class names, class 1 first.
+    options : InferenceOptions, optional
+        How the network ran (test-time augmentation is shown).
+    **settings
+        More lines for the page's settings table.
+    """
+    if not request.report:
+        return None
+    scored = request.input is None and request.predictions is None
+    shown = {"checkpoint": request.checkpoint, "data set": request.dataset,
+             "split": request.split if scored else None, "input": request.input,
+             "predictions": request.predictions, "labels": request.labels}
+    if options is not None:
+        shown["test-time augmentation"] = "on" if options.tta else "off"
+    shown.update(settings)
+    return ReportBuilder(output, class_names, {k: v for k, v in shown.items() if v is not None},
+                         request.figure_cases, request.figure_slices)
