@@ -1,4 +1,4 @@
-"""Benchmark: what the report adds per case (its overlay figure) against scoring the case, JSON lines.
+"""Benchmark: the report's overlay figure of a case against scoring that case, JSON lines.
 
 Usage: python benchmarks/bench_report.py [--shape 512 512 100] [--rounds 3]
 

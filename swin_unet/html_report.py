@@ -32,6 +32,7 @@ th.sortable{cursor:pointer}th.sortable:hover{background:#e4e4e4}
 vertical-align:-.15em;margin-right:.35em}
 .swatch{display:inline-block;width:.8em;height:.8em;border-radius:2px;margin-right:.35em}
 .case{margin:1.2em 0}.case img,.plot{max-width:100%;height:auto;border:1px solid #eee}
+.case img.paper{max-width:640px}
 .note{color:#555;font-size:.9em}
 """
 
@@ -214,7 +215,7 @@ def write_html_report(path: Union[str, Path], class_names: Sequence[str], settin
                      f'<img src="{_text(figures[case])}" alt="{_text(caption)}"></div>')
     if paper_figures:
         parts.append("<h2>Publication figures</h2>")
-        parts += [f'<div class="case"><h3>{_text(c)}</h3><img src="{_text(f)}" '
+        parts += [f'<div class="case"><h3>{_text(c)}</h3><img class="paper" src="{_text(f)}" '
                   f'alt="{_text(c)}: publication figure"></div>' for c, f in paper_figures.items()]
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{_text(title)}</title><style>{_STYLE}</style></head><body>\n"

@@ -90,7 +90,8 @@ class ReportBuilder:
         slices = pick_figure_slices(prediction, label, self.class_names)
         title = case
         if scores:
-            dice = [r["dice"] for r in scores if r["dice"] is not None and not math.isnan(r["dice"])]
+            dice = [r["dice"] for r in scores
+                    if r["dice"] is not None and not math.isnan(r["dice"])]
             if dice:
                 title += f": mean Dice {100.0 * float(np.mean(dice)):.2f} %"
         name = f"{case}.png"

@@ -73,7 +73,7 @@ def write_itksnap_labels(path: Union[str, Path], class_names: Sequence[str]) -> 
 
 
 def write_viewer_tables(folder: Union[str, Path], class_names: Sequence[str]) -> list[Path]:
-    """Both tables in ``folder`` (beside the predictions): ``labels.ctbl``, ``labels_itksnap.txt``."""
+    """Both tables in ``folder`` (beside predictions): ``labels.ctbl``, ``labels_itksnap.txt``."""
     folder = Path(folder)
     return [write_slicer_table(folder / SLICER_TABLE, class_names),
             write_itksnap_labels(folder / ITKSNAP_TABLE, class_names)]

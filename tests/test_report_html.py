@@ -78,7 +78,8 @@ def read_slicer_table(path: Path) -> dict[int, tuple[str, tuple[int, ...]]]:
 
 
 def read_itksnap_labels(path: Path) -> dict[int, tuple[str, tuple[int, ...], float]]:
-    pattern = re.compile(r'^\s*(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+([\d.]+)\s+([01])\s+([01])\s+"(.*)"$')
+    pattern = re.compile(r'^\s*(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+([\d.]+)\s+([01])\s+([01])'
+                         r'\s+"(.*)"$')
     rows = {}
     for line in path.read_text().splitlines():
         if line.startswith("#"):

@@ -1,4 +1,4 @@
-"""curves.png: a run's loss terms, learning rate and validation scores against epoch, at a glance."""
+"""curves.png: a run's loss terms, learning rate and validation scores against epoch at a glance."""
 
 from __future__ import annotations
 

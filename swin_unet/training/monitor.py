@@ -96,7 +96,7 @@ def pick_overlay_slices(label: np.ndarray, count: int) -> list[int]:
 
 
 class Monitor:
-    """TensorBoard and curves.png on the main rank; every method is a no-op elsewhere or when disabled.
+    """TensorBoard and curves.png on the main rank; every method is a no-op elsewhere or disabled.
 
     Parameters
     ----------
