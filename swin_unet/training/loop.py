@@ -345,6 +345,7 @@ class Trainer:
         monitor.scalars(validation.scalars(), self.global_step)
         for tag, panel in validation.overlays.items():
             monitor.image(tag, panel, self.global_step)
+        monitor.write_curves()
         return validation
 
     def is_new_best(self, validation: Optional[ValidationResult]) -> bool:
