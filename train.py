@@ -22,7 +22,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from swin_unet.config import Config, apply_overrides, config_from_dict, load_config
 from swin_unet.errors import InputError, one_line
 
-DATASETS = ("synapse", "acdc", "phantom", "folder")
+DATASETS = ("synapse", "acdc", "phantom", "folder", "phantom2d")
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 

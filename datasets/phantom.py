@@ -16,6 +16,7 @@ import numpy as np
 from swin_unet.errors import InputError
 
 from .phantom_cardiac import write_cardiac_case
+from .phantom_lesions import write_lesion_images
 from .phantom_shapes import Grid, SmoothWarp, ellipsoid_mask, save_nifti, tube_mask
 
 __all__ = ["PHANTOM_KINDS", "DEFAULT_SHAPES", "generate_phantom", "ensure_phantom",
@@ -23,8 +24,9 @@ __all__ = ["PHANTOM_KINDS", "DEFAULT_SHAPES", "generate_phantom", "ensure_phanto
 
 logger = logging.getLogger(__name__)
 
-PHANTOM_KINDS = ("abdomen", "cardiac")
-DEFAULT_SHAPES = {"abdomen": (160, 160, 40), "cardiac": (128, 112, 10)}
+# "lesions": 2-D RGB photographs (images/ + masks/); its shape is the typical (rows, columns).
+PHANTOM_KINDS = ("abdomen", "cardiac", "lesions")
+DEFAULT_SHAPES = {"abdomen": (160, 160, 40), "cardiac": (128, 112, 10), "lesions": (144, 176)}
 DEFAULT_CASES = 16
 _VERSION = 2
 _MARKER = "phantom.json"
@@ -151,8 +153,10 @@ def generate_phantom(root: Union[str, Path], kind: str = "abdomen", n_cases: int
 
     ``kind="abdomen"``: ``root/RawData/Training/{img,label}/`` (Synapse raw layout, HU int16,
     BTCV raw labels). ``kind="cardiac"``: ``root/training/patientNNN/`` (ACDC raw layout:
-    Info.cfg, ED and ES frames and their ``_gt`` labels, oblique affines). ``shape`` is the
-    (X, Y, Z) size of each volume. The same (kind, seed, shape) always gives the same voxels.
+    Info.cfg, ED and ES frames and their ``_gt`` labels, oblique affines). ``kind="lesions"``:
+    ``root/images/lesion_NNNN.jpg`` and ``root/masks/lesion_NNNN_segmentation.png``, RGB skin
+    photographs (2-D). ``shape`` is the (X, Y, Z) size of each volume, or the typical (rows,
+    columns) of the lesion images, whose sizes vary around it. The same (kind, seed, shape) always gives the same voxels.
     ``root`` must not exist yet or be empty: files are written to a temporary sibling folder
     and renamed, so concurrent callers (e.g. DDP ranks) never see a half-written data set.
 
@@ -164,9 +168,11 @@ def generate_phantom(root: Union[str, Path], kind: str = "abdomen", n_cases: int
     if kind not in PHANTOM_KINDS:
         raise InputError(f"phantom kind {kind!r} is not one of {', '.join(PHANTOM_KINDS)}")
     shape = tuple(int(v) for v in (shape or DEFAULT_SHAPES[kind]))
-    if len(shape) != 3 or min(shape) < 4 or int(n_cases) < 1:
-        raise InputError(f"phantom: need a 3-D shape of at least 4 voxels per axis and >= 1 "
-                         f"case, got shape {shape} and n_cases {n_cases}")
+    dims = len(DEFAULT_SHAPES[kind])
+    if len(shape) != dims or min(shape) < (16 if kind == "lesions" else 4) or int(n_cases) < 1:
+        raise InputError(f"phantom: need a {dims}-D shape of at least "
+                         f"{16 if kind == 'lesions' else 4} pixels per axis and >= 1 case, got "
+                         f"shape {shape} and n_cases {n_cases}")
     root = Path(root)
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise InputError(f"{root}: phantom target exists and is not an empty folder")
@@ -176,6 +182,8 @@ def generate_phantom(root: Union[str, Path], kind: str = "abdomen", n_cases: int
     try:
         if kind == "abdomen":
             _write_abdomen(tmp, seed, int(n_cases), shape)
+        elif kind == "lesions":
+            write_lesion_images(tmp, seed, int(n_cases), shape)
         else:
             for index in range(1, int(n_cases) + 1):
                 write_cardiac_case(tmp / "training", seed, index, shape)

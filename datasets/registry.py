@@ -12,6 +12,7 @@ from swin_unet.errors import InputError
 from .acdc import ACDC_CLASSES, ACDC_HELP, AcdcRaw, AcdcRelease, find_acdc_raw, find_acdc_release
 from .base import DataSource
 from .folder import FOLDER_HELP, FolderDataset, read_dataset_json
+from .images import ImagePairs, NnUnet2dImages, find_image_pairs, find_nnunet_2d
 from .phantom import ensure_phantom, phantom_splits
 from .synapse import (SYNAPSE_CLASSES, SYNAPSE_HELP, SynapseRaw, SynapseRelease, find_synapse_raw,
                       find_synapse_release)
@@ -21,17 +22,19 @@ __all__ = ["DATASET_NAMES", "LAYOUTS", "REPO_ROOT", "default_root", "open_datase
 
 logger = logging.getLogger(__name__)
 
-DATASET_NAMES = ("synapse", "acdc", "phantom", "folder")
+DATASET_NAMES = ("synapse", "acdc", "phantom", "folder", "phantom2d")
 # data.layout values each data set accepts ("auto" detects from the files). For the phantom,
 # the layout picks the kind: synapse_raw/abdomen (default) or acdc_raw/cardiac.
 LAYOUTS = {
     "synapse": ("auto", "synapse_raw", "synapse_npz"),
     "acdc": ("auto", "acdc_raw", "acdc_npz"),
     "phantom": ("auto", "synapse_raw", "abdomen", "acdc_raw", "cardiac"),
-    "folder": ("auto", "folder"),
+    "folder": ("auto", "folder", "nnunet_2d", "image_pairs"),
+    "phantom2d": ("auto", "image_pairs"),
 }
 REPO_ROOT = Path(__file__).resolve().parent.parent
-_DEFAULT_DIRS = {"synapse": "Synapse", "acdc": "ACDC", "phantom": "phantom"}
+_DEFAULT_DIRS = {"synapse": "Synapse", "acdc": "ACDC", "phantom": "phantom",
+                 "phantom2d": "phantom2d"}
 
 
 def default_root(name: str) -> Optional[Path]:
@@ -83,6 +86,8 @@ def class_names_for(name: str, layout: str = "auto", root: Optional[str] = None)
         return list(SYNAPSE_CLASSES)
     if name in ("acdc", "phantom"):
         return list(ACDC_CLASSES)
+    if name == "phantom2d":
+        return ["lesion"]
     if name == "folder":
         if root is None:
             raise InputError("--dataset folder needs --root (the folder with dataset.json)")
@@ -97,6 +102,8 @@ def default_intensity_for(name: str, layout: str = "auto") -> Optional[str]:
         return SynapseRaw.default_intensity
     if name in ("acdc", "phantom"):
         return AcdcRaw.default_intensity
+    if name == "phantom2d":
+        return "none"
     return None
 
 
@@ -146,6 +153,16 @@ def open_dataset(name: str, data_cfg: Optional[DataConfig] = None) -> DataSource
         source = _open_acdc(root, cfg.layout, cfg)
     elif name == "phantom":
         source = _open_phantom(root, cfg.layout, cfg)
+    elif name == "phantom2d":
+        folder = find_image_pairs(root) if root.is_dir() else None
+        if folder is None:
+            folder = ensure_phantom(root / "lesions", "lesions", n_cases=200)
+        source = ImagePairs(folder, cfg, name="phantom2d",
+                            default_splits=phantom_splits(ImagePairs.list_cases(folder)))
+    elif find_nnunet_2d(root) is not None:
+        source = NnUnet2dImages(root, cfg)
+    elif find_image_pairs(root) is not None:
+        source = ImagePairs(root, cfg)
     else:
         if not (root / "dataset.json").is_file():
             raise _missing_root("folder", root, FOLDER_HELP)

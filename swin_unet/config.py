@@ -80,6 +80,9 @@ class DataConfig:
     # dtype of cached, resized training volumes: "float16" or "float32".
     cache_dtype: str = "float16"
     augment: bool = True
+    # Foreground class names of a 2-D image data set without a dataset.json (class 1 first);
+    # None: from its dataset.json, else one class "foreground". Example: [lesion].
+    class_names: Optional[list[str]] = None
 
 
 @dataclass

@@ -9,6 +9,8 @@ from typing import Iterable, Optional
 
 import numpy as np
 
+from ..image_io import CLASS_COLOURS
+
 __all__ = ["setup_logging", "close_logging", "Monitor", "overlay_panel", "pick_overlay_slices",
            "progress"]
 
@@ -16,12 +18,8 @@ logger = logging.getLogger(__name__)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 
-# Class colours (RGB in [0, 1]) for overlays; background has none. Cycles past 12 classes.
-PALETTE = np.array([
-    [0.90, 0.10, 0.10], [0.10, 0.75, 0.20], [0.15, 0.35, 0.95], [0.95, 0.85, 0.10],
-    [0.85, 0.20, 0.85], [0.10, 0.85, 0.85], [0.95, 0.55, 0.10], [0.55, 0.30, 0.95],
-    [0.60, 0.85, 0.25], [0.95, 0.45, 0.65], [0.35, 0.60, 0.60], [0.70, 0.50, 0.25],
-], dtype=np.float32)
+# Class colours (RGB in [0, 1]) for overlays, the label PNGs' own; background has none.
+PALETTE = CLASS_COLOURS.astype(np.float32) / np.float32(255.0)
 
 
 # The loggers of the library and of the data layer beside it.
