@@ -197,20 +197,17 @@ class ImageSource(DataSource):
         if jpeg_masks:
             logger.info("%d JPEG mask(s): lossy, so thresholded at half range (>= 128 is class "
                         "1), e.g. %s", len(jpeg_masks), jpeg_masks[0].name)
-        self.class_names = self._class_names(root, meta, data_cfg)
+        self.class_names = self._class_names(meta, data_cfg)
         splits = default_splits or _read_splits(root) or deterministic_split(sorted(self._cases))
         super().__init__(root, data_cfg, splits, _case_id)
 
-    def _class_names(self, root: Path, meta: Optional[dict], data_cfg: DataConfig) -> tuple:
-        configured = getattr(data_cfg, "class_names", None)
-        if configured:
-            names = tuple(str(n) for n in configured)
-            if meta is not None and len(names) != len(meta["class_names"]):
-                raise InputError(f"config key 'data.class_names': {len(names)} names, but "
-                                 f"{root / 'dataset.json'} has {len(meta['class_names'])} "
-                                 f"classes")
-            return names
-        return tuple(meta["class_names"]) if meta is not None else DEFAULT_CLASS_NAMES
+    @staticmethod
+    def _class_names(meta: Optional[dict], data_cfg: DataConfig) -> tuple:
+        """dataset.json's names; without one, ``data.class_names`` or "foreground" (the base
+        class then checks an override against the number of names)."""
+        if meta is not None:
+            return tuple(meta["class_names"])
+        return tuple(data_cfg.class_names or DEFAULT_CLASS_NAMES)
 
     # ----------------------------------------------------------------- DataSource hooks
     def entries_for_case(self, case: str) -> list[VolumeEntry]:
