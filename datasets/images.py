@@ -148,8 +148,9 @@ class ImageSource(DataSource):
     """A 2-D image data set; every image is one volume of one slice, named after its file.
 
     Subclasses find the cases of their layout (:meth:`_find_cases`). Alpha channels are
-    dropped (logged once). Intensity defaults to ``none``: images are read scaled to [0, 1] by
-    their bit depth. Class names: ``data.class_names``, else ``ROOT/dataset.json``, else one
+    dropped (logged once). Images are read scaled to [0, 1] by their bit depth; intensity then
+    defaults to a per-image, per-channel z-score (nnU-Net's choice for non-CT images: it evens
+    out lighting and skin tone; ``data.intensity=none`` keeps the [0, 1] values). Class names: ``data.class_names``, else ``ROOT/dataset.json``, else one
     class "foreground". Augmentation: flips, rot90, a small rotation and scaling, brightness
     and contrast. Distances (HD95) are in pixels.
     """
@@ -157,7 +158,7 @@ class ImageSource(DataSource):
     name = "folder"
     # Per instance: from data.class_names or dataset.json.
     class_names = None
-    default_intensity = "none"
+    default_intensity = "zscore"
     augmentation = "photo"
     distance_unit = "px"
 

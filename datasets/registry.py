@@ -111,7 +111,7 @@ def default_intensity_for(name: str, layout: str = "auto") -> Optional[str]:
     if name in ("acdc", "phantom"):
         return AcdcRaw.default_intensity
     if name == "phantom2d":
-        return "none"
+        return "zscore"
     return None
 
 
