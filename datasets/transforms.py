@@ -12,35 +12,14 @@ from monai.transforms import (Compose, Identityd, OneOf, RandAffined, RandFlipd,
                               RandRotate90d, RandRotated, RandScaleIntensityFixedMeand,
                               RandShiftIntensityd, Resize)
 
-from swin_unet.errors import InputError
 
-__all__ = ["AUGMENTATIONS", "as_size", "resize_slices", "volume_to_slices", "build_augmentation",
+__all__ = ["AUGMENTATIONS", "resize_slices", "volume_to_slices", "build_augmentation",
            "apply_seeded"]
 
 KEYS = ("image", "label")
 # "recipe": the published augmentation of CT / MRI slices; "photo": for 2-D photographs and
 # ultrasound (orientation means little, lighting and contrast vary).
 AUGMENTATIONS = ("recipe", "photo")
-
-
-def as_size(img_size: Union[int, Sequence[int]], key: str = "img_size") -> tuple[int, int]:
-    """``224`` or ``(H, W)`` -> ``(H, W)``.
-
-    Raises
-    ------
-    InputError
-        Not a positive int or a pair of positive ints.
-    """
-    if isinstance(img_size, (int, np.integer)) and not isinstance(img_size, bool):
-        size = (int(img_size), int(img_size))
-    elif (isinstance(img_size, (list, tuple)) and len(img_size) == 2
-          and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in img_size)):
-        size = (int(img_size[0]), int(img_size[1]))
-    else:
-        raise InputError(f"{key}: expected an int or a pair of ints, got {img_size!r}")
-    if min(size) < 1:
-        raise InputError(f"{key}: sizes must be positive, got {img_size!r}")
-    return size
 
 
 def volume_to_slices(volume: np.ndarray, channels: bool) -> np.ndarray:
