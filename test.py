@@ -41,13 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--labels", type=Path, help="... against the same-named files here")
     parser.add_argument("--input", type=Path,
                         help="segment your own scans: a NIfTI/NRRD/MHA file, a folder of them, "
-                             "or a DICOM series folder")
+                             "or a DICOM series folder; or 2-D images: a PNG/JPEG/TIFF/BMP file "
+                             "or a folder of them")
     parser.add_argument("--output", type=Path, help="results folder (default: "
                                                     "outputs/test_<dataset>)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the results of an earlier run in --output")
     parser.add_argument("--save-nifti", action="store_true",
-                        help="also write predictions/<case>.nii.gz (uint8, the image's geometry)")
+                        help="also write predictions/<case>.nii.gz (uint8, the image's geometry); "
+                             "2-D images: predictions/<case>.png and overlays/<case>.png")
     parser.add_argument("--metric-mode", choices=choices(MetricMode),
                         help="default: the checkpoint's inference.metric_mode (mm)")
     parser.add_argument("--batch-size", type=int, help="slices per forward pass (default 16)")
@@ -83,6 +85,9 @@ def report(result) -> None:
     if result.kind == "input":
         for path in result.written:
             print(path)
+        if result.notes:  # 2-D images
+            print("; ".join(result.notes))
+            return
         print(f"{len(result.written)} prediction(s) in {result.output / 'predictions'}: open "
               f"each over its scan in 3D Slicer or ITK-SNAP.")
         return

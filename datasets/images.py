@@ -76,7 +76,7 @@ def _by_name(folder: Path, what: str) -> dict[str, Path]:
             continue
         name = image_name(path)
         if name in found:
-            raise InputError(f"{path}: two {what} named {name} ({found[name].name} too)")
+            raise InputError(f"{path}: two {what} named {name} ({found[name].name} too)", path=path)
         found[name] = path
     return found
 
@@ -92,7 +92,7 @@ def _match_pairs(root: Path) -> dict[str, tuple[list[Path], list[Path]]]:
     images = _by_name(root / "images", "images")
     if not images:
         raise InputError(f"{root / 'images'}: no image files "
-                         f"({', '.join(IMAGE_SUFFIXES)}); {IMAGES_HELP}")
+                         f"({', '.join(IMAGE_SUFFIXES)}); {IMAGES_HELP}", path=root / 'images')
     masks = _by_name(root / "masks", "masks")
     extras: dict[str, list[Path]] = defaultdict(list)
     for name, path in masks.items():
@@ -103,11 +103,12 @@ def _match_pairs(root: Path) -> dict[str, tuple[list[Path], list[Path]]]:
     for name, image in images.items():
         base = [masks[name + s] for s in MASK_SUFFIXES if name + s in masks]
         if len(base) > 1:
-            raise InputError(f"{base[1]}: a second mask for image {image} ({base[0].name} too)")
+            raise InputError(f"{base[1]}: a second mask for image {image} ({base[0].name} "
+                             f"too)", path=base[1])
         found = base + sorted(extras.get(name, []), key=lambda p: p.name)
         if not found:
             raise InputError(f"{image}: image without a mask (looked in {root / 'masks'} for "
-                             + ", ".join(f"{name}{s}.png" for s in MASK_SUFFIXES) + ")")
+                             + ", ".join(f"{name}{s}.png" for s in MASK_SUFFIXES) + ")", path=image)
         pairs[name] = ([image], found)
         used.update(found)
     unused = [p for p in masks.values() if p not in used]
@@ -126,7 +127,7 @@ def _nnunet_cases(root: Path, ending: str,
     """
     images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
     if not labels_dir.is_dir():
-        raise InputError(f"{labels_dir}: folder not found; {IMAGES_HELP}")
+        raise InputError(f"{labels_dir}: folder not found; {IMAGES_HELP}", path=labels_dir)
     cases = {}
     for first in sorted(images_dir.glob(f"*_0000{ending}")):
         if first.name.startswith("."):
@@ -137,10 +138,10 @@ def _nnunet_cases(root: Path, ending: str,
             files = [images_dir / f"{case}_{c:04d}{ending}" for c in range(channels)]
         label = labels_dir / f"{case}{ending}"
         if not label.is_file():
-            raise InputError(f"{first}: image without a mask ({label} not found)")
+            raise InputError(f"{first}: image without a mask ({label} not found)", path=first)
         cases[case] = (files, [label])
     if not cases:
-        raise InputError(f"{images_dir}: no *_0000{ending} images; {IMAGES_HELP}")
+        raise InputError(f"{images_dir}: no *_0000{ending} images; {IMAGES_HELP}", path=images_dir)
     return cases
 
 
@@ -150,8 +151,9 @@ class ImageSource(DataSource):
     Subclasses find the cases of their layout (:meth:`_find_cases`). Alpha channels are
     dropped (logged once). Images are read scaled to [0, 1] by their bit depth; intensity then
     defaults to a per-image, per-channel z-score (nnU-Net's choice for non-CT images: it evens
-    out lighting and skin tone; ``data.intensity=none`` keeps the [0, 1] values). Class names: ``data.class_names``, else ``ROOT/dataset.json``, else one
-    class "foreground". Augmentation: flips, rot90, a small rotation and scaling, brightness
+    out lighting and skin tone; ``data.intensity=none`` keeps the [0, 1] values). Class names:
+    ``ROOT/dataset.json``'s, else one class "foreground"; ``data.class_names`` renames them (and,
+    without a dataset.json, gives their number). Augmentation: flips, rot90, a small rotation and scaling, brightness
     and contrast. Distances (HD95) are in pixels.
     """
 
@@ -213,7 +215,8 @@ class ImageSource(DataSource):
     # ----------------------------------------------------------------- DataSource hooks
     def entries_for_case(self, case: str) -> list[VolumeEntry]:
         if case not in self._cases:
-            raise InputError(f"{self.root}: no image named {case!r} (data split lists)")
+            raise InputError(f"{self.root}: no image named {case!r} (data split lists)",
+                             path=self.root)
         files, masks = self._cases[case]
         return [VolumeEntry(case, case, list(files), list(masks))]
 
@@ -226,7 +229,7 @@ class ImageSource(DataSource):
         for path, array in zip(entry.image[1:], arrays[1:]):
             if array.shape[1:] != arrays[0].shape[1:]:
                 raise InputError(f"{path}: size {_size(array.shape[1:])} differs from "
-                                 f"{_size(arrays[0].shape[1:])} of {entry.image[0]}")
+                                 f"{_size(arrays[0].shape[1:])} of {entry.image[0]}", path=path)
         return np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
 
     def _read_labels(self, entry: VolumeEntry, shape: tuple[int, int]) -> np.ndarray:
@@ -235,7 +238,7 @@ class ImageSource(DataSource):
             values, _ = read_mask(path)
             if values.shape != tuple(shape):
                 raise InputError(f"{path}: mask size {_size(values.shape)} differs from the "
-                                 f"image's {_size(shape)} ({entry.image[0]})")
+                                 f"image's {_size(shape)} ({entry.image[0]})", path=path)
             check_label_values(values, range(self.num_classes), path, self._classes_text())
             # A later mask's classes win where masks of one image overlap.
             merged = values if merged is None else np.where(values > 0, values, merged)
@@ -260,7 +263,7 @@ class ImageSource(DataSource):
             if other != shape:
                 what = "mask" if path in entry.label else "image"
                 raise InputError(f"{path}: {what} size {_size(other)} differs from the "
-                                 f"image's {_size(shape)} ({entry.image[0]})")
+                                 f"image's {_size(shape)} ({entry.image[0]})", path=path)
         self._read_labels(entry, shape)
         if read_image:
             self._read_pixels(entry)
@@ -283,7 +286,7 @@ class NnUnet2dImages(ImageSource):
         channels = len(meta["modalities"])
         if channels > 4:
             raise InputError(f"{root / 'dataset.json'}: {channels} channels; a 2-D image data "
-                             f"set has 1 to 4")
+                             f"set has 1 to 4", path=root / 'dataset.json')
         if meta["file_ending"].lower() in (".jpg", ".jpeg"):
             logger.warning("%s: JPEG labels are lossy (nnU-Net refuses them); each is "
                            "thresholded at half range", root)

@@ -12,7 +12,8 @@ from PIL import Image
 
 from .errors import InputError
 
-__all__ = ["IMAGE_SUFFIXES", "CLASS_COLOURS", "ImageHeader", "is_image_file", "image_name", "read_image_header",
+__all__ = ["IMAGE_SUFFIXES", "CLASS_COLOURS", "ImageHeader", "is_image_file", "image_name",
+           "read_image_header",
            "read_image", "read_mask", "class_colours", "write_label_png", "write_overlay_png"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -74,11 +75,11 @@ class ImageHeader:
 
 def _open(path: Path) -> Image.Image:
     if not path.is_file():
-        raise InputError(f"{path}: file not found")
+        raise InputError(f"{path}: file not found", path=path)
     try:
         return Image.open(path)
     except Exception as exc:  # Pillow raises many types for a file that is not an image
-        raise InputError(f"{path}: not a readable image ({_reason(exc)})") from None
+        raise InputError(f"{path}: not a readable image ({_reason(exc)})", path=path) from None
 
 
 def read_image_header(path: Union[str, Path]) -> ImageHeader:
@@ -102,13 +103,15 @@ def _decode(path: Path) -> tuple[Image.Image, ImageHeader]:
     """The decoded single-frame image and its header."""
     header = read_image_header(path)
     if header.frames > 1:
-        raise InputError(f"{path}: {header.frames} frames (pages); expected one 2-D image")
+        raise InputError(f"{path}: {header.frames} frames (pages); expected one 2-D image",
+                         path=path)
     image = _open(path)
     try:
         image.load()
     except Exception as exc:  # a truncated or corrupt file fails in the decoder
         image.close()
-        raise InputError(f"{path}: unreadable or truncated image ({_reason(exc)})") from None
+        raise InputError(f"{path}: unreadable or truncated image ({_reason(exc)})",
+                         path=path) from None
     return image, header
 
 
@@ -135,7 +138,8 @@ def read_image(path: Union[str, Path], channels: Optional[int] = None) -> np.nda
     image, header = _decode(path)
     channels = header.channels if channels is None else int(channels)
     if channels not in (1, 3, 4):
-        raise InputError(f"{path}: cannot read an image as {channels} channels (1, 3 or 4)")
+        raise InputError(f"{path}: cannot read an image as {channels} channels (1, 3 or 4)",
+                         path=path)
     with image:
         if header.mode in _HIGH_BIT_MODES or header.mode == "F":
             array = np.asarray(image, dtype=np.float32)
@@ -155,7 +159,7 @@ def read_image(path: Union[str, Path], channels: Optional[int] = None) -> np.nda
             array = np.repeat(array, channels, axis=0)
         else:
             raise InputError(f"{path}: a {header.mode} image cannot be read as {channels} "
-                             f"channels")
+                             f"channels", path=path)
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
@@ -196,7 +200,7 @@ def read_mask(path: Union[str, Path]) -> tuple[np.ndarray, bool]:
             if not (np.array_equal(rgb[..., 0], rgb[..., 1])
                     and np.array_equal(rgb[..., 0], rgb[..., 2])):
                 raise InputError(f"{path}: a colour mask; store the classes as values 0..K "
-                                 f"(or 0/255 for one class) or as a palette PNG")
+                                 f"(or 0/255 for one class) or as a palette PNG", path=path)
             values = rgb[..., 0]
         elif mode in ("LA", "La"):
             values = np.asarray(image.convert("L"))
@@ -206,7 +210,7 @@ def read_mask(path: Union[str, Path]) -> tuple[np.ndarray, bool]:
         return values.astype(np.uint8), False
     if np.issubdtype(values.dtype, np.floating):
         if not np.all(np.isfinite(values)) or not np.array_equal(values, np.round(values)):
-            raise InputError(f"{path}: mask values are not integers")
+            raise InputError(f"{path}: mask values are not integers", path=path)
         values = values.astype(np.int64)
     full = 255 if values.dtype == np.uint8 else 65535 if mode in _HIGH_BIT_MODES else None
     present = np.unique(values)
@@ -240,11 +244,11 @@ def write_label_png(labels: np.ndarray, path: Union[str, Path], num_classes: int
     """
     labels = np.asarray(labels)
     if labels.ndim != 2:
-        raise InputError(f"{path}: labels must be 2-D, got shape {labels.shape}")
+        raise InputError(f"{path}: labels must be 2-D, got shape {labels.shape}", path=path)
     if labels.size and (labels.min() < 0 or labels.max() >= max(num_classes, 1)
                         or num_classes > 256):
         raise InputError(f"{path}: label values {labels.min()}..{labels.max()} do not fit "
-                         f"{num_classes} classes in a palette PNG")
+                         f"{num_classes} classes in a palette PNG", path=path)
     # An "L" image becomes a "P" one when it gets a palette; the values stay the indices.
     image = Image.fromarray(np.ascontiguousarray(labels, dtype=np.uint8))
     palette = np.zeros((256, 3), dtype=np.uint8)

@@ -1,4 +1,4 @@
-"""Segmenting 2-D images: PNG/JPEG/TIFF/BMP in, a palette PNG and an overlay at each image's size out."""
+"""Segmenting 2-D images: a palette PNG and an overlay at each image's own size."""
 
 from __future__ import annotations
 
@@ -114,7 +114,7 @@ def segment_images(found: list[tuple[str, Path]], output: Path, in_chans: int,
         try:
             labels = predict(normalise(volume))
         except InputError as exc:
-            raise InputError(f"{path}: {exc}") from None
+            raise exc.at(path) from None
         written += write_image_prediction(labels, pixels, output, name, num_classes)
     return written
 

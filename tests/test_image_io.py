@@ -1,4 +1,4 @@
-"""2-D image files: every channel layout and mask flavour read right, label PNGs and overlays written."""
+"""2-D image files: channel layouts and mask flavours read right; label PNGs and overlays written."""
 
 import numpy as np
 import pytest
