@@ -12,7 +12,7 @@ import logging
 import re
 from collections import defaultdict
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
@@ -20,11 +20,13 @@ from swin_unet.config import DataConfig
 from swin_unet.errors import InputError
 from swin_unet.image_io import (IMAGE_SUFFIXES, image_name, is_image_file, read_image,
                                 read_image_header, read_mask)
+from swin_unet.model.network import as_pair
 
 from .base import DataSource, RawVolume, VolumeEntry
 from .cases import deterministic_split
 from .folder import _case_id, _read_splits, read_dataset_json
 from .readers import check_label_values
+from .slices import SliceDataset
 
 __all__ = ["IMAGES_HELP", "MASK_SUFFIXES", "find_nnunet_2d", "find_image_pairs",
            "ImageSource", "NnUnet2dImages", "ImagePairs"]
@@ -158,6 +160,8 @@ class ImageSource(DataSource):
     """
 
     name = "folder"
+    # Set while the training cache is built: the smallest (rows, columns) the images need.
+    _decode_at_least: Optional[tuple[int, int]] = None
     # Per instance: from data.class_names or dataset.json.
     class_names = None
     default_intensity = "zscore"
@@ -225,7 +229,7 @@ class ImageSource(DataSource):
 
     def _read_pixels(self, entry: VolumeEntry) -> np.ndarray:
         per_file = self._channels_per_file(entry)
-        arrays = [read_image(path, per_file) for path in entry.image]
+        arrays = [read_image(path, per_file, self._decode_at_least) for path in entry.image]
         for path, array in zip(entry.image[1:], arrays[1:]):
             if array.shape[1:] != arrays[0].shape[1:]:
                 raise InputError(f"{path}: size {_size(array.shape[1:])} differs from "
@@ -249,9 +253,22 @@ class ImageSource(DataSource):
         return (f"classes ({names}; a one-class mask holds 0/255 or 0/1)"
                 if self.num_classes == 2 else f"classes ({names})")
 
+    def train_slices(self, img_size: Union[int, Sequence[int]], seed: int = 0) -> SliceDataset:
+        """As :meth:`DataSource.train_slices`; the cache holds images at the model's size only,
+        so JPEGs decode at a reduced scale (see ``read_image``'s ``at_least``): on ISIC-sized
+        photographs a fraction of a full decode and normalisation
+        (``benchmarks/bench_data.py``). Masks are read in full."""
+        self._decode_at_least = as_pair(img_size)
+        try:
+            return super().train_slices(img_size, seed)
+        finally:
+            self._decode_at_least = None
+
     def load(self, entry: VolumeEntry) -> RawVolume:
         pixels = self._read_pixels(entry)
-        label = self._read_labels(entry, pixels.shape[1:])
+        shape = (pixels.shape[1:] if self._decode_at_least is None
+                 else read_image_header(entry.image[0]).shape)
+        label = self._read_labels(entry, shape)
         image = pixels[0] if self.in_chans == 1 else pixels
         return RawVolume(image[..., None], label[..., None], (1.0, 1.0, 1.0), np.eye(4),
                          entry.image[0])

@@ -99,13 +99,20 @@ def read_image_header(path: Union[str, Path]) -> ImageHeader:
                            str(image.format or ""), int(getattr(image, "n_frames", 1)))
 
 
-def _decode(path: Path) -> tuple[Image.Image, ImageHeader]:
-    """The decoded single-frame image and its header."""
+def _decode(path: Path, at_least: Optional[tuple[int, int]] = None
+            ) -> tuple[Image.Image, ImageHeader]:
+    """The decoded single-frame image and its header.
+
+    ``at_least`` (rows, columns): a JPEG may decode at 1/2, 1/4 or 1/8 scale (libjpeg's DCT
+    scaling) as long as both sides stay at least that large; other formats decode in full.
+    """
     header = read_image_header(path)
     if header.frames > 1:
         raise InputError(f"{path}: {header.frames} frames (pages); expected one 2-D image",
                          path=path)
     image = _open(path)
+    if at_least is not None and header.format == "JPEG":
+        image.draft(image.mode, (int(at_least[1]), int(at_least[0])))
     try:
         image.load()
     except Exception as exc:  # a truncated or corrupt file fails in the decoder
@@ -115,7 +122,8 @@ def _decode(path: Path) -> tuple[Image.Image, ImageHeader]:
     return image, header
 
 
-def read_image(path: Union[str, Path], channels: Optional[int] = None) -> np.ndarray:
+def read_image(path: Union[str, Path], channels: Optional[int] = None,
+               at_least: Optional[tuple[int, int]] = None) -> np.ndarray:
     """An image as float32 (channels, rows, columns), scaled to [0, 1] by its bit depth.
 
     8-bit files are divided by 255, 16-bit ones by 65535; floating-point TIFFs are kept as
@@ -128,6 +136,9 @@ def read_image(path: Union[str, Path], channels: Optional[int] = None) -> np.nda
     channels : int, optional
         1 (grayscale: colour is converted to luma), 3 (RGB: grayscale is repeated) or 4 (RGBA,
         nnU-Net's 4-channel images); default the file's own (1 or 3).
+    at_least : (rows, columns), optional
+        The smallest size needed: a JPEG then decodes at a reduced scale when it can (the
+        training cache, which keeps images at the model's size, needs no more).
 
     Raises
     ------
@@ -135,7 +146,7 @@ def read_image(path: Union[str, Path], channels: Optional[int] = None) -> np.nda
         A missing, unreadable or truncated file, several frames, or a bad ``channels``.
     """
     path = Path(path)
-    image, header = _decode(path)
+    image, header = _decode(path, at_least)
     channels = header.channels if channels is None else int(channels)
     if channels not in (1, 3, 4):
         raise InputError(f"{path}: cannot read an image as {channels} channels (1, 3 or 4)",
@@ -213,8 +224,9 @@ def read_mask(path: Union[str, Path]) -> tuple[np.ndarray, bool]:
             raise InputError(f"{path}: mask values are not integers", path=path)
         values = values.astype(np.int64)
     full = 255 if values.dtype == np.uint8 else 65535 if mode in _HIGH_BIT_MODES else None
-    present = np.unique(values)
-    if full is not None and present[-1] == full and set(present.tolist()) <= {0, full}:
+    # 0 and the maximum only: counting is far cheaper than np.unique on a large mask.
+    if full is not None and values.size and values.max() == full and \
+            np.count_nonzero(values) == np.count_nonzero(values == full):
         return (values == full).astype(np.uint8), False
     if values.size and 0 <= values.min() and values.max() <= 255:
         values = values.astype(np.uint8)
