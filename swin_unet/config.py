@@ -117,11 +117,12 @@ class ModelConfig:
 class DataConfig:
     """Where the data is and how it is read; splits default to the data set's standard one."""
 
-    # None: data/Synapse, data/ACDC or data/phantom under the repository (folder: required).
+    # None: data/Synapse, data/ACDC, data/phantom or data/phantom2d under the repository
+    # (folder: required).
     root: Optional[str] = None
     # "auto" detects the layout from the files under root; or synapse_raw, synapse_npz,
-    # acdc_raw, acdc_npz, folder. For the phantom it picks the kind: synapse_raw (abdominal CT,
-    # the default) or acdc_raw (cardiac MRI).
+    # acdc_raw, acdc_npz, folder, nnunet_2d, image_pairs (2-D images). For the phantom it picks
+    # the kind: synapse_raw (abdominal CT, the default) or acdc_raw (cardiac MRI).
     layout: str = "auto"
     # Case lists override the standard split (None); ids such as 1, 0001, case0001, img0001
     # (Synapse) or 2, 002, patient002 (ACDC) are all accepted. An empty val list: no validation.
@@ -131,7 +132,7 @@ class DataConfig:
     # DataLoader workers; also the threads that read volumes into the cache and check them.
     num_workers: int = 2
     # "auto" (from the data set / modality), "ct" (clip to ct_window, scale to [0, 1]),
-    # "zscore" or "minmax" (per volume).
+    # "zscore" or "minmax" (per volume), "none" (as read; 2-D images come in [0, 1]).
     intensity: IntensityMode = "auto"
     ct_window: list[float] = field(default_factory=lambda: [-125.0, 275.0])
     # dtype of cached, resized training volumes: "float16" or "float32".
