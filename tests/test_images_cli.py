@@ -4,10 +4,12 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import test as test_cli
 import train as train_cli
+from benchmarks.reference_model import imagenet_checkpoint
 from tests.test_datasets_images import SIZE, write_nnunet_2d, write_pairs
 
 TINY = ["model.img_size=32", "model.embed_dim=8", "model.depths=[1,1,1,1]",
@@ -17,10 +19,15 @@ TINY = ["model.img_size=32", "model.embed_dim=8", "model.depths=[1,1,1,1]",
 
 
 def train(capsys, root, output, *extra):
+    """train.py on ``root`` with the tiny model; ``extra`` are --set items or options."""
     args = ["--quiet", "--device", "cpu", "--dataset", "folder", "--root", str(root),
             "--output", str(output)]
-    for item in TINY + list(extra):
+    for item in TINY:
         args += ["--set", item]
+    items = list(extra)
+    while items:
+        item = items.pop(0)
+        args += [item, items.pop(0)] if item.startswith("--") else ["--set", item]
     code = train_cli.main(args)
     return code, capsys.readouterr().err.strip()
 
@@ -101,3 +108,16 @@ def test_broken_image_data_is_one_line_exit_2(capsys, tmp_path, damage, words):
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and "Traceback" not in err
     for word in words:
         assert word in err, (word, err)
+
+
+def test_rgb_model_starts_from_imagenet_patch_kernels_unchanged(capsys, tmp_path):
+    """An RGB image data set trains from ImageNet Swin-T as the original code does."""
+    torch.save(imagenet_checkpoint(embed_dim=8, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1),
+                                   window=2, img_size=32), tmp_path / "swin_t.pth")
+    write_pairs(tmp_path / "data")
+    code, err = train(capsys, tmp_path / "data", tmp_path / "run", "train.epochs=1",
+                      "--pretrained", str(tmp_path / "swin_t.pth"))
+    assert code == 0, err
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "in_chans = 3" in log and "pretrained weights" in log
+    assert "RGB kernels summed" not in log
