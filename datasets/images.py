@@ -78,7 +78,8 @@ def _by_name(folder: Path, what: str) -> dict[str, Path]:
             continue
         name = image_name(path)
         if name in found:
-            raise InputError(f"{path}: two {what} named {name} ({found[name].name} too)", path=path)
+            raise InputError(f"{path}: two {what} named {name} ({found[name].name} too)",
+                             path=path)
         found[name] = path
     return found
 
@@ -94,7 +95,7 @@ def _match_pairs(root: Path) -> dict[str, tuple[list[Path], list[Path]]]:
     images = _by_name(root / "images", "images")
     if not images:
         raise InputError(f"{root / 'images'}: no image files "
-                         f"({', '.join(IMAGE_SUFFIXES)}); {IMAGES_HELP}", path=root / 'images')
+                         f"({', '.join(IMAGE_SUFFIXES)}); {IMAGES_HELP}", path=root / "images")
     masks = _by_name(root / "masks", "masks")
     extras: dict[str, list[Path]] = defaultdict(list)
     for name, path in masks.items():
@@ -109,8 +110,9 @@ def _match_pairs(root: Path) -> dict[str, tuple[list[Path], list[Path]]]:
                              f"too)", path=base[1])
         found = base + sorted(extras.get(name, []), key=lambda p: p.name)
         if not found:
+            looked = ", ".join(f"{name}{s}.png" for s in MASK_SUFFIXES)
             raise InputError(f"{image}: image without a mask (looked in {root / 'masks'} for "
-                             + ", ".join(f"{name}{s}.png" for s in MASK_SUFFIXES) + ")", path=image)
+                             f"{looked})", path=image)
         pairs[name] = ([image], found)
         used.update(found)
     unused = [p for p in masks.values() if p not in used]
@@ -143,7 +145,8 @@ def _nnunet_cases(root: Path, ending: str,
             raise InputError(f"{first}: image without a mask ({label} not found)", path=first)
         cases[case] = (files, [label])
     if not cases:
-        raise InputError(f"{images_dir}: no *_0000{ending} images; {IMAGES_HELP}", path=images_dir)
+        raise InputError(f"{images_dir}: no *_0000{ending} images; {IMAGES_HELP}",
+                         path=images_dir)
     return cases
 
 
@@ -155,8 +158,8 @@ class ImageSource(DataSource):
     defaults to a per-image, per-channel z-score (nnU-Net's choice for non-CT images: it evens
     out lighting and skin tone; ``data.intensity=none`` keeps the [0, 1] values). Class names:
     ``ROOT/dataset.json``'s, else one class "foreground"; ``data.class_names`` renames them (and,
-    without a dataset.json, gives their number). Augmentation: flips, rot90, a small rotation and scaling, brightness
-    and contrast. Distances (HD95) are in pixels.
+    without a dataset.json, gives their number). Augmentation: flips, rot90, a small rotation
+    and scaling, brightness and contrast. Distances (HD95) are in pixels.
     """
 
     name = "folder"

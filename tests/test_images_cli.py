@@ -80,8 +80,8 @@ def test_train_test_and_segment_new_images(capsys, tmp_path, layout):
         assert int(np.asarray(label).max()) <= len(names)
         assert Image.open(tmp_path / "mine" / "overlays" / f"{name}.png").size == size
     assert "overlays" in out
-    code, _, err = run_test(capsys, "--checkpoint", str(checkpoint), "--input", str(new / "big.jpg"),
-                        "--output", str(tmp_path / "mine"))
+    code, _, err = run_test(capsys, "--checkpoint", str(checkpoint), "--input",
+                            str(new / "big.jpg"), "--output", str(tmp_path / "mine"))
     assert code == 2 and "big.png: exists" in err
 
 
