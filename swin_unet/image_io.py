@@ -11,10 +11,10 @@ import numpy as np
 from PIL import Image
 
 from .errors import InputError
+from .palette import class_colours
 
-__all__ = ["IMAGE_SUFFIXES", "CLASS_COLOURS", "ImageHeader", "is_image_file", "image_name",
-           "read_image_header",
-           "read_image", "read_mask", "class_colours", "write_label_png", "write_overlay_png"]
+__all__ = ["IMAGE_SUFFIXES", "ImageHeader", "is_image_file", "image_name", "read_image_header",
+           "read_image", "read_mask", "label_colours", "write_label_png", "write_overlay_png"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 _JPEG_SUFFIXES = (".jpg", ".jpeg")
@@ -22,13 +22,6 @@ _JPEG_SUFFIXES = (".jpg", ".jpeg")
 _GRAY_MODES = ("1", "L", "LA", "I", "F", "I;16", "I;16B", "I;16L", "I;16N", "La")
 _ALPHA_MODES = ("LA", "La", "RGBA", "RGBa", "PA")
 _HIGH_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
-# Class colours of label PNGs and of every overlay (RGB 0-255): class k > 0 takes row
-# (k-1) mod 12; the background has none.
-CLASS_COLOURS = np.array([
-    [230, 26, 26], [26, 191, 51], [38, 89, 242], [242, 217, 26], [217, 51, 217],
-    [26, 217, 217], [242, 140, 26], [140, 77, 242], [153, 217, 64], [242, 115, 166],
-    [89, 153, 153], [179, 128, 64],
-], dtype=np.uint8)
 
 
 def is_image_file(path: Union[str, Path]) -> bool:
@@ -233,11 +226,9 @@ def read_mask(path: Union[str, Path]) -> tuple[np.ndarray, bool]:
     return values, False
 
 
-def class_colours(num_classes: int) -> np.ndarray:
+def label_colours(num_classes: int) -> np.ndarray:
     """(num_classes, 3) uint8 RGB: black for the background, then the class colours."""
-    rows = [np.zeros(3, dtype=np.uint8)]
-    rows += [CLASS_COLOURS[(k - 1) % len(CLASS_COLOURS)] for k in range(1, num_classes)]
-    return np.stack(rows)
+    return np.concatenate([np.zeros((1, 3), np.uint8), class_colours(num_classes - 1)])
 
 
 def _atomic_save(image: Image.Image, path: Path) -> Path:
@@ -264,7 +255,7 @@ def write_label_png(labels: np.ndarray, path: Union[str, Path], num_classes: int
     # An "L" image becomes a "P" one when it gets a palette; the values stay the indices.
     image = Image.fromarray(np.ascontiguousarray(labels, dtype=np.uint8))
     palette = np.zeros((256, 3), dtype=np.uint8)
-    palette[:num_classes] = class_colours(num_classes)
+    palette[:num_classes] = label_colours(num_classes)
     image.putpalette(palette.reshape(-1).tolist())
     return _atomic_save(image, Path(path))
 
@@ -283,7 +274,7 @@ def write_overlay_png(image: np.ndarray, labels: np.ndarray, path: Union[str, Pa
         rgb = (rgb - low) / (high - low) if high > low else np.zeros_like(rgb)
     rgb = np.moveaxis(rgb, 0, -1) * 255.0
     labels = np.asarray(labels)
-    colours = class_colours(num_classes).astype(np.float32)[np.clip(labels, 0, num_classes - 1)]
+    colours = label_colours(num_classes).astype(np.float32)[np.clip(labels, 0, num_classes - 1)]
     blended = np.where((labels > 0)[..., None], (1 - alpha) * rgb + alpha * colours, rgb)
     out = Image.fromarray(np.clip(np.rint(blended), 0, 255).astype(np.uint8))
     return _atomic_save(out, Path(path))

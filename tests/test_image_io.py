@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from swin_unet.errors import InputError
-from swin_unet.image_io import (class_colours, read_image, read_image_header, read_mask,
+from swin_unet.image_io import (label_colours, read_image, read_image_header, read_mask,
                                 write_label_png, write_overlay_png)
 
 RNG = np.random.default_rng(0)
@@ -109,7 +109,7 @@ def test_label_png_keeps_class_values_and_shows_class_colours(tmp_path):
     assert image.mode == "P" and image.size == (20, 12)
     assert np.array_equal(np.asarray(image), classes)
     shown = np.asarray(image.convert("RGB"))
-    colours = class_colours(3)
+    colours = label_colours(3)
     assert (shown[4, 5] == colours[1]).all() and (shown[9, 14] == colours[2]).all()
     assert (shown[0, 0] == 0).all()
     with pytest.raises(InputError, match="do not fit 2 classes"):
@@ -123,5 +123,5 @@ def test_overlay_blends_class_colours_over_the_image(tmp_path):
     rgb = np.asarray(Image.open(path)).astype(int)
     assert rgb.shape == (12, 20, 3)
     assert (rgb[0, 0] == 128).all()  # background: the image as it is
-    expected = np.rint(0.5 * 127.5 + 0.5 * class_colours(3)[1].astype(float))
+    expected = np.rint(0.5 * 127.5 + 0.5 * label_colours(3)[1].astype(float))
     assert np.abs(rgb[4, 5] - expected).max() <= 1
