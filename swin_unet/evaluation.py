@@ -1,12 +1,17 @@
-"""What test.py runs: score a data set with a checkpoint, score existing predictions, segment scans."""
+"""What test.py runs: score a data set with a checkpoint, score existing predictions, segment scans.
+
+:func:`run_evaluation` takes an :class:`EvaluationRequest` (test.py's options) and picks the
+run; volumes go through the network as :class:`InferenceOptions` say. Existing predictions
+are scored by :mod:`swin_unet.scoring`; what every run writes is in :mod:`swin_unet.results`.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -15,10 +20,14 @@ from tqdm import tqdm
 
 from .data_layer import project_datasets
 from .errors import InputError
+from .image_io import read_image
+from .image_segmentation import find_image_inputs, image_targets, segment_images, \
+    write_image_prediction
 from .inference import predict_volume, resolve_device
-from .metrics import case_metrics, summarize
-from .report import write_metrics_csv, write_summary_json
-from .report_builder import REPORT_FILE, ReportBuilder, report_for
+from .metrics import case_metrics
+from .report_builder import ReportBuilder, report_for
+from .results import RunResult, check_output, finish_run
+from .scoring import evaluate_predictions
 from .trained import LoadedModel, load_model, resolve_intensity_for
 from .viewer_tables import write_viewer_tables
 from .volume_io import NIFTI_SUFFIXES, Volume, find_inputs, read_volume, write_labels
@@ -30,6 +39,7 @@ __all__ = ["InferenceOptions", "EvaluationRequest", "RunResult", "run_evaluation
 logger = logging.getLogger(__name__)
 
 _OUTPUT_FILES = ("metrics.csv", "summary.json")
+PIXEL_NOTE = "2-D images store no spacing: HD95 is in pixels (px)"
 
 
 @dataclass
@@ -66,38 +76,6 @@ class InferenceOptions:
                               device=self.device, amp=self.amp)
 
 
-@dataclass
-class RunResult:
-    """What a test.py run produced."""
-
-    summary: Optional[dict] = None
-    per_case: dict = field(default_factory=dict)
-    written: list[Path] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    kind: str = "dataset"  # "dataset", "predictions" or "input" (EvaluationRequest.kind)
-    output: Optional[Path] = None
-    report: Optional[Path] = None  # report.html, unless the run was asked for none
-
-
-def check_output(output: Path, overwrite: bool, files: Iterable[Path] = ()) -> None:
-    """Refuse to replace an earlier run's results unless ``overwrite``.
-
-    Raises
-    ------
-    InputError
-        ``output`` is a file, or holds metrics.csv, summary.json, report.html or ``files``.
-    """
-    if output.exists() and not output.is_dir():
-        raise InputError(f"{output}: --output exists and is not a folder")
-    if overwrite:
-        return
-    existing = [output / name for name in _OUTPUT_FILES if (output / name).exists()]
-    existing += [f for f in list(files) + [output / REPORT_FILE] if f.exists()]
-    if existing:
-        raise InputError(f"{existing[0]}: exists from an earlier run; pass --overwrite or "
-                         f"choose another --output")
-
-
 def _reference_for(item: dict) -> Volume:
     """The geometry to write a data set's prediction with: its NIfTI header when it has one.
 
@@ -116,22 +94,14 @@ def _reference_for(item: dict) -> Volume:
                   np.asarray(item["affine"]), path, reference)
 
 
-def _finish(output: Path, per_case: dict, class_names: list[str], mode: str,
-            result: RunResult, report: Optional[ReportBuilder] = None, **extra) -> RunResult:
-    summary = summarize(per_case, class_names, mode)
-    write_metrics_csv(output / "metrics.csv", per_case, class_names)
-    write_summary_json(output / "summary.json", summary, notes=result.notes, **extra)
-    result.summary, result.per_case = summary, per_case
-    result.written += [output / "metrics.csv", output / "summary.json"]
-    result.report = report.write(summary, result.notes) if report is not None else None
-    return result
-
-
 def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
                      options: InferenceOptions, save_nifti: bool = False,
                      unit_spacing_note: Optional[str] = None,
                      report: Optional[ReportBuilder] = None) -> RunResult:
     """Predict and score each volume of a data set; write metrics.csv, summary.json (+ NIfTI).
+
+    With ``save_nifti``, a 2-D image's prediction is written as ``predictions/<case>.png``
+    (palette PNG) with ``overlays/<case>.png`` instead.
 
     ``report`` draws each case as it is scored; viewer colour tables go beside predictions.
 
@@ -145,7 +115,9 @@ def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
     num_classes = len(loaded.class_names) + 1
     per_case: dict[str, list[dict]] = {}
     seconds = []
+    unit = "mm"
     for item in tqdm(volumes, desc="volumes", unit="vol", disable=not options.progress):
+        unit = item.get("distance_unit", unit)
         if item["label"] is None:
             raise InputError(f"{item['image_path']}: case {item['case']} has no label to score "
                              f"against (use --input to segment unlabelled scans)")
@@ -156,7 +128,10 @@ def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
                                                   spacing=item["spacing"], mode=options.mode)
         except InputError as exc:
             raise exc.at(item["image_path"]) from None
-        if save_nifti:
+        if save_nifti and unit == "px":  # a 2-D image: a label PNG and an overlay
+            result.written += write_image_prediction(
+                prediction, read_image(item["image_path"]), output, item["case"], num_classes)
+        elif save_nifti:
             (output / "predictions").mkdir(exist_ok=True)
             path = output / "predictions" / f"{item['case']}.nii.gz"
             result.written.append(write_labels(prediction, _reference_for(item), path))
@@ -166,83 +141,12 @@ def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
                             item["affine"], item["spacing"], per_case[item["case"]])
     if not per_case:
         raise InputError("no volumes to evaluate in the selected split")
-    if save_nifti:
+    if unit == "px":
+        result.notes.append(PIXEL_NOTE)
+    elif save_nifti:
         write_viewer_tables(output / "predictions", loaded.class_names)
-    return _finish(output, per_case, loaded.class_names, options.mode, result, report,
+    return finish_run(output, per_case, loaded.class_names, options.mode, result, report, unit,
                    checkpoint=str(loaded.path), seconds_per_volume=float(np.mean(seconds)))
-
-
-def _image_files(folder: Path, what: str) -> dict[str, Path]:
-    if not folder.is_dir():
-        raise InputError(f"{folder}: {what} folder not found")
-    files = {}
-    for name, path, series in find_inputs(folder):
-        if series is not None:
-            raise InputError(f"{path}: {what} must be NIfTI/NRRD/MHA files, found a DICOM series")
-        if name in files:
-            raise InputError(f"{path}: two {what} files for case {name} ({files[name].name})")
-        files[name] = path
-    return files
-
-
-def evaluate_predictions(predictions: Path, labels: Path, output: Path, mode: str,
-                         class_names: Optional[list[str]] = None,
-                         progress: bool = True,
-                         report: Optional[ReportBuilder] = None) -> RunResult:
-    """Score label files in ``predictions`` against the same-named files in ``labels``.
-
-    Spacing comes from the label files' headers. Without ``class_names`` the classes are
-    1..max label found, named ``class_1``... ``report`` draws labels without an image.
-
-    Raises
-    ------
-    InputError
-        An empty folder, a prediction without a label, shapes that differ, values out of
-        range; the message names the file.
-    """
-    predicted = _image_files(predictions, "predictions")
-    references = _image_files(labels, "labels")
-    missing = [name for name in predicted if name not in references]
-    if missing:
-        raise InputError(f"{labels / (missing[0] + '.nii.gz')}: missing label for prediction "
-                         f"{predicted[missing[0]]}")
-    unused = len(references) - len(predicted)
-    result = RunResult(kind="predictions", output=output)
-    if unused:
-        result.notes.append(f"{unused} label file(s) without a prediction were not scored")
-    pairs = []
-    for name in sorted(predicted):
-        pairs.append((name, predicted[name], references[name]))
-    if class_names is None:
-        highest = max(int(np.max(read_volume(lab, dtype=None).array)) for _, _, lab in pairs)
-        class_names = [f"class_{i}" for i in range(1, max(highest, 1) + 1)]
-        result.notes.append(f"classes 1..{len(class_names)} taken from the labels' values "
-                            f"(pass --dataset for names)")
-    num_classes = len(class_names) + 1
-    if report is not None:
-        report.class_names = list(class_names)  # perhaps named from the labels' values
-    output.mkdir(parents=True, exist_ok=True)
-    per_case = {}
-    for name, pred_path, label_path in tqdm(pairs, desc="cases", unit="case",
-                                            disable=not progress):
-        pred = read_volume(pred_path, dtype=None)
-        label = read_volume(label_path, dtype=None)
-        if pred.array.shape != label.array.shape:
-            raise InputError(f"{pred_path}: shape {pred.array.shape} does not match the label "
-                             f"{label_path} of shape {label.array.shape}")
-        if not np.allclose(pred.affine, label.affine, atol=1e-3):
-            logger.warning("%s: affine differs from the label's (%s); scored voxel by voxel",
-                           pred_path, label_path)
-        try:
-            per_case[name] = case_metrics(pred.array, label.array, num_classes,
-                                          spacing=label.spacing, mode=mode)
-        except InputError as exc:
-            raise exc.at(pred_path if exc.key == "prediction" else label_path) from None
-        if report is not None:
-            report.add_case(name, pred.array, None, label.array, label.affine, label.spacing,
-                            per_case[name])
-    return _finish(output, per_case, class_names, mode, result, report,
-                   predictions=str(predictions), labels=str(labels))
 
 
 def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: InferenceOptions,
@@ -250,6 +154,9 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: Inf
                    normalise: Optional[Callable[[np.ndarray], np.ndarray]] = None,
                    report: Optional[ReportBuilder] = None) -> RunResult:
     """Segment a user's scans; write ``output/predictions/<case>.nii.gz`` in their geometry.
+
+    2-D images (an image file, or a folder of PNG/JPEG/TIFF/BMP files) give
+    ``output/predictions/<name>.png`` at the image's own size and ``output/overlays/<name>.png``.
 
     ``options.mode`` picks the resize procedure of :func:`predict_volume` (``paper``: the
     published one). Viewer colour tables go beside; ``report`` shows scans and volumes in ml.
@@ -259,6 +166,23 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: Inf
     InputError
         An empty or unreadable input, a prediction file that exists (without ``overwrite``).
     """
+    if normalise is None:
+        intensity = resolve_intensity_for(loaded.config)
+        window = loaded.config.data.ct_window
+        normalize_intensity = project_datasets().normalize_intensity
+
+        def normalise(array: np.ndarray) -> np.ndarray:
+            return normalize_intensity(array, intensity, window, channels_first=array.ndim == 4)
+    images = find_image_inputs(inputs)
+    if images:  # 2-D images: a label PNG and an overlay each, at the image's own size
+        check_output(output, overwrite, image_targets(output, [name for name, _ in images]))
+        result = RunResult(kind="input", output=output, notes=[
+            f"label PNGs (values 0..{len(loaded.class_names)}, class colours) in "
+            f"{output / 'predictions'}, the images with their classes in {output / 'overlays'}"])
+        result.written = segment_images(
+            images, output, loaded.config.model.in_chans, len(loaded.class_names) + 1,
+            lambda volume: options.predict(loaded, volume), normalise, options.progress)
+        return result
     found = find_inputs(inputs)
     names = [name for name, _, _ in found]
     duplicate = next((n for n in names if names.count(n) > 1), None)
@@ -267,13 +191,6 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: Inf
     folder = output / "predictions"
     targets = [folder / f"{name}.nii.gz" for name in names]
     check_output(output, overwrite, targets)
-    if normalise is None:
-        intensity = resolve_intensity_for(loaded.config)
-        window = loaded.config.data.ct_window
-        normalize_intensity = project_datasets().normalize_intensity
-
-        def normalise(array: np.ndarray) -> np.ndarray:
-            return normalize_intensity(array, intensity, window, channels_first=array.ndim == 4)
     folder.mkdir(parents=True, exist_ok=True)
     result = RunResult(kind="input", output=output)
     for (name, path, series), target in tqdm(list(zip(found, targets)), desc="scans",
