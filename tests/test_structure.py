@@ -17,7 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_the_table_gives_the_names_layouts_and_the_cli_choices(capsys):
-    assert DATASET_NAMES == ("synapse", "acdc", "phantom", "folder")
+    assert DATASET_NAMES == tuple(DATASETS)
+    assert DATASET_NAMES[:4] == ("synapse", "acdc", "phantom", "folder")
     assert LAYOUTS["synapse"] == ("auto", "synapse_raw", "synapse_npz")
     assert LAYOUTS["phantom"] == ("auto", "synapse_raw", "acdc_raw", "abdomen", "cardiac")
     assert DATASETS["acdc"].class_names() == ["RV", "Myo", "LV"]
@@ -27,7 +28,7 @@ def test_the_table_gives_the_names_layouts_and_the_cli_choices(capsys):
     with pytest.raises(SystemExit) as info:
         train_cli.parse_args(["--dataset", "brats"])
     assert info.value.code == 2
-    assert "synapse, acdc, phantom, folder" in capsys.readouterr().err.replace("'", "")
+    assert ", ".join(DATASET_NAMES) in capsys.readouterr().err.replace("'", "")
 
 
 def test_a_missing_root_names_it_and_the_help(tmp_path):
