@@ -19,7 +19,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from swin_unet.config import Device, MetricMode, Split, choices
 from swin_unet.data_layer import add_dataset_option
-from swin_unet.errors import InputError, one_line
+from swin_unet.errors import InputError, format_error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, help="slices per forward pass (default 16)")
     parser.add_argument("--tta", action="store_true", help="average the four in-plane flips")
     parser.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
-    parser.add_argument("--device", choices=choices(Device), default="auto")
+    parser.add_argument("--device", choices=choices(Device), default="auto",
+                        help="where to run the model (default auto: CUDA when there is a GPU)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override the checkpoint's config, e.g. "
                                                   "--set data.test_cases=[1,2]")
@@ -72,7 +73,7 @@ def main(argv=None) -> int:
         options = {k: v for k, v in vars(args).items() if k not in ("volume", "no_progress")}
         result = run_evaluation(EvaluationRequest(**options, progress=not args.no_progress))
     except InputError as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
+        print(format_error(exc), file=sys.stderr)
         return 2
     report(result)
     return 0

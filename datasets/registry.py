@@ -132,7 +132,7 @@ class DatasetEntry:
 
     def missing(self, root: Path) -> InputError:
         """The error for a root that holds none of the layouts."""
-        return InputError(f"{root}: {self.title} data not found; {self.help}")
+        return InputError(f"{root}: {self.title} data not found", path=root, details=self.help)
 
     def open(self, root: Path, cfg: DataConfig) -> DataSource:
         """The data source under ``root`` (generated first for a phantom that is not there)."""
@@ -189,9 +189,11 @@ def dataset_entry(name: str) -> DatasetEntry:
 
 
 def default_root(name: str) -> Optional[Path]:
-    """Where ``name`` is looked for when ``data.root`` is not set: ``data/...`` in the repo."""
+    """Where ``name`` is looked for when ``data.root`` is not set: ``data/...`` under the
+    current folder, the one rule for every path the tools read or write by default (``runs/``
+    and ``outputs/`` too)."""
     folder = dataset_entry(name).default_dir
-    return REPO_ROOT / "data" / folder if folder else None
+    return Path("data") / folder if folder else None
 
 
 def class_names_for(name: str, layout: str = "auto", root: Optional[str] = None,
@@ -233,7 +235,8 @@ def open_dataset(name: str, data_cfg: Optional[DataConfig] = None) -> DataSource
     entry.layout(cfg.layout)  # an unknown layout is named before the root is looked at
     if cfg.root is None:
         if entry.default_dir is None:
-            raise InputError(f"--dataset {name} needs --root (data.root); {entry.help}")
+            raise InputError(f"--dataset {name} needs --root (data.root)", key="data.root",
+                             details=entry.help)
         root = default_root(name)
     else:
         root = Path(cfg.root).expanduser()

@@ -61,6 +61,8 @@ class TrainResult:
     history: list[EpochStats] = field(default_factory=list)
     last_validation: Optional[dict] = None
     config: Optional[Config] = None  # the run's resolved config (set by train())
+    # --resume of a run that had done all its epochs: nothing was run or written.
+    already_finished: bool = False
 
 
 class _StopRequest:
