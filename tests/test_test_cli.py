@@ -80,6 +80,10 @@ def test_dataset_run_writes_metrics_summary_and_predictions_in_the_scan_geometry
     assert [r["class_name"] for r in rows] == SYNAPSE and {r["case"] for r in rows} == {"case0003"}
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["metric_mode"], summary["n_cases"]) == ("mm", 1)
+    # The numbering of the predictions is stated: the 8-organ order, not BTCV's raw one.
+    assert summary["label_values"] == {"0": "background", **{str(i): n for i, n in
+                                                             enumerate(SYNAPSE, 1)}}
+    assert summary["label_values"]["1"] == "aorta"
     assert "Aorta" in stdout and "Kidney(R)" in stdout
     # The prediction overlays the scan: same shape and affine, uint8; its scores are the CSV's.
     image = nib.load(workspace / "phantom/RawData/Training/img/img0003.nii.gz")
