@@ -18,7 +18,9 @@ from .errors import InputError
 from .inference import predict_volume, resolve_device
 from .metrics import case_metrics, summarize
 from .report import write_metrics_csv, write_summary_json
+from .report_builder import REPORT_FILE, ReportBuilder, report_for
 from .trained import LoadedModel, load_model, resolve_intensity_for
+from .viewer_tables import write_viewer_tables
 from .volume_io import NIFTI_SUFFIXES, Volume, find_inputs, read_volume, write_labels
 
 __all__ = ["InferenceOptions", "EvaluationRequest", "RunResult", "run_evaluation", "check_output",
@@ -74,6 +76,7 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
     kind: str = "dataset"  # "dataset", "predictions" or "input" (EvaluationRequest.kind)
     output: Optional[Path] = None
+    report: Optional[Path] = None  # report.html, unless the run was asked for none
 
 
 def check_output(output: Path, overwrite: bool, files: Iterable[Path] = ()) -> None:
@@ -82,14 +85,14 @@ def check_output(output: Path, overwrite: bool, files: Iterable[Path] = ()) -> N
     Raises
     ------
     InputError
-        ``output`` is a file, or holds metrics.csv, summary.json or one of ``files``.
+        ``output`` is a file, or holds metrics.csv, summary.json, report.html or ``files``.
     """
     if output.exists() and not output.is_dir():
         raise InputError(f"{output}: --output exists and is not a folder")
     if overwrite:
         return
     existing = [output / name for name in _OUTPUT_FILES if (output / name).exists()]
-    existing += [f for f in files if f.exists()]
+    existing += [f for f in list(files) + [output / REPORT_FILE] if f.exists()]
     if existing:
         raise InputError(f"{existing[0]}: exists from an earlier run; pass --overwrite or "
                          f"choose another --output")
@@ -114,7 +117,7 @@ def _reference_for(item: dict) -> Volume:
 
 
 def _finish(output: Path, per_case: dict, class_names: list[str], mode: str,
-            result: RunResult, **extra) -> RunResult:
+            result: RunResult, report: Optional[ReportBuilder] = None, **extra) -> RunResult:
     summary = summarize(per_case, class_names, mode)
     write_metrics_csv(output / "metrics.csv", per_case, class_names)
     # The values predictions hold: the data set's class order (Synapse: the 8-organ order,
@@ -124,13 +127,17 @@ def _finish(output: Path, per_case: dict, class_names: list[str], mode: str,
                        label_values=labels, **extra)
     result.summary, result.per_case = summary, per_case
     result.written += [output / "metrics.csv", output / "summary.json"]
+    result.report = report.write(summary, result.notes) if report is not None else None
     return result
 
 
 def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
                      options: InferenceOptions, save_nifti: bool = False,
-                     unit_spacing_note: Optional[str] = None) -> RunResult:
+                     unit_spacing_note: Optional[str] = None,
+                     report: Optional[ReportBuilder] = None) -> RunResult:
     """Predict and score each volume of a data set; write metrics.csv, summary.json (+ NIfTI).
+
+    ``report`` draws each case as it is scored; viewer colour tables go beside predictions.
 
     Raises
     ------
@@ -158,9 +165,14 @@ def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
             path = output / "predictions" / f"{item['case']}.nii.gz"
             result.written.append(write_labels(prediction, _reference_for(item), path))
         seconds.append(time.perf_counter() - start)
+        if report is not None:
+            report.add_case(item["case"], prediction, item["image"], item["label"],
+                            item["affine"], item["spacing"], per_case[item["case"]])
     if not per_case:
         raise InputError("no volumes to evaluate in the selected split")
-    return _finish(output, per_case, loaded.class_names, options.mode, result,
+    if save_nifti:
+        write_viewer_tables(output / "predictions", loaded.class_names)
+    return _finish(output, per_case, loaded.class_names, options.mode, result, report,
                    checkpoint=str(loaded.path), seconds_per_volume=float(np.mean(seconds)))
 
 
@@ -179,11 +191,12 @@ def _image_files(folder: Path, what: str) -> dict[str, Path]:
 
 def evaluate_predictions(predictions: Path, labels: Path, output: Path, mode: str,
                          class_names: Optional[list[str]] = None,
-                         progress: bool = True) -> RunResult:
+                         progress: bool = True,
+                         report: Optional[ReportBuilder] = None) -> RunResult:
     """Score label files in ``predictions`` against the same-named files in ``labels``.
 
     Spacing comes from the label files' headers. Without ``class_names`` the classes are
-    1..max label found, named ``class_1``...
+    1..max label found, named ``class_1``... ``report`` draws labels without an image.
 
     Raises
     ------
@@ -210,6 +223,8 @@ def evaluate_predictions(predictions: Path, labels: Path, output: Path, mode: st
         result.notes.append(f"classes 1..{len(class_names)} taken from the labels' values "
                             f"(pass --dataset for names)")
     num_classes = len(class_names) + 1
+    if report is not None:
+        report.class_names = list(class_names)  # perhaps named from the labels' values
     output.mkdir(parents=True, exist_ok=True)
     per_case = {}
     for name, pred_path, label_path in tqdm(pairs, desc="cases", unit="case",
@@ -227,17 +242,21 @@ def evaluate_predictions(predictions: Path, labels: Path, output: Path, mode: st
                                           spacing=label.spacing, mode=mode)
         except InputError as exc:
             raise exc.at(pred_path if exc.key == "prediction" else label_path) from None
-    return _finish(output, per_case, class_names, mode, result,
+        if report is not None:
+            report.add_case(name, pred.array, None, label.array, label.affine, label.spacing,
+                            per_case[name])
+    return _finish(output, per_case, class_names, mode, result, report,
                    predictions=str(predictions), labels=str(labels))
 
 
 def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: InferenceOptions,
                    overwrite: bool = False,
-                   normalise: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> RunResult:
+                   normalise: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+                   report: Optional[ReportBuilder] = None) -> RunResult:
     """Segment a user's scans; write ``output/predictions/<case>.nii.gz`` in their geometry.
 
     ``options.mode`` picks the resize procedure of :func:`predict_volume` (``paper``: the
-    published one).
+    published one). Viewer colour tables go beside; ``report`` shows scans and volumes in ml.
 
     Raises
     ------
@@ -266,11 +285,16 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: Inf
         volume = read_volume(path, name, series)
         if not np.isfinite(volume.array).all():
             raise InputError(f"{path}: image contains NaN or infinite values")
+        image = normalise(volume.array)
         try:
-            prediction = options.predict(loaded, normalise(volume.array))
+            prediction = options.predict(loaded, image)
         except InputError as exc:
             raise exc.at(path) from None
         result.written.append(write_labels(prediction, volume, target))
+        if report is not None:
+            report.add_case(name, prediction, image, None, volume.affine, volume.spacing)
+    write_viewer_tables(folder, loaded.class_names)
+    result.report = report.write(None, result.notes) if report is not None else None
     return result
 
 
@@ -295,6 +319,9 @@ class EvaluationRequest:
     device: str = "auto"
     overrides: Sequence[str] = ()
     progress: bool = True
+    report: bool = True
+    figure_cases: Sequence[str] = ()
+    figure_slices: Optional[Sequence[int]] = None
 
     def kind(self) -> str:
         """Which of the three runs this is: "predictions", "input" or "dataset".
@@ -342,7 +369,8 @@ def run_evaluation(request: EvaluationRequest) -> RunResult:
         names = (datasets.class_names_for(request.dataset, root=request.root)
                  if request.dataset else None)
         return evaluate_predictions(request.predictions, request.labels, output,
-                                    request.metric_mode or "mm", names, request.progress)
+                                    request.metric_mode or "mm", names, request.progress,
+                                    report_for(request, output, names or []))
     device = resolve_device(request.device)
     overrides = list(request.overrides) + ([f"data.root={request.root}"] if request.root else [])
     loaded = load_model(request.checkpoint, request.dataset, overrides, device)
@@ -355,7 +383,9 @@ def run_evaluation(request: EvaluationRequest) -> RunResult:
         logger.warning("--amp has an effect on CUDA only; running in float32 on the %s",
                        device.type)
     if kind == "input":
-        return segment_inputs(loaded, request.input, request.output, options, request.overwrite)
+        return segment_inputs(loaded, request.input, request.output, options, request.overwrite,
+                              report=report_for(request, request.output, loaded.class_names,
+                                                options, **{"data set": loaded.config.dataset}))
     output = request.output or Path("outputs") / f"test_{request.dataset}"
     check_output(output, request.overwrite,
                  [output / "predictions"] if request.save_nifti else [])
@@ -368,5 +398,7 @@ def run_evaluation(request: EvaluationRequest) -> RunResult:
     if not source.stores_spacing:
         note = (f"{source.layout}: the release stores no voxel spacing; unit spacing is "
                 f"used, so HD95 is in voxels even in mm mode")
+    report = report_for(request, output, loaded.class_names, options,
+                        **{"data root": loaded.config.data.root})
     return evaluate_volumes(loaded, source.volumes(request.split), output, options,
-                            request.save_nifti, note)
+                            request.save_nifti, note, report)
