@@ -58,7 +58,8 @@ def write_folder_layout(work: Path) -> Path:
         label = nib.load(str(raw / "label" / f"label{number}.nii.gz"))
         nib.save(image, str(folder / "imagesTr" / f"{case}_0000.nii.gz"))
         classes = lookup[np.asarray(label.dataobj).astype(np.intp)]
-        nib.save(nib.Nifti1Image(classes, label.affine), str(folder / "labelsTr" / f"{case}.nii.gz"))
+        nib.save(nib.Nifti1Image(classes, label.affine),
+                 str(folder / "labelsTr" / f"{case}.nii.gz"))
         cases.append(case)
     labels = {"background": 0, **{name: i + 1 for i, name in enumerate(SYNAPSE_CLASSES)}}
     (folder / "dataset.json").write_text(json.dumps(

@@ -1,4 +1,4 @@
-"""`pip install .`: the library installs and works from any folder, without a top-level `datasets`."""
+"""`pip install .`: the library installs and works from any folder, with no top-level `datasets`."""
 
 import shutil
 import subprocess
