@@ -15,6 +15,9 @@ from tqdm import tqdm
 
 from .data_layer import project_datasets
 from .errors import InputError
+from .image_io import read_image
+from .image_segmentation import find_image_inputs, image_targets, segment_images, \
+    write_image_prediction
 from .inference import predict_volume, resolve_device
 from .metrics import case_metrics, summarize
 from .report import write_metrics_csv, write_summary_json
@@ -30,6 +33,7 @@ __all__ = ["InferenceOptions", "EvaluationRequest", "RunResult", "run_evaluation
 logger = logging.getLogger(__name__)
 
 _OUTPUT_FILES = ("metrics.csv", "summary.json")
+PIXEL_NOTE = "2-D images store no spacing: HD95 is in pixels (px)"
 
 
 @dataclass
@@ -117,8 +121,9 @@ def _reference_for(item: dict) -> Volume:
 
 
 def _finish(output: Path, per_case: dict, class_names: list[str], mode: str,
-            result: RunResult, report: Optional[ReportBuilder] = None, **extra) -> RunResult:
-    summary = summarize(per_case, class_names, mode)
+            result: RunResult, report: Optional[ReportBuilder] = None,
+            distance_unit: str = "mm", **extra) -> RunResult:
+    summary = summarize(per_case, class_names, mode, distance_unit)
     write_metrics_csv(output / "metrics.csv", per_case, class_names)
     # The values predictions hold: the data set's class order (Synapse: the 8-organ order,
     # not BTCV's raw label numbers).
@@ -137,6 +142,9 @@ def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
                      report: Optional[ReportBuilder] = None) -> RunResult:
     """Predict and score each volume of a data set; write metrics.csv, summary.json (+ NIfTI).
 
+    With ``save_nifti``, a 2-D image's prediction is written as ``predictions/<case>.png``
+    (palette PNG) with ``overlays/<case>.png`` instead.
+
     ``report`` draws each case as it is scored; viewer colour tables go beside predictions.
 
     Raises
@@ -149,7 +157,9 @@ def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
     num_classes = len(loaded.class_names) + 1
     per_case: dict[str, list[dict]] = {}
     seconds = []
+    unit = "mm"
     for item in tqdm(volumes, desc="volumes", unit="vol", disable=not options.progress):
+        unit = item.get("distance_unit", unit)
         if item["label"] is None:
             raise InputError(f"{item['image_path']}: case {item['case']} has no label to score "
                              f"against (use --input to segment unlabelled scans)")
@@ -160,7 +170,10 @@ def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
                                                   spacing=item["spacing"], mode=options.mode)
         except InputError as exc:
             raise exc.at(item["image_path"]) from None
-        if save_nifti:
+        if save_nifti and unit == "px":  # a 2-D image: a label PNG and an overlay
+            result.written += write_image_prediction(
+                prediction, read_image(item["image_path"]), output, item["case"], num_classes)
+        elif save_nifti:
             (output / "predictions").mkdir(exist_ok=True)
             path = output / "predictions" / f"{item['case']}.nii.gz"
             result.written.append(write_labels(prediction, _reference_for(item), path))
@@ -170,9 +183,11 @@ def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
                             item["affine"], item["spacing"], per_case[item["case"]])
     if not per_case:
         raise InputError("no volumes to evaluate in the selected split")
-    if save_nifti:
+    if unit == "px":
+        result.notes.append(PIXEL_NOTE)
+    elif save_nifti:
         write_viewer_tables(output / "predictions", loaded.class_names)
-    return _finish(output, per_case, loaded.class_names, options.mode, result, report,
+    return _finish(output, per_case, loaded.class_names, options.mode, result, report, unit,
                    checkpoint=str(loaded.path), seconds_per_volume=float(np.mean(seconds)))
 
 
@@ -255,6 +270,9 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: Inf
                    report: Optional[ReportBuilder] = None) -> RunResult:
     """Segment a user's scans; write ``output/predictions/<case>.nii.gz`` in their geometry.
 
+    2-D images (an image file, or a folder of PNG/JPEG/TIFF/BMP files) give
+    ``output/predictions/<name>.png`` at the image's own size and ``output/overlays/<name>.png``.
+
     ``options.mode`` picks the resize procedure of :func:`predict_volume` (``paper``: the
     published one). Viewer colour tables go beside; ``report`` shows scans and volumes in ml.
 
@@ -263,6 +281,23 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: Inf
     InputError
         An empty or unreadable input, a prediction file that exists (without ``overwrite``).
     """
+    if normalise is None:
+        intensity = resolve_intensity_for(loaded.config)
+        window = loaded.config.data.ct_window
+        normalize_intensity = project_datasets().normalize_intensity
+
+        def normalise(array: np.ndarray) -> np.ndarray:
+            return normalize_intensity(array, intensity, window, channels_first=array.ndim == 4)
+    images = find_image_inputs(inputs)
+    if images:  # 2-D images: a label PNG and an overlay each, at the image's own size
+        check_output(output, overwrite, image_targets(output, [name for name, _ in images]))
+        result = RunResult(kind="input", output=output, notes=[
+            f"label PNGs (values 0..{len(loaded.class_names)}, class colours) in "
+            f"{output / 'predictions'}, the images with their classes in {output / 'overlays'}"])
+        result.written = segment_images(
+            images, output, loaded.config.model.in_chans, len(loaded.class_names) + 1,
+            lambda volume: options.predict(loaded, volume), normalise, options.progress)
+        return result
     found = find_inputs(inputs)
     names = [name for name, _, _ in found]
     duplicate = next((n for n in names if names.count(n) > 1), None)
@@ -271,13 +306,6 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: Inf
     folder = output / "predictions"
     targets = [folder / f"{name}.nii.gz" for name in names]
     check_output(output, overwrite, targets)
-    if normalise is None:
-        intensity = resolve_intensity_for(loaded.config)
-        window = loaded.config.data.ct_window
-        normalize_intensity = project_datasets().normalize_intensity
-
-        def normalise(array: np.ndarray) -> np.ndarray:
-            return normalize_intensity(array, intensity, window, channels_first=array.ndim == 4)
     folder.mkdir(parents=True, exist_ok=True)
     result = RunResult(kind="input", output=output)
     for (name, path, series), target in tqdm(list(zip(found, targets)), desc="scans",
