@@ -20,7 +20,7 @@ def test_wheel_holds_the_library_only_and_works_from_elsewhere(tmp_path):
                     ignore=shutil.ignore_patterns("__pycache__"))  # present, yet not packaged
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps",
                             "--no-build-isolation", "-q", "-w", str(tmp_path / "wheel")],
-                           capture_output=True, text=True, cwd=tmp_path)
+                           capture_output=True, text=True, errors="replace", cwd=tmp_path)
     assert built.returncode == 0, built.stderr
     (wheel,) = (tmp_path / "wheel").glob("swin_unet-*.whl")
     with zipfile.ZipFile(wheel) as archive:
