@@ -24,6 +24,7 @@ __all__ = [
     "DataConfig",
     "TrainConfig",
     "InferenceConfig",
+    "GeometryConfig",
     "Config",
     "load_config",
     "config_from_dict",
@@ -129,6 +130,24 @@ class InferenceConfig:
 
 
 @dataclass
+class GeometryConfig:
+    """How the training volumes lie: recorded by train.py, used by test.py --input.
+
+    A record missing (None), as in checkpoints of the original code, keeps scans in the
+    voxel order they are stored in.
+    """
+
+    # Axis codes of the voxel axes in the RAS+ world (nibabel's aff2axcodes), e.g. "LPS".
+    axcodes: Optional[str] = None
+    # The voxel axis (0, 1 or 2) the 2-D slices are cut across.
+    slice_axis: int = 2
+    # [smallest, largest] in-plane voxel size (mm) and in-plane field of view (mm) of the
+    # training volumes.
+    inplane_spacing: Optional[list[float]] = None
+    field_of_view: Optional[list[float]] = None
+
+
+@dataclass
 class Config:
     """Everything a run needs; written to OUTPUT/config.yaml and stored in checkpoints."""
 
@@ -137,6 +156,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
+    geometry: GeometryConfig = field(default_factory=GeometryConfig)
 
 
 def _type_name(tp: Any) -> str:
