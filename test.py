@@ -49,6 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="replace the results of an earlier run in --output")
     parser.add_argument("--save-nifti", action="store_true",
                         help="also write predictions/<case>.nii.gz (uint8, the image's geometry)")
+    parser.add_argument("--save-probabilities", action="store_true",
+                        help="also write probabilities/<case>.npz (float16 (K, X, Y, Z) in the "
+                             "label map's voxel order, and the affine); with --tta also "
+                             "uncertainty/<case>.nii.gz (entropy of the mean probabilities)")
+    parser.add_argument("--keep-orientation", action="store_true",
+                        help="--input: segment scans in their stored voxel order instead of "
+                             "turning them to the orientation the model was trained in")
     parser.add_argument("--metric-mode", choices=("mm", "paper"),
                         help="default: the checkpoint's inference.metric_mode (mm)")
     parser.add_argument("--batch-size", type=int, help="slices per forward pass (default 16)")
@@ -123,18 +130,23 @@ def run(args: argparse.Namespace) -> int:
             logging.getLogger("test").warning("--amp has an effect on CUDA only; running in "
                                               "float32 on the %s", device.type)
         if kind == "input":
-            result = evaluation.segment_inputs(loaded, args.input, args.output, batch_size, tta,
-                                               device, amp, args.overwrite, progress=progress,
-                                               mode=args.metric_mode or inference.metric_mode)
+            result = evaluation.segment_inputs(
+                loaded, args.input, args.output, batch_size, tta, device, amp, args.overwrite,
+                progress=progress, mode=args.metric_mode or inference.metric_mode,
+                probabilities=args.save_probabilities, keep_orientation=args.keep_orientation)
             for path in result.written:
                 print(path)
-            print(f"{len(result.written)} prediction(s) in {args.output / 'predictions'}: open "
-                  f"each over its scan in 3D Slicer or ITK-SNAP.")
+            count = sum(1 for path in result.written if path.parent.name == "predictions")
+            print(f"{count} prediction(s) in {args.output / 'predictions'}: open each over its "
+                  f"scan in 3D Slicer or ITK-SNAP.")
             return 0
         from datasets import open_dataset
         output = args.output or Path("outputs") / f"test_{args.dataset}"
-        evaluation.check_output(output, args.overwrite,
-                                [output / "predictions"] if args.save_nifti else [])
+        evaluation.check_output(
+            output, args.overwrite,
+            ([output / "predictions"] if args.save_nifti else [])
+            + ([output / "probabilities", output / "uncertainty"]
+               if args.save_probabilities else []))
         config = loaded.config
         source = open_dataset(args.dataset, config.data)
         if list(source.class_names) != loaded.class_names:
@@ -148,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
         result = evaluation.evaluate_volumes(
             loaded, source.volumes(args.split), output, args.metric_mode or
             inference.metric_mode, args.save_nifti, batch_size, tta, device, amp, note,
-            progress)
+            progress, probabilities=args.save_probabilities)
     print(format_table(result.summary))
     for note in result.notes:
         print(f"note: {note}")

@@ -15,11 +15,11 @@ from tqdm import tqdm
 
 from .config import Config, DataConfig, apply_overrides, config_from_dict
 from .errors import InputError
-from .inference import predict_volume
 from .metrics import case_metrics, summarize
 from .model import build_model, checkpoint_state, load_state, read_checkpoint
 from .report import write_metrics_csv, write_summary_json
-from .volume_io import NIFTI_SUFFIXES, Volume, find_inputs, read_volume, write_labels
+from .scan_outputs import OutputKinds, orient_scan, output_paths, segment_volume
+from .volume_io import NIFTI_SUFFIXES, Volume, find_inputs, read_volume
 
 __all__ = ["LoadedModel", "load_model", "check_output", "evaluate_volumes",
            "evaluate_predictions", "segment_inputs", "RunResult",
@@ -190,8 +190,11 @@ def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
                      save_nifti: bool = False, batch_size: int = 16, tta: bool = False,
                      device: Optional[torch.device] = None, amp: bool = False,
                      unit_spacing_note: Optional[str] = None,
-                     progress: bool = True) -> RunResult:
+                     progress: bool = True, probabilities: bool = False) -> RunResult:
     """Predict and score each volume of a data set; write metrics.csv, summary.json (+ NIfTI).
+
+    ``probabilities`` also writes ``probabilities/<case>.npz`` and, with ``tta``,
+    ``uncertainty/<case>.nii.gz`` (see :func:`~swin_unet.scan_outputs.segment_volume`).
 
     Raises
     ------
@@ -201,6 +204,8 @@ def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
     output.mkdir(parents=True, exist_ok=True)
     result = RunResult(notes=[unit_spacing_note] if unit_spacing_note else [])
     num_classes = len(loaded.class_names) + 1
+    kinds = OutputKinds(labels=save_nifti, probabilities=probabilities,
+                        uncertainty=probabilities and tta)
     per_case: dict[str, list[dict]] = {}
     seconds = []
     for item in tqdm(volumes, desc="volumes", unit="vol", disable=not progress):
@@ -208,18 +213,17 @@ def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
             raise InputError(f"{item['image_path']}: case {item['case']} has no label to score "
                              f"against (use --input to segment unlabelled scans)")
         start = time.perf_counter()
+        paths = output_paths(output, item["case"], kinds)
         try:
-            prediction = predict_volume(loaded.model, item["image"],
-                                        loaded.config.model.img_size, batch_size=batch_size,
-                                        mode=mode, tta=tta, device=device, amp=amp)
+            prediction, written = segment_volume(
+                loaded.model, item["image"], _reference_for(item) if paths else None,
+                loaded.config.model.img_size, num_classes, paths=paths,
+                batch_size=batch_size, mode=mode, tta=tta, device=device, amp=amp)
             per_case[item["case"]] = case_metrics(prediction, item["label"], num_classes,
                                                   spacing=item["spacing"], mode=mode)
         except InputError as exc:
             raise InputError(f"{item['image_path']}: {exc}") from None
-        if save_nifti:
-            (output / "predictions").mkdir(exist_ok=True)
-            path = output / "predictions" / f"{item['case']}.nii.gz"
-            result.written.append(write_labels(prediction, _reference_for(item), path))
+        result.written += written
         seconds.append(time.perf_counter() - start)
     if not per_case:
         raise InputError("no volumes to evaluate in the selected split")
@@ -299,10 +303,17 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, batch_size: 
                    tta: bool = False, device: Optional[torch.device] = None,
                    amp: bool = False, overwrite: bool = False,
                    normalise: Optional[Callable[[np.ndarray], np.ndarray]] = None,
-                   progress: bool = True, mode: str = "mm") -> RunResult:
+                   progress: bool = True, mode: str = "mm", probabilities: bool = False,
+                   keep_orientation: bool = False) -> RunResult:
     """Segment a user's scans; write ``output/predictions/<case>.nii.gz`` in their geometry.
 
-    ``mode`` picks the resize procedure of :func:`predict_volume` (``paper``: the published one).
+    Each scan is turned to the orientation the model was trained in (a permutation and flips
+    of its voxel axes, from the checkpoint's ``geometry`` record; ``keep_orientation`` or no
+    record: as stored), segmented, and its labels written back in its own voxel order.
+    ``mode`` picks the resize procedure of :func:`~swin_unet.inference.predict_volume`
+    (``paper``: the published one). ``probabilities`` also writes
+    ``probabilities/<case>.npz`` and, with ``tta``, ``uncertainty/<case>.nii.gz``. nnU-Net's
+    per-channel files (``CASE_0000``, ``CASE_0001``) are one multi-channel case.
 
     Raises
     ------
@@ -310,32 +321,34 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, batch_size: 
         An empty or unreadable input, a prediction file that exists (without ``overwrite``).
     """
     from datasets import normalize_intensity
-    found = find_inputs(inputs)
+    found = find_inputs(inputs, channels=True)
     names = [name for name, _, _ in found]
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate:
         raise InputError(f"{inputs}: two inputs would both be written as {duplicate}.nii.gz")
-    folder = output / "predictions"
-    targets = [folder / f"{name}.nii.gz" for name in names]
-    check_output(output, overwrite, targets)
+    kinds = OutputKinds(probabilities=probabilities, uncertainty=probabilities and tta)
+    targets = [output_paths(output, name, kinds) for name in names]
+    check_output(output, overwrite, [p for paths in targets for p in paths.values()])
     if normalise is None:
         intensity = resolve_intensity_for(loaded.config)
         window = loaded.config.data.ct_window
 
         def normalise(array: np.ndarray) -> np.ndarray:
             return normalize_intensity(array, intensity, window, channels_first=array.ndim == 4)
-    folder.mkdir(parents=True, exist_ok=True)
+    (output / "predictions").mkdir(parents=True, exist_ok=True)
     result = RunResult()
-    for (name, path, series), target in tqdm(list(zip(found, targets)), desc="scans",
-                                             unit="scan", disable=not progress):
+    for (name, path, series), paths in tqdm(list(zip(found, targets)), desc="scans",
+                                            unit="scan", disable=not progress):
         volume = read_volume(path, name, series)
         if not np.isfinite(volume.array).all():
-            raise InputError(f"{path}: image contains NaN or infinite values")
+            raise InputError(f"{volume.path}: image contains NaN or infinite values")
+        plan = orient_scan(volume, loaded.config.geometry, keep_orientation)
         try:
-            prediction = predict_volume(loaded.model, normalise(volume.array),
-                                        loaded.config.model.img_size, batch_size=batch_size,
-                                        mode=mode, tta=tta, device=device, amp=amp)
+            _, written = segment_volume(
+                loaded.model, normalise(volume.array), volume, loaded.config.model.img_size,
+                len(loaded.class_names) + 1, plan, paths, batch_size=batch_size, mode=mode,
+                tta=tta, device=device, amp=amp)
         except InputError as exc:
-            raise InputError(f"{path}: {exc}") from None
-        result.written.append(write_labels(prediction, volume, target))
+            raise InputError(f"{volume.path}: {exc}") from None
+        result.written += written
     return result

@@ -61,6 +61,8 @@ class Reorientation:
         The scan's axis codes and the model's (``None``: no record, nothing changed).
     obliquity_deg : float
         Angle between the scan's slice direction and the nearest world axis.
+    slice_axis : int
+        The axis, in the model's voxel order, that slices are cut across.
     note : str
         What was done, for the log.
     """
@@ -70,6 +72,7 @@ class Reorientation:
     source_axcodes: str = ""
     target_axcodes: Optional[str] = None
     obliquity_deg: float = 0.0
+    slice_axis: int = 2
     note: str = ""
 
     @property
@@ -157,7 +160,7 @@ def plan_reorientation(affine: np.ndarray, target_axcodes: Optional[str],
                         f"axis (tolerance {OBLIQUE_TOLERANCE_DEG:g}); segmented along the "
                         f"nearest axis, which the model may not have seen at this angle")
     return Reorientation(tuple(permutation), tuple(flips), nearest, target_axcodes, angle,
-                         note), warnings
+                         slice_axis, note), warnings
 
 
 def _range(values: Iterable[float]) -> list[float]:
