@@ -16,6 +16,7 @@ from tqdm import tqdm
 from .config import Config, DataConfig, apply_overrides, config_from_dict
 from .errors import InputError
 from .metrics import case_metrics, summarize
+from .orientation import check_geometry
 from .model import build_model, checkpoint_state, load_state, read_checkpoint
 from .report import write_metrics_csv, write_summary_json
 from .scan_outputs import OutputKinds, orient_scan, output_paths, segment_volume
@@ -119,6 +120,7 @@ def load_model(path: Path, dataset: Optional[str] = None, overrides: Sequence[st
                                  num_workers=config.data.num_workers)
         config.dataset = dataset
     config = apply_overrides(config, list(overrides))
+    check_geometry(config.geometry)
     if not class_names:
         from datasets import class_names_for
         class_names = (class_names_for(dataset or config.dataset, config.data.layout,

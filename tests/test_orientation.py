@@ -272,6 +272,14 @@ def test_spacing_far_from_the_training_data_and_a_missing_record_are_logged(
                     tmp_path / "b", "--no-progress"], capsys)[0] == 0
     assert "records no training orientation" in caplog.text
     assert "in-plane spacing" not in caplog.text
+    # The record can be given for such a checkpoint; a wrong one is named.
+    caplog.clear()
+    assert run_cli(["--checkpoint", old, "--input", tmp_path / "in", "--output", tmp_path / "c",
+                    "--set", "geometry.axcodes=RAS", "--no-progress"], capsys)[0] == 0
+    assert "stored as LPS, reoriented to the model's RAS" in caplog.text
+    code, _, err = run_cli(["--checkpoint", old, "--input", tmp_path / "in", "--output",
+                            tmp_path / "d", "--set", "geometry.axcodes=LPX"], capsys)
+    assert code == 2 and "geometry.axcodes" in err and "LPX" in err
 
 
 # ----------------------------------------------------------------------------- input folders
