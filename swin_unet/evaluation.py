@@ -16,8 +16,8 @@ from tqdm import tqdm
 from .config import Config, DataConfig, apply_overrides, config_from_dict
 from .errors import InputError
 from .metrics import case_metrics, summarize
-from .orientation import check_geometry
 from .model import build_model, checkpoint_state, load_state, read_checkpoint
+from .orientation import check_geometry
 from .report import write_metrics_csv, write_summary_json
 from .scan_outputs import OutputKinds, orient_scan, output_paths, segment_volume
 from .volume_io import NIFTI_SUFFIXES, Volume, find_inputs, read_volume
