@@ -345,9 +345,11 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, batch_size: 
         if not np.isfinite(volume.array).all():
             raise InputError(f"{volume.path}: image contains NaN or infinite values")
         plan = orient_scan(volume, loaded.config.geometry, keep_orientation)
+        # The raw voxels are not needed again (only their shape, to write): one copy fewer.
+        volume.array = image = normalise(volume.array)
         try:
             _, written = segment_volume(
-                loaded.model, normalise(volume.array), volume, loaded.config.model.img_size,
+                loaded.model, image, volume, loaded.config.model.img_size,
                 len(loaded.class_names) + 1, plan, paths, batch_size=batch_size, mode=mode,
                 tta=tta, device=device, amp=amp)
         except InputError as exc:
