@@ -17,11 +17,8 @@ import nibabel as nib
 import numpy as np
 from nibabel.orientations import axcodes2ornt, io_orientation
 
-from .errors import InputError
-
 __all__ = ["Reorientation", "plan_reorientation", "axcodes_of", "inplane_geometry",
-           "training_geometry", "scale_warnings", "check_geometry", "OBLIQUE_TOLERANCE_DEG",
-           "SCALE_FACTOR"]
+           "training_geometry", "scale_warnings", "OBLIQUE_TOLERANCE_DEG", "SCALE_FACTOR"]
 
 # A slice direction further than this from every world axis is oblique: it is segmented along
 # the nearest axis, with a warning.
@@ -34,31 +31,6 @@ SCALE_FACTOR = 2.0
 def axcodes_of(affine: np.ndarray) -> str:
     """Axis codes of the voxel axes in the RAS+ world, e.g. ``"LPS"`` (nibabel's aff2axcodes)."""
     return "".join(str(c) for c in nib.aff2axcodes(np.asarray(affine, dtype=np.float64)))
-
-
-def check_geometry(geometry) -> None:
-    """A geometry record (:class:`~swin_unet.config.GeometryConfig`) that can be used.
-
-    Raises
-    ------
-    InputError
-        Axis codes that are not one of L/R, one of A/P and one of S/I, a slice axis outside
-        0-2, or a range that is not [low, high] with 0 < low <= high; naming the config key.
-    """
-    codes = geometry.axcodes
-    if codes is not None and (len(codes) != 3 or sorted(
-            {"L": 0, "R": 0, "A": 1, "P": 1, "S": 2, "I": 2}.get(c, 9) for c in codes.upper())
-            != [0, 1, 2]):
-        raise InputError(f"config key 'geometry.axcodes': {codes!r} is not three axis codes "
-                         f"with one of L/R, A/P and S/I each (e.g. LPS, RAS)")
-    if geometry.slice_axis not in (0, 1, 2):
-        raise InputError(f"config key 'geometry.slice_axis': must be 0, 1 or 2, got "
-                         f"{geometry.slice_axis}")
-    for key in ("inplane_spacing", "field_of_view"):
-        value = getattr(geometry, key)
-        if value is not None and not (len(value) == 2 and 0 < value[0] <= value[1]):
-            raise InputError(f"config key 'geometry.{key}': expected [low, high] in mm with "
-                             f"0 < low <= high, got {value}")
 
 
 def _columns(affine: np.ndarray) -> np.ndarray:
