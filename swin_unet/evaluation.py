@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
-import nibabel as nib
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -19,9 +18,11 @@ from .inference import resolve_device
 from .metrics import case_metrics, summarize
 from .orientation import Reorientation
 from .report import write_metrics_csv, write_summary_json
+from .report_builder import REPORT_FILE, ReportBuilder, report_for
 from .scan_outputs import OutputKinds, orient_scan, output_paths, segment_volume
 from .trained import LoadedModel, load_model, resolve_intensity_for
-from .volume_io import NIFTI_SUFFIXES, Volume, find_inputs, read_volume
+from .viewer_tables import write_viewer_tables
+from .volume_io import Volume, find_inputs, read_volume, reference_of_item
 
 __all__ = ["InferenceOptions", "EvaluationRequest", "RunResult", "run_evaluation", "check_output",
            "evaluate_volumes", "evaluate_predictions", "segment_inputs", "LoadedModel",
@@ -62,8 +63,7 @@ class InferenceOptions:
     def segment(self, loaded: LoadedModel, image: np.ndarray, reference: Optional[Volume],
                 plan: Optional[Reorientation] = None,
                 paths: Optional[dict[str, Path]] = None) -> tuple[np.ndarray, list[Path]]:
-        """:func:`~swin_unet.scan_outputs.segment_volume` with these options: the labels of
-        ``image`` in its own voxel order, and the files of ``paths`` written."""
+        """The labels of ``image`` and the files of ``paths`` (``scan_outputs.segment_volume``)."""
         return segment_volume(loaded.model, image, reference, loaded.config.model.img_size,
                               len(loaded.class_names) + 1, plan, paths,
                               batch_size=self.batch_size, mode=self.mode, tta=self.tta,
@@ -80,6 +80,7 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
     kind: str = "dataset"  # "dataset", "predictions" or "input" (EvaluationRequest.kind)
     output: Optional[Path] = None
+    report: Optional[Path] = None  # report.html, unless the run was asked for none
 
 
 def check_output(output: Path, overwrite: bool, files: Iterable[Path] = ()) -> None:
@@ -88,55 +89,39 @@ def check_output(output: Path, overwrite: bool, files: Iterable[Path] = ()) -> N
     Raises
     ------
     InputError
-        ``output`` is a file, or holds metrics.csv, summary.json or one of ``files``.
+        ``output`` is a file, or holds metrics.csv, summary.json, report.html or ``files``.
     """
     if output.exists() and not output.is_dir():
         raise InputError(f"{output}: --output exists and is not a folder")
     if overwrite:
         return
     existing = [output / name for name in _OUTPUT_FILES if (output / name).exists()]
-    existing += [f for f in files if f.exists()]
+    existing += [f for f in list(files) + [output / REPORT_FILE] if f.exists()]
     if existing:
         raise InputError(f"{existing[0]}: exists from an earlier run; pass --overwrite or "
                          f"choose another --output")
 
 
-def _reference_for(item: dict) -> Volume:
-    """The geometry to write a data set's prediction with: its NIfTI header when it has one.
-
-    The header keeps qform/sform codes and units exactly; otherwise (TransUNet's HDF5 and
-    other releases) the data set's affine is all there is.
-    """
-    path = Path(item["image_path"])
-    shape = tuple(np.shape(item["image"])[-3:])
-    reference = None
-    if path.name.lower().endswith(NIFTI_SUFFIXES):
-        header_only = nib.load(str(path))  # the voxels are not read
-        if tuple(header_only.shape[:3]) == shape and np.allclose(
-                header_only.affine, item["affine"], atol=1e-4):
-            reference = header_only
-    return Volume(item["case"], item["image"], tuple(item["spacing"]),
-                  np.asarray(item["affine"]), path, reference)
-
-
 def _finish(output: Path, per_case: dict, class_names: list[str], mode: str,
-            result: RunResult, **extra) -> RunResult:
+            result: RunResult, report: Optional[ReportBuilder] = None, **extra) -> RunResult:
     summary = summarize(per_case, class_names, mode)
     write_metrics_csv(output / "metrics.csv", per_case, class_names)
     write_summary_json(output / "summary.json", summary, notes=result.notes, **extra)
     result.summary, result.per_case = summary, per_case
     result.written += [output / "metrics.csv", output / "summary.json"]
+    result.report = report.write(summary, result.notes) if report is not None else None
     return result
 
 
 def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
                      options: InferenceOptions, save_nifti: bool = False,
                      unit_spacing_note: Optional[str] = None,
+                     report: Optional[ReportBuilder] = None,
                      probabilities: bool = False) -> RunResult:
     """Predict and score each volume of a data set; write metrics.csv, summary.json (+ NIfTI).
 
-    ``probabilities`` also writes ``probabilities/<case>.npz`` and, with TTA,
-    ``uncertainty/<case>.nii.gz`` (see :func:`~swin_unet.scan_outputs.segment_volume`).
+    ``report`` draws each case as it is scored; viewer colour tables go beside predictions.
+    ``probabilities``: also probabilities/ and, with TTA, uncertainty/ (see segment_inputs).
 
     Raises
     ------
@@ -146,8 +131,7 @@ def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
     output.mkdir(parents=True, exist_ok=True)
     result = RunResult(notes=[unit_spacing_note] if unit_spacing_note else [], output=output)
     num_classes = len(loaded.class_names) + 1
-    kinds = OutputKinds(labels=save_nifti, probabilities=probabilities,
-                        uncertainty=probabilities and options.tta)
+    kinds = OutputKinds(save_nifti, probabilities, probabilities and options.tta)
     per_case: dict[str, list[dict]] = {}
     seconds = []
     for item in tqdm(volumes, desc="volumes", unit="vol", disable=not options.progress):
@@ -158,16 +142,21 @@ def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
         paths = output_paths(output, item["case"], kinds)
         try:
             prediction, written = options.segment(
-                loaded, item["image"], _reference_for(item) if paths else None, paths=paths)
+                loaded, item["image"], reference_of_item(item) if paths else None, paths=paths)
             per_case[item["case"]] = case_metrics(prediction, item["label"], num_classes,
                                                   spacing=item["spacing"], mode=options.mode)
         except InputError as exc:
             raise exc.at(item["image_path"]) from None
         result.written += written
         seconds.append(time.perf_counter() - start)
+        if report is not None:
+            report.add_case(item["case"], prediction, item["image"], item["label"],
+                            item["affine"], item["spacing"], per_case[item["case"]])
     if not per_case:
         raise InputError("no volumes to evaluate in the selected split")
-    return _finish(output, per_case, loaded.class_names, options.mode, result,
+    if save_nifti:
+        write_viewer_tables(output / "predictions", loaded.class_names)
+    return _finish(output, per_case, loaded.class_names, options.mode, result, report,
                    checkpoint=str(loaded.path), seconds_per_volume=float(np.mean(seconds)))
 
 
@@ -186,11 +175,12 @@ def _image_files(folder: Path, what: str) -> dict[str, Path]:
 
 def evaluate_predictions(predictions: Path, labels: Path, output: Path, mode: str,
                          class_names: Optional[list[str]] = None,
-                         progress: bool = True) -> RunResult:
+                         progress: bool = True,
+                         report: Optional[ReportBuilder] = None) -> RunResult:
     """Score label files in ``predictions`` against the same-named files in ``labels``.
 
     Spacing comes from the label files' headers. Without ``class_names`` the classes are
-    1..max label found, named ``class_1``...
+    1..max label found, named ``class_1``... ``report`` draws labels without an image.
 
     Raises
     ------
@@ -217,6 +207,8 @@ def evaluate_predictions(predictions: Path, labels: Path, output: Path, mode: st
         result.notes.append(f"classes 1..{len(class_names)} taken from the labels' values "
                             f"(pass --dataset for names)")
     num_classes = len(class_names) + 1
+    if report is not None:
+        report.class_names = list(class_names)  # perhaps named from the labels' values
     output.mkdir(parents=True, exist_ok=True)
     per_case = {}
     for name, pred_path, label_path in tqdm(pairs, desc="cases", unit="case",
@@ -234,21 +226,25 @@ def evaluate_predictions(predictions: Path, labels: Path, output: Path, mode: st
                                           spacing=label.spacing, mode=mode)
         except InputError as exc:
             raise exc.at(pred_path if exc.key == "prediction" else label_path) from None
-    return _finish(output, per_case, class_names, mode, result,
+        if report is not None:
+            report.add_case(name, pred.array, None, label.array, label.affine, label.spacing,
+                            per_case[name])
+    return _finish(output, per_case, class_names, mode, result, report,
                    predictions=str(predictions), labels=str(labels))
 
 
 def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: InferenceOptions,
                    overwrite: bool = False,
                    normalise: Optional[Callable[[np.ndarray], np.ndarray]] = None,
-                   probabilities: bool = False, keep_orientation: bool = False) -> RunResult:
+                   report: Optional[ReportBuilder] = None, probabilities: bool = False,
+                   keep_orientation: bool = False) -> RunResult:
     """Segment a user's scans; write ``output/predictions/<case>.nii.gz`` in their geometry.
 
-    Each scan is turned to the orientation the model was trained in (a permutation and flips
-    of its voxel axes, from the checkpoint's ``geometry`` record; ``keep_orientation`` or no
-    record: as stored), segmented, and its labels written back in its own voxel order.
+    Each scan is turned to the model's orientation (its ``geometry`` record; as stored with
+    ``keep_orientation`` or no record), segmented, and written back in its own voxel order.
     ``options.mode`` picks the resize procedure of :func:`predict_volume` (``paper``: the
-    published one). ``probabilities`` also writes ``probabilities/<case>.npz`` and, with TTA,
+    published one). Viewer colour tables go beside; ``report`` shows scans and volumes in ml.
+    ``probabilities`` also writes ``probabilities/<case>.npz`` and, with TTA,
     ``uncertainty/<case>.nii.gz``. nnU-Net's per-channel files (``CASE_0000``, ``CASE_0001``)
     are one multi-channel case.
 
@@ -283,10 +279,14 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: Inf
         # The raw voxels are not needed again (only their shape, to write): one copy fewer.
         volume.array = image = normalise(volume.array)
         try:
-            _, written = options.segment(loaded, image, volume, plan, paths)
+            prediction, written = options.segment(loaded, image, volume, plan, paths)
         except InputError as exc:
             raise exc.at(volume.path) from None
         result.written += written
+        if report is not None:
+            report.add_case(name, prediction, image, None, volume.affine, volume.spacing)
+    write_viewer_tables(output / "predictions", loaded.class_names)
+    result.report = report.write(None, result.notes) if report is not None else None
     return result
 
 
@@ -313,6 +313,9 @@ class EvaluationRequest:
     device: str = "auto"
     overrides: Sequence[str] = ()
     progress: bool = True
+    report: bool = True
+    figure_cases: Sequence[str] = ()
+    figure_slices: Optional[Sequence[int]] = None
 
     def kind(self) -> str:
         """Which of the three runs this is: "predictions", "input" or "dataset".
@@ -360,7 +363,8 @@ def run_evaluation(request: EvaluationRequest) -> RunResult:
         names = (datasets.class_names_for(request.dataset, root=request.root)
                  if request.dataset else None)
         return evaluate_predictions(request.predictions, request.labels, output,
-                                    request.metric_mode or "mm", names, request.progress)
+                                    request.metric_mode or "mm", names, request.progress,
+                                    report_for(request, output, names or []))
     device = resolve_device(request.device)
     overrides = list(request.overrides) + ([f"data.root={request.root}"] if request.root else [])
     loaded = load_model(request.checkpoint, request.dataset, overrides, device)
@@ -374,13 +378,13 @@ def run_evaluation(request: EvaluationRequest) -> RunResult:
                        device.type)
     if kind == "input":
         return segment_inputs(loaded, request.input, request.output, options, request.overwrite,
+                              report=report_for(request, request.output, loaded.class_names,
+                                                options, **{"data set": loaded.config.dataset}),
                               probabilities=request.save_probabilities,
                               keep_orientation=request.keep_orientation)
     output = request.output or Path("outputs") / f"test_{request.dataset}"
-    check_output(output, request.overwrite,
-                 ([output / "predictions"] if request.save_nifti else [])
-                 + ([output / "probabilities", output / "uncertainty"]
-                    if request.save_probabilities else []))
+    kinds = OutputKinds(request.save_nifti, request.save_probabilities, request.save_probabilities)
+    check_output(output, request.overwrite, [output / folder for folder in kinds.folders()])
     source = datasets.open_dataset(request.dataset, loaded.config.data)
     if list(source.class_names) != loaded.class_names:
         raise InputError(f"{request.checkpoint}: trained for classes "
@@ -390,5 +394,7 @@ def run_evaluation(request: EvaluationRequest) -> RunResult:
     if not source.stores_spacing:
         note = (f"{source.layout}: the release stores no voxel spacing; unit spacing is "
                 f"used, so HD95 is in voxels even in mm mode")
+    report = report_for(request, output, loaded.class_names, options,
+                        **{"data root": loaded.config.data.root})
     return evaluate_volumes(loaded, source.volumes(request.split), output, options,
-                            request.save_nifti, note, request.save_probabilities)
+                            request.save_nifti, note, report, request.save_probabilities)

@@ -16,7 +16,8 @@ import SimpleITK as sitk
 from .errors import InputError
 
 __all__ = ["Volume", "read_volume", "find_inputs", "write_labels", "write_map",
-           "write_probabilities", "case_name", "NIFTI_SUFFIXES", "ITK_SUFFIXES"]
+           "write_probabilities", "reference_of_item", "case_name", "NIFTI_SUFFIXES",
+           "ITK_SUFFIXES"]
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 ITK_SUFFIXES = (".nrrd", ".mha", ".mhd")
@@ -231,6 +232,25 @@ def _read_channels(paths: list[Path], case: Optional[str], dtype: Any) -> Volume
     if len(arrays) > 1:
         first.array = np.stack(arrays)
     return first
+
+
+def reference_of_item(item: dict) -> Volume:
+    """The geometry to write a data set's volume's results with: its NIfTI header if it has one.
+
+    ``item`` is a data set's volume (``case``, ``image``, ``affine``, ``spacing``,
+    ``image_path``). The header keeps qform/sform codes and units exactly; otherwise
+    (TransUNet's HDF5 and other releases) the data set's affine is all there is.
+    """
+    path = Path(item["image_path"])
+    shape = tuple(np.shape(item["image"])[-3:])
+    reference = None
+    if path.name.lower().endswith(NIFTI_SUFFIXES):
+        header_only = nib.load(str(path))  # the voxels are not read
+        if tuple(header_only.shape[:3]) == shape and np.allclose(
+                header_only.affine, item["affine"], atol=1e-4):
+            reference = header_only
+    return Volume(item["case"], item["image"], tuple(item["spacing"]),
+                  np.asarray(item["affine"]), path, reference)
 
 
 def write_labels(labels: np.ndarray, reference: Volume, path: Union[str, Path]) -> Path:

@@ -189,9 +189,9 @@ def test_a_scan_stored_in_any_orientation_gets_the_same_labels(checkpoint, tmp_p
     for name, source in [("files", tmp_path / "scans"), ("dicom_lps", tmp_path / "dicom_lps"),
                          ("dicom_rps", tmp_path / "dicom_rps")]:
         code, _, err = run_cli(["--checkpoint", checkpoint, "--input", source, "--output",
-                                tmp_path / name, "--no-progress"], capsys)
+                                tmp_path / name, "--no-progress", "--no-report"], capsys)
         assert code == 0, err
-        outputs.update({p.name: p for p in (tmp_path / name / "predictions").iterdir()})
+        outputs.update({p.name: p for p in (tmp_path / name / "predictions").glob("*.nii.gz")})
     assert len(outputs) == 8
     reference = canonical(outputs["lps.nii.gz"])
     for name, path in outputs.items():
@@ -300,7 +300,7 @@ def test_nnunet_channel_files_are_one_case_and_hidden_files_are_skipped(tmp_path
     code, _, err = run_cli(["--checkpoint", path, "--input", folder, "--output",
                             tmp_path / "out", "--no-progress"], capsys)
     assert code == 0, err
-    assert [p.name for p in (tmp_path / "out/predictions").iterdir()] == ["liver7.nii.gz"]
+    assert [p.name for p in (tmp_path / "out/predictions").glob("*.nii.gz")] == ["liver7.nii.gz"]
     from datasets import normalize_intensity
     from swin_unet.evaluation import load_model
     expected = predict_volume(load_model(path).model,
