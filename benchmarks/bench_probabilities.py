@@ -37,15 +37,15 @@ def child(workdir: Path, variant: str) -> None:
     """One run in this process; prints its JSON line."""
     import torch
 
-    from swin_unet.evaluation import load_model, segment_inputs
+    from swin_unet.evaluation import InferenceOptions, load_model, segment_inputs
 
     torch.set_num_threads(1)
     loaded = load_model(workdir / "tiny.pth")
     before = _peak_mb()
     start = time.perf_counter()
     flags = VARIANTS[variant]
-    result = segment_inputs(loaded, workdir / "scan.nii", workdir / variant,
-                            tta="--tta" in flags, progress=False,
+    options = InferenceOptions(tta="--tta" in flags, progress=False)
+    result = segment_inputs(loaded, workdir / "scan.nii", workdir / variant, options,
                             probabilities="--save-probabilities" in flags)
     seconds = time.perf_counter() - start
     sizes = {p.parent.name: round(p.stat().st_size / 2 ** 20, 1) for p in result.written}
