@@ -41,13 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--labels", type=Path, help="... against the same-named files here")
     parser.add_argument("--input", type=Path,
                         help="segment your own scans: a NIfTI/NRRD/MHA file, a folder of them, "
-                             "or a DICOM series folder")
+                             "or a DICOM series folder; or 2-D images: a PNG/JPEG/TIFF/BMP file "
+                             "or a folder of them")
     parser.add_argument("--output", type=Path, help="results folder (default: "
                                                     "outputs/test_<dataset>)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the results of an earlier run in --output")
     parser.add_argument("--save-nifti", action="store_true",
-                        help="also write predictions/<case>.nii.gz (uint8, the image's geometry)")
+                        help="also write predictions/<case>.nii.gz (uint8, the image's geometry); "
+                             "2-D images: predictions/<case>.png and overlays/<case>.png")
     parser.add_argument("--save-probabilities", action="store_true",
                         help="also write probabilities/<case>.npz (float16 (K, X, Y, Z) in the "
                              "label map's voxel order, and the affine); with --tta also "
@@ -117,17 +119,21 @@ def report(result) -> None:
     if result.kind == "input":
         for path in result.written:
             print(path)
-        count = sum(1 for path in result.written if path.parent.name == "predictions")
-        print(f"{count} prediction(s) in {folder}: open each over its scan in "
-              f"3D Slicer or ITK-SNAP; {tables}.")
+        if result.notes:  # 2-D images: label PNGs and overlays
+            print("; ".join(result.notes))
+        else:
+            count = sum(1 for path in result.written if path.parent.name == "predictions")
+            print(f"{count} prediction(s) in {folder}: open each over its scan in 3D Slicer or "
+                  f"ITK-SNAP; {tables}.")
     else:
         from swin_unet.report import format_table
 
         print(format_table(result.summary))
         for note in result.notes:
             print(f"note: {note}")
+        tables = f"; {tables}" if (folder / SLICER_TABLE).is_file() else ""
         print(f"wrote {', '.join(str(p) for p in result.written[-2:])}"
-              + (f" and {len(result.written) - 2} prediction(s); {tables}"
+              + (f" and {len(result.written) - 2} prediction(s){tables}"
                  if len(result.written) > 2 else ""))
     if result.report is not None:
         print(f"report: {result.report}")

@@ -14,6 +14,9 @@ from tqdm import tqdm
 
 from .data_layer import project_datasets
 from .errors import InputError
+from .image_io import read_image
+from .image_segmentation import find_image_inputs, image_targets, segment_images, \
+    write_image_prediction
 from .inference import resolve_device
 from .metrics import case_metrics, summarize
 from .orientation import Reorientation
@@ -31,6 +34,7 @@ __all__ = ["InferenceOptions", "EvaluationRequest", "RunResult", "run_evaluation
 logger = logging.getLogger(__name__)
 
 _OUTPUT_FILES = ("metrics.csv", "summary.json")
+PIXEL_NOTE = "2-D images store no spacing: HD95 is in pixels (px)"
 
 
 @dataclass
@@ -103,8 +107,9 @@ def check_output(output: Path, overwrite: bool, files: Iterable[Path] = ()) -> N
 
 
 def _finish(output: Path, per_case: dict, class_names: list[str], mode: str,
-            result: RunResult, report: Optional[ReportBuilder] = None, **extra) -> RunResult:
-    summary = summarize(per_case, class_names, mode)
+            result: RunResult, report: Optional[ReportBuilder] = None,
+            distance_unit: str = "mm", **extra) -> RunResult:
+    summary = summarize(per_case, class_names, mode, distance_unit)
     write_metrics_csv(output / "metrics.csv", per_case, class_names)
     write_summary_json(output / "summary.json", summary, notes=result.notes, **extra)
     result.summary, result.per_case = summary, per_case
@@ -120,6 +125,9 @@ def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
                      probabilities: bool = False) -> RunResult:
     """Predict and score each volume of a data set; write metrics.csv, summary.json (+ NIfTI).
 
+    With ``save_nifti``, a 2-D image's prediction is written as ``predictions/<case>.png``
+    (palette PNG) with ``overlays/<case>.png`` instead.
+
     ``report`` draws each case as it is scored; viewer colour tables go beside predictions.
     ``probabilities``: also probabilities/ and, with TTA, uncertainty/ (see segment_inputs).
 
@@ -131,15 +139,17 @@ def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
     output.mkdir(parents=True, exist_ok=True)
     result = RunResult(notes=[unit_spacing_note] if unit_spacing_note else [], output=output)
     num_classes = len(loaded.class_names) + 1
-    kinds = OutputKinds(save_nifti, probabilities, probabilities and options.tta)
     per_case: dict[str, list[dict]] = {}
     seconds = []
+    unit = "mm"
     for item in tqdm(volumes, desc="volumes", unit="vol", disable=not options.progress):
+        unit = item.get("distance_unit", unit)
         if item["label"] is None:
             raise InputError(f"{item['image_path']}: case {item['case']} has no label to score "
                              f"against (use --input to segment unlabelled scans)")
         start = time.perf_counter()
-        paths = output_paths(output, item["case"], kinds)
+        paths = output_paths(output, item["case"], OutputKinds(
+            save_nifti and unit != "px", probabilities, probabilities and options.tta))
         try:
             prediction, written = options.segment(
                 loaded, item["image"], reference_of_item(item) if paths else None, paths=paths)
@@ -147,6 +157,9 @@ def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
                                                   spacing=item["spacing"], mode=options.mode)
         except InputError as exc:
             raise exc.at(item["image_path"]) from None
+        if save_nifti and unit == "px":  # a 2-D image: a label PNG and an overlay
+            result.written += write_image_prediction(
+                prediction, read_image(item["image_path"]), output, item["case"], num_classes)
         result.written += written
         seconds.append(time.perf_counter() - start)
         if report is not None:
@@ -154,9 +167,11 @@ def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
                             item["affine"], item["spacing"], per_case[item["case"]])
     if not per_case:
         raise InputError("no volumes to evaluate in the selected split")
-    if save_nifti:
+    if unit == "px":
+        result.notes.append(PIXEL_NOTE)
+    elif save_nifti:
         write_viewer_tables(output / "predictions", loaded.class_names)
-    return _finish(output, per_case, loaded.class_names, options.mode, result, report,
+    return _finish(output, per_case, loaded.class_names, options.mode, result, report, unit,
                    checkpoint=str(loaded.path), seconds_per_volume=float(np.mean(seconds)))
 
 
@@ -242,6 +257,8 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: Inf
 
     Each scan is turned to the model's orientation (its ``geometry`` record; as stored with
     ``keep_orientation`` or no record), segmented, and written back in its own voxel order.
+    2-D images (an image file, or a folder of PNG/JPEG/TIFF/BMP files) give
+    ``output/predictions/<name>.png`` at the image's own size and ``output/overlays/<name>.png``.
     ``options.mode`` picks the resize procedure of :func:`predict_volume` (``paper``: the
     published one). Viewer colour tables go beside; ``report`` shows scans and volumes in ml.
     ``probabilities`` also writes ``probabilities/<case>.npz`` and, with TTA,
@@ -253,6 +270,24 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: Inf
     InputError
         An empty or unreadable input, a prediction file that exists (without ``overwrite``).
     """
+    if normalise is None:
+        intensity = resolve_intensity_for(loaded.config)
+        window = loaded.config.data.ct_window
+        normalize_intensity = project_datasets().normalize_intensity
+
+        def normalise(array: np.ndarray) -> np.ndarray:
+            return normalize_intensity(array, intensity, window, channels_first=array.ndim == 4)
+    images = find_image_inputs(inputs)
+    if images:  # 2-D images: a label PNG and an overlay each, at the image's own size
+        check_output(output, overwrite, image_targets(output, [name for name, _ in images]))
+        result = RunResult(kind="input", output=output, notes=[
+            f"label PNGs (values 0..{len(loaded.class_names)}, class colours) in "
+            f"{output / 'predictions'}, the images with their classes in {output / 'overlays'}"])
+        result.written = segment_images(
+            images, output, loaded.config.model.in_chans, len(loaded.class_names) + 1,
+            lambda volume: options.segment(loaded, volume, None)[0], normalise,
+            options.progress)
+        return result
     found = find_inputs(inputs, channels=True)
     names = [name for name, _, _ in found]
     duplicate = next((n for n in names if names.count(n) > 1), None)
@@ -261,13 +296,6 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: Inf
     kinds = OutputKinds(probabilities=probabilities, uncertainty=probabilities and options.tta)
     targets = [output_paths(output, name, kinds) for name in names]
     check_output(output, overwrite, [p for paths in targets for p in paths.values()])
-    if normalise is None:
-        intensity = resolve_intensity_for(loaded.config)
-        window = loaded.config.data.ct_window
-        normalize_intensity = project_datasets().normalize_intensity
-
-        def normalise(array: np.ndarray) -> np.ndarray:
-            return normalize_intensity(array, intensity, window, channels_first=array.ndim == 4)
     (output / "predictions").mkdir(parents=True, exist_ok=True)
     result = RunResult(kind="input", output=output)
     for (name, path, series), paths in tqdm(list(zip(found, targets)), desc="scans",
