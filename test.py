@@ -19,7 +19,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from swin_unet.config import Device, MetricMode, Split, choices
 from swin_unet.data_layer import add_dataset_option
-from swin_unet.errors import InputError, one_line
+from swin_unet.errors import InputError, format_error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,12 +50,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--save-nifti", action="store_true",
                         help="also write predictions/<case>.nii.gz (uint8, the image's geometry); "
                              "2-D images: predictions/<case>.png and overlays/<case>.png")
+    parser.add_argument("--save-probabilities", action="store_true",
+                        help="also write probabilities/<case>.npz (float16 (K, X, Y, Z) in the "
+                             "label map's voxel order, and the affine); with --tta also "
+                             "uncertainty/<case>.nii.gz (entropy of the mean probabilities)")
+    parser.add_argument("--keep-orientation", action="store_true",
+                        help="--input: segment scans in their stored voxel order instead of "
+                             "turning them to the orientation the model was trained in")
     parser.add_argument("--metric-mode", choices=choices(MetricMode),
                         help="default: the checkpoint's inference.metric_mode (mm)")
     parser.add_argument("--batch-size", type=int, help="slices per forward pass (default 16)")
     parser.add_argument("--tta", action="store_true", help="average the four in-plane flips")
     parser.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
-    parser.add_argument("--device", choices=choices(Device), default="auto")
+    parser.add_argument("--device", choices=choices(Device), default="auto",
+                        help="where to run the model (default auto: CUDA when there is a GPU)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override the checkpoint's config, e.g. "
                                                   "--set data.test_cases=[1,2]")
@@ -95,7 +103,7 @@ def main(argv=None) -> int:
         result = run_evaluation(EvaluationRequest(**options, progress=not args.no_progress,
                                                   report=not args.no_report))
     except InputError as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
+        print(format_error(exc), file=sys.stderr)
         return 2
     report(result)
     return 0
@@ -115,8 +123,9 @@ def report(result) -> None:
         if result.notes:  # 2-D images: label PNGs and overlays
             print("; ".join(result.notes))
         else:
-            print(f"{len(result.written)} prediction(s) in {folder}: open each over its scan "
-                  f"in 3D Slicer or ITK-SNAP; {tables}.")
+            count = sum(1 for path in result.written if path.parent.name == "predictions")
+            print(f"{count} prediction(s) in {folder}: open each over its scan in 3D Slicer or "
+                  f"ITK-SNAP; {tables}.")
     else:
         from swin_unet.report import format_table
 

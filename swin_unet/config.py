@@ -9,19 +9,19 @@ wrong type raise :class:`~swin_unet.errors.InputError` naming the key.
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence, Union
+from typing import Any, Literal, Optional, Union
 
 import yaml
 
+from .config_values import choices, dotted_keys, fill_dataclass, look_up_option, unknown_key
 from .errors import InputError
 
 __all__ = ["REPO_ROOT", "CONFIG_DIR", "AttentionMode", "IntensityMode", "MetricMode", "Device",
            "Split", "choices", "look_up_option", "dataset_config_path", "ModelConfig",
-           "DataConfig", "TrainConfig", "InferenceConfig", "Config", "load_config",
+           "DataConfig", "TrainConfig", "InferenceConfig", "GeometryConfig",
+           "Config", "load_config",
            "config_from_dict", "config_to_dict", "apply_overrides", "save_config"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -39,38 +39,6 @@ MetricMode = Literal["mm", "paper"]
 # Not config keys: the command lines' --device and --split.
 Device = Literal["auto", "cpu", "cuda"]
 Split = Literal["train", "val", "test"]
-
-
-def choices(literal: Any) -> tuple:
-    """The options of a ``Literal`` type, e.g. ``choices(MetricMode) == ("mm", "paper")``."""
-    return typing.get_args(literal)
-
-
-def look_up_option(value: Any, options: Sequence, key: str,
-                   what: Optional[str] = None) -> Any:
-    """``value`` if it is one of ``options``; the one check every choice goes through.
-
-    Parameters
-    ----------
-    value : object
-        The value given.
-    options : sequence
-        The accepted values (``choices(SomeLiteral)``).
-    key : str
-        What the value is: a dotted config key ("train.optimizer") or a name ("metric mode");
-        the error's ``key``.
-    what : str, optional
-        How the message names it (default ``key``), e.g. "config key 'train.optimizer'".
-
-    Raises
-    ------
-    InputError
-        ``value`` is not one of ``options``; the message names ``key`` and the options.
-    """
-    if value in options:
-        return value
-    raise InputError(f"{what or key} must be one of {', '.join(map(str, options))}, got "
-                     f"{value!r}", key=key)
 
 
 @dataclass
@@ -106,7 +74,7 @@ class ModelConfig:
 class DataConfig:
     """Where the data is and how it is read; splits default to the data set's standard one."""
 
-    # None: data/Synapse, data/ACDC, data/phantom or data/phantom2d under the repository
+    # None: data/Synapse, data/ACDC, data/phantom or data/phantom2d under the current folder
     # (folder: required).
     root: Optional[str] = None
     # "auto" detects the layout from the files under root; or synapse_raw, synapse_npz,
@@ -183,6 +151,24 @@ class InferenceConfig:
 
 
 @dataclass
+class GeometryConfig:
+    """How the training volumes lie: recorded by train.py, used by test.py --input.
+
+    A record missing (None), as in checkpoints of the original code, keeps scans in the
+    voxel order they are stored in.
+    """
+
+    # Axis codes of the voxel axes in the RAS+ world (nibabel's aff2axcodes), e.g. "LPS".
+    axcodes: Optional[str] = None
+    # The voxel axis (0, 1 or 2) the 2-D slices are cut across.
+    slice_axis: int = 2
+    # [smallest, largest] in-plane voxel size (mm) and in-plane field of view (mm) of the
+    # training volumes.
+    inplane_spacing: Optional[list[float]] = None
+    field_of_view: Optional[list[float]] = None
+
+
+@dataclass
 class Config:
     """Everything a run needs; written to OUTPUT/config.yaml and stored in checkpoints."""
 
@@ -191,77 +177,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check ``value`` against the annotation ``tp`` and return it converted (int -> float)."""
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return look_up_option(value, choices(tp), key, f"config key '{key}'")
-    if origin in (Union, types.UnionType):
-        errors = []
-        for option in typing.get_args(tp):
-            try:
-                return _coerce(value, option, key)
-            except InputError as exc:
-                errors.append(exc)
-        raise InputError(f"config key '{key}': {value!r} is not a {_type_name(tp)}")
-    if tp is type(None):
-        if value is None:
-            return None
-        raise InputError(f"config key '{key}': {value!r} is not null")
-    if origin is list:
-        (item_type,) = typing.get_args(tp)
-        if isinstance(value, tuple):
-            value = list(value)
-        if not isinstance(value, list):
-            raise InputError(f"config key '{key}': expected a list, got {value!r}")
-        return [_coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise InputError(f"config key '{key}': expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise InputError(f"config key '{key}': expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise InputError(f"config key '{key}': expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)  # a case id such as 0001 read by YAML as a number
-        raise InputError(f"config key '{key}': expected a string, got {value!r}")
-    raise TypeError(f"unsupported config annotation {tp!r} for '{key}'")
-
-
-def _fill(cls: type, values: dict, prefix: str) -> Any:
-    """Build dataclass ``cls`` from ``values``, rejecting unknown keys."""
-    if not isinstance(values, dict):
-        raise InputError(f"config key '{prefix.rstrip('.') or '<root>'}': expected a mapping, "
-                         f"got {values!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise InputError(f"unknown config key '{prefix}{unknown[0]}' "
-                         f"(known keys under '{prefix.rstrip('.') or 'the top level'}': "
-                         f"{', '.join(sorted(names))})")
-    kwargs = {}
-    for name, value in values.items():
-        tp = hints[name]
-        if dataclasses.is_dataclass(tp):
-            kwargs[name] = _fill(tp, value, f"{prefix}{name}.")
-        else:
-            kwargs[name] = _coerce(value, tp, f"{prefix}{name}")
-    return cls(**kwargs)
+    geometry: GeometryConfig = field(default_factory=GeometryConfig)
 
 
 def config_to_dict(config: Config) -> dict:
@@ -293,7 +209,7 @@ def config_from_dict(values: dict, base: Optional[Config] = None) -> Config:
     if isinstance(model, dict) and model.get("preset") is not None:
         merged = _merge(merged, {"model": _preset(model["preset"])})
     merged = _merge(merged, values)
-    return _fill(Config, merged, "")
+    return fill_dataclass(Config, merged, "")
 
 
 def _preset(name: Any) -> dict:
@@ -339,7 +255,7 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
         node = defaults
         for i, part in enumerate(key.split(".")):
             if not isinstance(node, dict) or part not in node:
-                raise InputError(f"unknown config key '{key}'")
+                raise unknown_key(key, dotted_keys(defaults))
             node = node[part]
     return config_from_dict(update, base=config)
 

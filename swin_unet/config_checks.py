@@ -10,7 +10,7 @@ from __future__ import annotations
 import typing
 from typing import Any, Literal, Sequence
 
-from .config import Config, TrainConfig, choices, look_up_option
+from .config import Config, GeometryConfig, TrainConfig, choices, look_up_option
 from .errors import InputError
 
 __all__ = ["check_choices", "check_train_config", "check_config"]
@@ -60,8 +60,26 @@ def check_train_config(train: TrainConfig) -> None:
         raise InputError("config keys 'train.ce_weight' and 'train.dice_weight' are both 0")
 
 
+def _check_geometry(geometry: GeometryConfig) -> None:
+    codes = geometry.axcodes
+    if codes is not None and (len(codes) != 3 or sorted(
+            {"L": 0, "R": 0, "A": 1, "P": 1, "S": 2, "I": 2}.get(c, 9) for c in codes.upper())
+            != [0, 1, 2]):
+        raise InputError(f"config key 'geometry.axcodes': {codes!r} is not three axis codes "
+                         f"with one of L/R, A/P and S/I each (e.g. LPS, RAS)",
+                         key="geometry.axcodes")
+    if geometry.slice_axis not in (0, 1, 2):
+        raise InputError(f"config key 'geometry.slice_axis': must be 0, 1 or 2, got "
+                         f"{geometry.slice_axis}", key="geometry.slice_axis")
+    for key in ("inplane_spacing", "field_of_view"):
+        value = getattr(geometry, key)
+        if value is not None and not (len(value) == 2 and 0 < value[0] <= value[1]):
+            raise InputError(f"config key 'geometry.{key}': expected [low, high] in mm with "
+                             f"0 < low <= high, got {value}", key=f"geometry.{key}")
+
+
 def check_config(config: Config, sections: Sequence[str] = ("model", "data", "train",
-                                                            "inference")) -> None:
+                                                            "inference", "geometry")) -> None:
     """Validate a whole config once, before any work, naming the first bad key.
 
     Choices (``Literal`` fields), ranges, and the model's sizes through the model's own
@@ -78,6 +96,8 @@ def check_config(config: Config, sections: Sequence[str] = ("model", "data", "tr
         check_train_config(config.train)
     if "inference" in sections:
         _at_least(config.inference, "inference", ("batch_size",), 1, "be at least 1")
+    if "geometry" in sections:
+        _check_geometry(config.geometry)
     if "model" in sections:
         model = config.model
         for key in ("drop_rate", "attn_drop_rate", "drop_path_rate"):

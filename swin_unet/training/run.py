@@ -14,12 +14,13 @@ import torch.distributed as dist
 from ..config import Config, save_config
 from ..config_checks import check_config
 from ..data_layer import project_datasets
-from ..errors import InputError
+from ..errors import InputError, format_error
 from ..model import build_model, load_pretrained
+from ..orientation import training_geometry
 from .distributed import (DistributedContext, broadcast_object, cleanup_distributed,
                           configure_cpu_threads, setup_distributed)
-from .loop import Trainer, TrainResult
-from .monitor import Monitor, close_logging, setup_logging
+from .loop import Trainer, TrainingDiverged, TrainResult
+from .monitor import Monitor, close_logging, log_failure, setup_logging
 from .validation import Validator
 
 __all__ = ["train", "default_resume_path"]
@@ -44,10 +45,13 @@ def _on_rank0_first(action, context: DistributedContext):
         try:
             result = action()
         except InputError as exc:
-            error = str(exc)
+            if not context.distributed:
+                raise
+            error = (str(exc), exc.path, exc.key, exc.details)
     error = broadcast_object(error, context)
     if error is not None:
-        raise InputError(error)
+        message, path, key, details = error
+        raise InputError(message, path=path, key=key, details=details)
     return result
 
 
@@ -85,6 +89,22 @@ def _fit_model_config(config: Config, source) -> Config:
     # to a user's scans, and a folder data set's modality is not stored anywhere else.
     data_cfg = dataclasses.replace(config.data, intensity=source.intensity)
     return dataclasses.replace(config, model=model_cfg, data=data_cfg)
+
+
+def _record_geometry(config: Config, source) -> Config:
+    """The config with the training volumes' orientation, spacing and field of view.
+
+    test.py --input turns each scan to this orientation and compares its scale with it.
+    """
+    record, notes = training_geometry(source.geometry_headers("train"))
+    for note in notes:
+        logger.info("geometry: %s", note)
+    if not record:
+        return config
+    logger.info("geometry: training volumes stored as %s, slices across axis %d, in-plane "
+                "spacing %s mm, field of view %s mm", record["axcodes"], record["slice_axis"],
+                record["inplane_spacing"], record["field_of_view"])
+    return dataclasses.replace(config, geometry=dataclasses.replace(config.geometry, **record))
 
 
 def _build_model(config: Config, device: torch.device) -> torch.nn.Module:
@@ -156,7 +176,7 @@ def train(config: Config, output_dir: Union[str, Path], *, resume: Union[str, Pa
 
         source = _open_data(config, context)
         _on_rank0_first(lambda: _check_data(source), context)
-        config = _fit_model_config(config, source)
+        config = _record_geometry(_fit_model_config(config, source), source)
         torch.manual_seed(config.train.seed)  # same initial weights on every rank
         model = _build_model(config, context.device)
         if pretrained is not None and resume is None:
@@ -196,6 +216,15 @@ def train(config: Config, output_dir: Union[str, Path], *, resume: Union[str, Pa
                     else f", best val mean Dice {result.best_metric:.4f}",
                     output_dir / "checkpoints")
         return result
+    except (InputError, TrainingDiverged) as exc:  # the user's to fix: the CLI's message
+        log_failure(handlers, format_error(exc))
+        raise
+    except KeyboardInterrupt:
+        log_failure(handlers, "interrupted")
+        raise
+    except Exception as exc:  # a bug: its traceback, for the report
+        log_failure(handlers, f"error: {type(exc).__name__}: {exc}", exc)
+        raise
     finally:
         if monitor is not None:
             monitor.close()
