@@ -53,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="default: the checkpoint's inference.metric_mode (mm)")
     parser.add_argument("--batch-size", type=int, help="slices per forward pass (default 16)")
     parser.add_argument("--tta", action="store_true", help="average the four in-plane flips")
-    parser.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
+    parser.add_argument("--amp", action="store_true",
+                        help="mixed precision: bf16 on CUDA (fp16 where unsupported) and on CPUs "
+                             "with native bf16 (AMX, AVX-512 BF16); float32 on other CPUs")
     parser.add_argument("--device", choices=DEVICES, default="auto")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override the checkpoint's config, e.g. "
@@ -119,9 +121,9 @@ def run(args: argparse.Namespace) -> int:
         inference = loaded.config.inference
         batch_size = args.batch_size or inference.batch_size
         tta, amp = args.tta or inference.tta, args.amp
-        if amp and device.type != "cuda":
-            logging.getLogger("test").warning("--amp has an effect on CUDA only; running in "
-                                              "float32 on the %s", device.type)
+        from swin_unet.precision import autocast_dtype, precision_name
+        logging.getLogger("test").info("precision: %s", precision_name(
+            device, autocast_dtype(device, amp), amp))
         if kind == "input":
             result = evaluation.segment_inputs(loaded, args.input, args.output, batch_size, tta,
                                                device, amp, args.overwrite, progress=progress,

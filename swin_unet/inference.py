@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -14,6 +13,7 @@ from torch import nn
 from .errors import InputError
 from .metrics import MODES
 from .model.network import as_pair
+from .precision import autocast, autocast_dtype
 
 __all__ = ["predict_volume", "resolve_device", "flip_tta_logits"]
 
@@ -25,7 +25,8 @@ def resolve_device(device: Union[str, torch.device, None] = "auto",
                    local_rank: int = 0) -> torch.device:
     """``"auto"``/None -> CUDA when available, else CPU; ``"cuda"`` -> this process's GPU.
 
-    ``local_rank`` picks the GPU of a process started by torchrun when no index is given.
+    ``local_rank`` picks the GPU of a process started by torchrun when no index is given; a
+    process that sees a single GPU uses it whatever its local rank.
 
     Raises
     ------
@@ -47,23 +48,14 @@ def resolve_device(device: Union[str, torch.device, None] = "auto",
                              "(use --device cpu or auto)")
         if device.index is None:
             count = torch.cuda.device_count()
-            if local_rank >= count:
+            # A cluster that gives each process its own GPU (CUDA_VISIBLE_DEVICES per rank)
+            # shows every process one device, whatever its local rank.
+            index = 0 if count == 1 else local_rank
+            if index >= count:
                 raise InputError(f"--device cuda: local rank {local_rank} has no GPU ({count} "
                                  f"visible); start at most {count} processes per node")
-            device = torch.device("cuda", local_rank)
+            device = torch.device("cuda", index)
     return device
-
-
-def _autocast(device: torch.device, amp: bool):
-    """Autocast on CUDA when asked (bfloat16 where supported, else float16); a no-op elsewhere.
-
-    bfloat16 first, like training's ``amp_dtype: auto``: its range matches float32, so logits
-    of a model trained in bfloat16 cannot overflow as they could in float16.
-    """
-    if amp and device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return contextlib.nullcontext()
 
 
 def flip_tta_logits(model: nn.Module, batch: torch.Tensor, tta: bool) -> torch.Tensor:
@@ -107,8 +99,8 @@ def _paper_resize_out(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def predict_volume(model: nn.Module, image: np.ndarray, img_size: Union[int, Sequence[int]],
                    batch_size: int = 16, mode: str = "mm", tta: bool = False,
-                   device: Union[str, torch.device, None] = None,
-                   amp: bool = False) -> np.ndarray:
+                   device: Union[str, torch.device, None] = None, amp: bool = False,
+                   amp_dtype: Optional[torch.dtype] = None) -> np.ndarray:
     """Segment a volume slice by slice along its last axis.
 
     Parameters
@@ -131,7 +123,11 @@ def predict_volume(model: nn.Module, image: np.ndarray, img_size: Union[int, Seq
     device : str or torch.device, optional
         Where to run; default the device of the model's parameters. The model is moved there.
     amp : bool
-        Mixed precision on CUDA (bfloat16, or float16 where unsupported); ignored on the CPU.
+        Mixed precision as :func:`swin_unet.precision.autocast_dtype` chooses it: on CUDA
+        bfloat16 (float16 where unsupported), on a CPU with native bf16 (AMX, AVX-512 BF16)
+        bfloat16, on other CPUs float32.
+    amp_dtype : torch.dtype, optional
+        This autocast dtype instead (validation passes its training run's); overrides ``amp``.
 
     Returns
     -------
@@ -166,7 +162,8 @@ def predict_volume(model: nn.Module, image: np.ndarray, img_size: Union[int, Seq
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), _autocast(device, amp):
+        dtype = amp_dtype if amp_dtype is not None else autocast_dtype(device, amp)
+        with torch.inference_mode(), autocast(device, dtype):
             for start in range(0, z, batch_size):
                 stop = min(start + batch_size, z)
                 # (C, X, Y, n) -> (n, C, X, Y): the layout of the training slices.
