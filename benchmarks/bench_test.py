@@ -13,6 +13,8 @@ alternating, and report medians and ratios as JSON lines:
   ours_mm      swin_unet.evaluation.evaluate_volumes on the data set read by datasets/ (what
                ``test.py --volume --save-nifti`` does per volume), default mm metric mode
   ours_paper   the same with --metric-mode paper (the original's resizing and metric rules)
+  ours_mm_bf16 ours_mm with --amp: bf16 autocast, on CPUs with native bf16 (AMX, AVX-512 BF16);
+               on other CPUs a line says it was skipped (--amp runs float32 there)
 
 An untrained network predicts noise, which no trained model does and which would make the
 metrics' cost unrepresentative (every voxel a surface voxel). So the network used by both
@@ -44,6 +46,7 @@ from datasets import open_dataset  # noqa: E402
 from swin_unet import SwinUnet  # noqa: E402
 from swin_unet.config import Config, DataConfig  # noqa: E402
 from swin_unet.evaluation import LoadedModel, evaluate_volumes  # noqa: E402
+from swin_unet.precision import cpu_bf16_support  # noqa: E402
 
 CLASS_TO_RAW = {1: 8, 2: 4, 3: 3, 4: 2, 5: 6, 6: 11, 7: 1, 8: 7}  # inverse of the 8-organ map
 WINDOW = (-125.0, 275.0)
@@ -128,11 +131,12 @@ def original_procedure(model: nn.Module, root: Path, out: Path) -> list:
     return scores
 
 
-def ours(loaded: LoadedModel, root: Path, out: Path, mode: str, batch_size: int) -> list:
+def ours(loaded: LoadedModel, root: Path, out: Path, mode: str, batch_size: int,
+         amp: bool = False) -> list:
     """What test.py does per volume: data set read, inference, metrics, NIfTI written."""
     source = open_dataset("synapse", DataConfig(root=str(root), test_cases=["1"]))
-    result = evaluate_volumes(loaded, source.volumes("test"), out / mode, mode, save_nifti=True,
-                              batch_size=batch_size, progress=False)
+    result = evaluate_volumes(loaded, source.volumes("test"), out / f"{mode}{amp:d}", mode,
+                              save_nifti=True, batch_size=batch_size, progress=False, amp=amp)
     return [(r["dice"], r["hd95"]) for r in result.per_case["case0001"]]
 
 
@@ -156,6 +160,14 @@ def main() -> None:
             "ours_mm": lambda: ours(loaded, root, out, "mm", args.batch_size),
             "ours_paper": lambda: ours(loaded, root, out, "paper", args.batch_size),
         }
+        if cpu_bf16_support():
+            # test.py --amp: bf16 autocast on this CPU (swin_unet.precision).
+            variants["ours_mm_bf16"] = lambda: ours(loaded, root, out, "mm", args.batch_size,
+                                                    amp=True)
+        else:
+            print(json.dumps({"bench": "test_volume", "variant": "ours_mm_bf16",
+                              "skipped": "this CPU has no native bf16 (AMX or AVX-512 BF16): "
+                                         "test.py --amp runs float32 here"}), flush=True)
         times, values = run_alternating(variants, args.rounds)
     base = statistics.median(times["original"])
     for name in variants:
