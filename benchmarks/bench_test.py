@@ -100,6 +100,7 @@ def write_case(root: Path, shape: tuple[int, int, int]) -> Path:
 
 def original_procedure(model: nn.Module, root: Path, out: Path) -> list:
     """The published per-volume test loop, as the original code runs it on one GPU."""
+    device = next(model.parameters()).device
     from medpy.metric import binary
     folder = root / "RawData" / "Training"
     image_file = nib.load(str(folder / "img/img0001.nii.gz"))
@@ -114,8 +115,8 @@ def original_procedure(model: nn.Module, root: Path, out: Path) -> list:
     with torch.no_grad():
         for z in range(image.shape[2]):
             small = ndimage.zoom(image[:, :, z], (224 / x, 224 / y), order=3)
-            logits = model(torch.from_numpy(small).float()[None, None])
-            out_slice = torch.argmax(torch.softmax(logits, dim=1), dim=1)[0].numpy()
+            logits = model(torch.from_numpy(small).float()[None, None].to(device))
+            out_slice = torch.argmax(torch.softmax(logits, dim=1), dim=1)[0].cpu().numpy()
             prediction[:, :, z] = ndimage.zoom(out_slice, (x / 224, y / 224), order=0)
     scores = []
     for index in range(1, NUM_CLASSES):
@@ -145,9 +146,11 @@ def main() -> None:
     parser.add_argument("--shape", type=int, nargs=3, default=(512, 512, 100))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     args = parser.parse_args()
     torch.manual_seed(0)
-    model = PriorSwinUnet().eval()
+    device = torch.device(args.device)
+    model = PriorSwinUnet().eval().to(device)
     config = Config(dataset="synapse")
     loaded = LoadedModel(model, config, [f"class_{i}" for i in range(1, NUM_CLASSES)],
                          "project", Path("<random weights>"))
@@ -160,8 +163,8 @@ def main() -> None:
             "ours_mm": lambda: ours(loaded, root, out, "mm", args.batch_size),
             "ours_paper": lambda: ours(loaded, root, out, "paper", args.batch_size),
         }
-        if cpu_bf16_support():
-            # test.py --amp: bf16 autocast on this CPU (swin_unet.precision).
+        if device.type == "cuda" or cpu_bf16_support():
+            # test.py --amp: bf16 autocast on this GPU or CPU (swin_unet.precision).
             variants["ours_mm_bf16"] = lambda: ours(loaded, root, out, "mm", args.batch_size,
                                                     amp=True)
         else:
@@ -178,6 +181,7 @@ def main() -> None:
         dice = [d for d, _ in values[name] if d is not None and not np.isnan(d)]
         print(json.dumps({
             "bench": "test_volume", "variant": name, "shape": list(args.shape),
+            "device": args.device,
             "rounds": args.rounds, "threads": torch.get_num_threads(),
             "median_s": round(median, 2), "times_s": [round(t, 2) for t in times[name]],
             "speedup_vs_original": round(base / median, 2),
