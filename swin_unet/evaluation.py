@@ -6,24 +6,39 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Optional, Sequence
 
 import nibabel as nib
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from .data_layer import project_datasets
 from .errors import InputError
-from .inference import predict_volume, resolve_device
 from .metrics import case_metrics, summarize
 from .report import write_metrics_csv, write_summary_json
-from .trained import LoadedModel, load_model, resolve_intensity_for
 from .volume_io import NIFTI_SUFFIXES, Volume, find_inputs, read_volume, write_labels
 
 __all__ = ["InferenceOptions", "EvaluationRequest", "RunResult", "run_evaluation", "check_output",
            "evaluate_volumes", "evaluate_predictions", "segment_inputs", "LoadedModel",
            "load_model", "resolve_intensity_for"]
+
+if TYPE_CHECKING:
+    import torch
+
+    from .trained import LoadedModel
+
+# Scoring predictions needs neither torch nor the model: they load with the first use of a
+# model (and these names on first access), not with this module.
+_LAZY = {"LoadedModel": ".trained", "load_model": ".trained", "resolve_intensity_for": ".trained"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+        value = getattr(importlib.import_module(_LAZY[name], __package__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +74,8 @@ class InferenceOptions:
 
     def predict(self, loaded: LoadedModel, image: np.ndarray) -> np.ndarray:
         """The label volume of ``image`` (normalised as in training) by ``loaded``'s model."""
+        from .inference import predict_volume
+
         return predict_volume(loaded.model, image, loaded.config.model.img_size,
                               batch_size=self.batch_size, mode=self.mode, tta=self.tta,
                               device=self.device, amp=self.amp)
@@ -249,6 +266,7 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: Inf
     targets = [folder / f"{name}.nii.gz" for name in names]
     check_output(output, overwrite, targets)
     if normalise is None:
+        from .trained import resolve_intensity_for
         intensity = resolve_intensity_for(loaded.config)
         window = loaded.config.data.ct_window
         normalize_intensity = project_datasets().normalize_intensity
@@ -339,6 +357,9 @@ def run_evaluation(request: EvaluationRequest) -> RunResult:
                  if request.dataset else None)
         return evaluate_predictions(request.predictions, request.labels, output,
                                     request.metric_mode or "mm", names, request.progress)
+    from .inference import resolve_device
+    from .trained import load_model
+
     device = resolve_device(request.device)
     overrides = list(request.overrides) + ([f"data.root={request.root}"] if request.root else [])
     loaded = load_model(request.checkpoint, request.dataset, overrides, device)
