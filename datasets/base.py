@@ -112,6 +112,11 @@ class DataSource(abc.ABC):
     # False for releases without voxel spacing (unit spacing is used: HD95 in voxels).
     stores_spacing: bool = True
     default_intensity: str = "zscore"
+    # The training augmentation (datasets.transforms.AUGMENTATIONS): "recipe" is the published
+    # one for CT and MRI slices, "photo" the one for 2-D photographs and ultrasound.
+    augmentation: str = "recipe"
+    # The unit of distances (HD95) with the data's spacing: mm, or px for 2-D images.
+    distance_unit: str = "mm"
 
     def __init__(self, root: Path, data_cfg: DataConfig,
                  default_splits: dict[str, Sequence[str]], normalize_case):
@@ -196,7 +201,7 @@ class DataSource(abc.ABC):
         return {"case": entry.name, "image": image, "label": raw.label,
                 "spacing": tuple(float(v) for v in raw.spacing),
                 "affine": np.asarray(raw.affine, dtype=np.float64),
-                "image_path": str(raw.image_path)}
+                "image_path": str(raw.image_path), "distance_unit": self.distance_unit}
 
     def volumes(self, split: str) -> VolumeDataset:
         """Whole volumes of ``split``, read lazily one at a time (see :meth:`volume_item`)."""
@@ -209,7 +214,8 @@ class DataSource(abc.ABC):
         """Every slice of every training volume, cached at ``img_size``, as a torch Dataset.
 
         Items are {"image": float32 (in_chans, H, W), "label": int64 (1, H, W)}; augmentation
-        (``data_cfg.augment``) derives its randomness from (seed, epoch, index) only.
+        (``data_cfg.augment``; the kind is :attr:`augmentation`) derives its randomness from
+        (seed, epoch, index) only.
         """
         from swin_unet.model.network import as_pair
 
@@ -223,7 +229,8 @@ class DataSource(abc.ABC):
         cache = build_slice_cache(entries, self._cached_volume, size,
                                   np.dtype(self.data_cfg.cache_dtype),
                                   workers=max(1, int(self.data_cfg.num_workers)))
-        return SliceDataset(cache, augment=self.data_cfg.augment, seed=seed)
+        return SliceDataset(cache, augment=self.data_cfg.augment, seed=seed,
+                            augmentation=self.augmentation)
 
     # ----------------------------------------------------------------- helpers
     def _normalised(self, raw: RawVolume) -> np.ndarray:

@@ -51,7 +51,7 @@ CONFIG_DIR = REPO_ROOT / "configs"
 # The choices of the config, each written once: the fields below use these types, and the code
 # that acts on a choice reads its options from them (``choices(MetricMode)``).
 AttentionMode = Literal["auto", "sdpa", "explicit"]
-IntensityMode = Literal["auto", "ct", "zscore", "minmax"]
+IntensityMode = Literal["auto", "ct", "zscore", "minmax", "none"]
 CacheDtype = Literal["float16", "float32"]
 Optimizer = Literal["sgd", "adamw"]
 Schedule = Literal["poly", "cosine"]
@@ -123,11 +123,12 @@ class ModelConfig:
 class DataConfig:
     """Where the data is and how it is read; splits default to the data set's standard one."""
 
-    # None: data/Synapse, data/ACDC or data/phantom under the repository (folder: required).
+    # None: data/Synapse, data/ACDC, data/phantom or data/phantom2d under the repository
+    # (folder: required).
     root: Optional[str] = None
     # "auto" detects the layout from the files under root; or synapse_raw, synapse_npz,
-    # acdc_raw, acdc_npz, folder. For the phantom it picks the kind: synapse_raw (abdominal CT,
-    # the default) or acdc_raw (cardiac MRI).
+    # acdc_raw, acdc_npz, folder, nnunet_2d, image_pairs (2-D images). For the phantom it picks
+    # the kind: synapse_raw (abdominal CT, the default) or acdc_raw (cardiac MRI).
     layout: str = "auto"
     # Case lists override the standard split (None); ids such as 1, 0001, case0001, img0001
     # (Synapse) or 2, 002, patient002 (ACDC) are all accepted. An empty val list: no validation.
@@ -137,14 +138,15 @@ class DataConfig:
     # DataLoader workers; also the threads that read volumes into the cache and check them.
     num_workers: int = 2
     # "auto" (from the data set / modality), "ct" (clip to ct_window, scale to [0, 1]),
-    # "zscore" or "minmax" (per volume).
+    # "zscore" or "minmax" (per volume), "none" (as read; 2-D images come in [0, 1]).
     intensity: IntensityMode = "auto"
     ct_window: list[float] = field(default_factory=lambda: [-125.0, 275.0])
     # dtype of cached, resized training volumes: "float16" or "float32".
     cache_dtype: CacheDtype = "float16"
     augment: bool = True
     # Foreground class names in label order, overriding the layout's (e.g. for a release made
-    # by a script that numbers the organs by raw BTCV label); None: the layout's own names.
+    # by a script that numbers the organs by raw BTCV label); None: the layout's own names
+    # (2-D image pairs without a dataset.json: one class, "foreground").
     class_names: Optional[list[str]] = None
     # Releases stored slice by slice: stack a case with missing slice numbers (the gap is
     # logged) instead of refusing it. Off: a gap would shrink distances along z unnoticed.

@@ -14,8 +14,13 @@ from tqdm import tqdm
 
 from .data_layer import project_datasets
 from .errors import InputError
+from .image_io import read_image
+from .image_segmentation import find_image_inputs, image_targets, segment_images, \
+    write_image_prediction
 from .metrics import case_metrics, summarize
 from .report import write_metrics_csv, write_summary_json
+from .report_builder import REPORT_FILE, ReportBuilder, report_for
+from .viewer_tables import write_viewer_tables
 from .volume_io import NIFTI_SUFFIXES, Volume, find_inputs, read_volume, write_labels
 
 __all__ = ["InferenceOptions", "EvaluationRequest", "RunResult", "run_evaluation", "check_output",
@@ -43,6 +48,7 @@ def __getattr__(name: str):
 logger = logging.getLogger(__name__)
 
 _OUTPUT_FILES = ("metrics.csv", "summary.json")
+PIXEL_NOTE = "2-D images store no spacing: HD95 is in pixels (px)"
 
 
 @dataclass
@@ -91,6 +97,7 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
     kind: str = "dataset"  # "dataset", "predictions" or "input" (EvaluationRequest.kind)
     output: Optional[Path] = None
+    report: Optional[Path] = None  # report.html, unless the run was asked for none
 
 
 def check_output(output: Path, overwrite: bool, files: Iterable[Path] = ()) -> None:
@@ -99,14 +106,14 @@ def check_output(output: Path, overwrite: bool, files: Iterable[Path] = ()) -> N
     Raises
     ------
     InputError
-        ``output`` is a file, or holds metrics.csv, summary.json or one of ``files``.
+        ``output`` is a file, or holds metrics.csv, summary.json, report.html or ``files``.
     """
     if output.exists() and not output.is_dir():
         raise InputError(f"{output}: --output exists and is not a folder")
     if overwrite:
         return
     existing = [output / name for name in _OUTPUT_FILES if (output / name).exists()]
-    existing += [f for f in files if f.exists()]
+    existing += [f for f in list(files) + [output / REPORT_FILE] if f.exists()]
     if existing:
         raise InputError(f"{existing[0]}: exists from an earlier run; pass --overwrite or "
                          f"choose another --output")
@@ -131,19 +138,27 @@ def _reference_for(item: dict) -> Volume:
 
 
 def _finish(output: Path, per_case: dict, class_names: list[str], mode: str,
-            result: RunResult, **extra) -> RunResult:
-    summary = summarize(per_case, class_names, mode)
+            result: RunResult, report: Optional[ReportBuilder] = None,
+            distance_unit: str = "mm", **extra) -> RunResult:
+    summary = summarize(per_case, class_names, mode, distance_unit)
     write_metrics_csv(output / "metrics.csv", per_case, class_names)
     write_summary_json(output / "summary.json", summary, notes=result.notes, **extra)
     result.summary, result.per_case = summary, per_case
     result.written += [output / "metrics.csv", output / "summary.json"]
+    result.report = report.write(summary, result.notes) if report is not None else None
     return result
 
 
 def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
                      options: InferenceOptions, save_nifti: bool = False,
-                     unit_spacing_note: Optional[str] = None) -> RunResult:
+                     unit_spacing_note: Optional[str] = None,
+                     report: Optional[ReportBuilder] = None) -> RunResult:
     """Predict and score each volume of a data set; write metrics.csv, summary.json (+ NIfTI).
+
+    With ``save_nifti``, a 2-D image's prediction is written as ``predictions/<case>.png``
+    (palette PNG) with ``overlays/<case>.png`` instead.
+
+    ``report`` draws each case as it is scored; viewer colour tables go beside predictions.
 
     Raises
     ------
@@ -155,7 +170,9 @@ def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
     num_classes = len(loaded.class_names) + 1
     per_case: dict[str, list[dict]] = {}
     seconds = []
+    unit = "mm"
     for item in tqdm(volumes, desc="volumes", unit="vol", disable=not options.progress):
+        unit = item.get("distance_unit", unit)
         if item["label"] is None:
             raise InputError(f"{item['image_path']}: case {item['case']} has no label to score "
                              f"against (use --input to segment unlabelled scans)")
@@ -166,14 +183,24 @@ def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
                                                   spacing=item["spacing"], mode=options.mode)
         except InputError as exc:
             raise exc.at(item["image_path"]) from None
-        if save_nifti:
+        if save_nifti and unit == "px":  # a 2-D image: a label PNG and an overlay
+            result.written += write_image_prediction(
+                prediction, read_image(item["image_path"]), output, item["case"], num_classes)
+        elif save_nifti:
             (output / "predictions").mkdir(exist_ok=True)
             path = output / "predictions" / f"{item['case']}.nii.gz"
             result.written.append(write_labels(prediction, _reference_for(item), path))
         seconds.append(time.perf_counter() - start)
+        if report is not None:
+            report.add_case(item["case"], prediction, item["image"], item["label"],
+                            item["affine"], item["spacing"], per_case[item["case"]])
     if not per_case:
         raise InputError("no volumes to evaluate in the selected split")
-    return _finish(output, per_case, loaded.class_names, options.mode, result,
+    if unit == "px":
+        result.notes.append(PIXEL_NOTE)
+    elif save_nifti:
+        write_viewer_tables(output / "predictions", loaded.class_names)
+    return _finish(output, per_case, loaded.class_names, options.mode, result, report, unit,
                    checkpoint=str(loaded.path), seconds_per_volume=float(np.mean(seconds)))
 
 
@@ -192,11 +219,12 @@ def _image_files(folder: Path, what: str) -> dict[str, Path]:
 
 def evaluate_predictions(predictions: Path, labels: Path, output: Path, mode: str,
                          class_names: Optional[list[str]] = None,
-                         progress: bool = True) -> RunResult:
+                         progress: bool = True,
+                         report: Optional[ReportBuilder] = None) -> RunResult:
     """Score label files in ``predictions`` against the same-named files in ``labels``.
 
     Spacing comes from the label files' headers. Without ``class_names`` the classes are
-    1..max label found, named ``class_1``...
+    1..max label found, named ``class_1``... ``report`` draws labels without an image.
 
     Raises
     ------
@@ -223,6 +251,8 @@ def evaluate_predictions(predictions: Path, labels: Path, output: Path, mode: st
         result.notes.append(f"classes 1..{len(class_names)} taken from the labels' values "
                             f"(pass --dataset for names)")
     num_classes = len(class_names) + 1
+    if report is not None:
+        report.class_names = list(class_names)  # perhaps named from the labels' values
     output.mkdir(parents=True, exist_ok=True)
     per_case = {}
     for name, pred_path, label_path in tqdm(pairs, desc="cases", unit="case",
@@ -240,31 +270,30 @@ def evaluate_predictions(predictions: Path, labels: Path, output: Path, mode: st
                                           spacing=label.spacing, mode=mode)
         except InputError as exc:
             raise exc.at(pred_path if exc.key == "prediction" else label_path) from None
-    return _finish(output, per_case, class_names, mode, result,
+        if report is not None:
+            report.add_case(name, pred.array, None, label.array, label.affine, label.spacing,
+                            per_case[name])
+    return _finish(output, per_case, class_names, mode, result, report,
                    predictions=str(predictions), labels=str(labels))
 
 
 def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: InferenceOptions,
                    overwrite: bool = False,
-                   normalise: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> RunResult:
+                   normalise: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+                   report: Optional[ReportBuilder] = None) -> RunResult:
     """Segment a user's scans; write ``output/predictions/<case>.nii.gz`` in their geometry.
 
+    2-D images (an image file, or a folder of PNG/JPEG/TIFF/BMP files) give
+    ``output/predictions/<name>.png`` at the image's own size and ``output/overlays/<name>.png``.
+
     ``options.mode`` picks the resize procedure of :func:`predict_volume` (``paper``: the
-    published one).
+    published one). Viewer colour tables go beside; ``report`` shows scans and volumes in ml.
 
     Raises
     ------
     InputError
         An empty or unreadable input, a prediction file that exists (without ``overwrite``).
     """
-    found = find_inputs(inputs)
-    names = [name for name, _, _ in found]
-    duplicate = next((n for n in names if names.count(n) > 1), None)
-    if duplicate:
-        raise InputError(f"{inputs}: two inputs would both be written as {duplicate}.nii.gz")
-    folder = output / "predictions"
-    targets = [folder / f"{name}.nii.gz" for name in names]
-    check_output(output, overwrite, targets)
     if normalise is None:
         from .trained import resolve_intensity_for
         intensity = resolve_intensity_for(loaded.config)
@@ -273,6 +302,24 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: Inf
 
         def normalise(array: np.ndarray) -> np.ndarray:
             return normalize_intensity(array, intensity, window, channels_first=array.ndim == 4)
+    images = find_image_inputs(inputs)
+    if images:  # 2-D images: a label PNG and an overlay each, at the image's own size
+        check_output(output, overwrite, image_targets(output, [name for name, _ in images]))
+        result = RunResult(kind="input", output=output, notes=[
+            f"label PNGs (values 0..{len(loaded.class_names)}, class colours) in "
+            f"{output / 'predictions'}, the images with their classes in {output / 'overlays'}"])
+        result.written = segment_images(
+            images, output, loaded.config.model.in_chans, len(loaded.class_names) + 1,
+            lambda volume: options.predict(loaded, volume), normalise, options.progress)
+        return result
+    found = find_inputs(inputs)
+    names = [name for name, _, _ in found]
+    duplicate = next((n for n in names if names.count(n) > 1), None)
+    if duplicate:
+        raise InputError(f"{inputs}: two inputs would both be written as {duplicate}.nii.gz")
+    folder = output / "predictions"
+    targets = [folder / f"{name}.nii.gz" for name in names]
+    check_output(output, overwrite, targets)
     folder.mkdir(parents=True, exist_ok=True)
     result = RunResult(kind="input", output=output)
     for (name, path, series), target in tqdm(list(zip(found, targets)), desc="scans",
@@ -280,11 +327,16 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: Inf
         volume = read_volume(path, name, series)
         if not np.isfinite(volume.array).all():
             raise InputError(f"{path}: image contains NaN or infinite values")
+        image = normalise(volume.array)
         try:
-            prediction = options.predict(loaded, normalise(volume.array))
+            prediction = options.predict(loaded, image)
         except InputError as exc:
             raise exc.at(path) from None
         result.written.append(write_labels(prediction, volume, target))
+        if report is not None:
+            report.add_case(name, prediction, image, None, volume.affine, volume.spacing)
+    write_viewer_tables(folder, loaded.class_names)
+    result.report = report.write(None, result.notes) if report is not None else None
     return result
 
 
@@ -309,6 +361,9 @@ class EvaluationRequest:
     device: str = "auto"
     overrides: Sequence[str] = ()
     progress: bool = True
+    report: bool = True
+    figure_cases: Sequence[str] = ()
+    figure_slices: Optional[Sequence[int]] = None
 
     def kind(self) -> str:
         """Which of the three runs this is: "predictions", "input" or "dataset".
@@ -356,7 +411,8 @@ def run_evaluation(request: EvaluationRequest) -> RunResult:
         names = (datasets.class_names_for(request.dataset, root=request.root)
                  if request.dataset else None)
         return evaluate_predictions(request.predictions, request.labels, output,
-                                    request.metric_mode or "mm", names, request.progress)
+                                    request.metric_mode or "mm", names, request.progress,
+                                    report_for(request, output, names or []))
     from .inference import resolve_device
     from .trained import load_model
 
@@ -372,7 +428,9 @@ def run_evaluation(request: EvaluationRequest) -> RunResult:
     logger.info("precision: %s", precision_name(device, autocast_dtype(device, request.amp),
                                                 request.amp))
     if kind == "input":
-        return segment_inputs(loaded, request.input, request.output, options, request.overwrite)
+        return segment_inputs(loaded, request.input, request.output, options, request.overwrite,
+                              report=report_for(request, request.output, loaded.class_names,
+                                                options, **{"data set": loaded.config.dataset}))
     output = request.output or Path("outputs") / f"test_{request.dataset}"
     check_output(output, request.overwrite,
                  [output / "predictions"] if request.save_nifti else [])
@@ -385,5 +443,7 @@ def run_evaluation(request: EvaluationRequest) -> RunResult:
     if not source.stores_spacing:
         note = (f"{source.layout}: the release stores no voxel spacing; unit spacing is "
                 f"used, so HD95 is in voxels even in mm mode")
+    report = report_for(request, output, loaded.class_names, options,
+                        **{"data root": loaded.config.data.root})
     return evaluate_volumes(loaded, source.volumes(request.split), output, options,
-                            request.save_nifti, note)
+                            request.save_nifti, note, report)
