@@ -50,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--save-nifti", action="store_true",
                         help="also write predictions/<case>.nii.gz (uint8, the image's geometry); "
                              "2-D images: predictions/<case>.png and overlays/<case>.png")
+    parser.add_argument("--save-probabilities", action="store_true",
+                        help="also write probabilities/<case>.npz (float16 (K, X, Y, Z) in the "
+                             "label map's voxel order, and the affine); with --tta also "
+                             "uncertainty/<case>.nii.gz (entropy of the mean probabilities)")
+    parser.add_argument("--keep-orientation", action="store_true",
+                        help="--input: segment scans in their stored voxel order instead of "
+                             "turning them to the orientation the model was trained in")
     parser.add_argument("--metric-mode", choices=choices(MetricMode),
                         help="default: the checkpoint's inference.metric_mode (mm)")
     parser.add_argument("--batch-size", type=int, help="slices per forward pass (default 16)")
@@ -117,8 +124,9 @@ def report(result) -> None:
         if result.notes:  # 2-D images: label PNGs and overlays
             print("; ".join(result.notes))
         else:
-            print(f"{len(result.written)} prediction(s) in {folder}: open each over its scan "
-                  f"in 3D Slicer or ITK-SNAP; {tables}.")
+            count = sum(1 for path in result.written if path.parent.name == "predictions")
+            print(f"{count} prediction(s) in {folder}: open each over its scan in 3D Slicer or "
+                  f"ITK-SNAP; {tables}.")
     else:
         from swin_unet.report import format_table
 

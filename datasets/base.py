@@ -17,6 +17,7 @@ from swin_unet.errors import InputError
 
 from .cases import SPLITS, resolve_splits
 from .intensity import normalize_intensity, resolve_intensity
+from .readers import read_nifti_header
 
 if TYPE_CHECKING:
     from .slices import SliceDataset, VolumeDataset
@@ -193,6 +194,19 @@ class DataSource(abc.ABC):
         logger.info("%s (%s): integrity check passed for %d volumes of %s in %.1f s",
                     self.name, self.layout, len(unique), ", ".join(splits),
                     time.perf_counter() - start)
+
+    def geometry_headers(self, split: str = "train") -> list[tuple[np.ndarray, tuple]]:
+        """(affine, spatial shape) of each image of ``split``, from NIfTI headers only.
+
+        Empty when the layout stores no geometry (TransUNet's and MT-UNet's npz and HDF5).
+        """
+        headers = []
+        for entry in self.entries(split):
+            if not entry.image_path.name.lower().endswith((".nii", ".nii.gz")):
+                return []
+            header = read_nifti_header(entry.image_path)
+            headers.append((header.affine, tuple(header.shape[:3])))
+        return headers
 
     def volume_item(self, entry: VolumeEntry) -> dict:
         """One whole volume, normalised as in training, at its original size and geometry."""

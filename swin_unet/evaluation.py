@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Optional, Sequence
 
-import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
@@ -18,10 +17,11 @@ from .image_io import read_image
 from .image_segmentation import find_image_inputs, image_targets, segment_images, \
     write_image_prediction
 from .metrics import case_metrics, summarize
+from .orientation import Reorientation
 from .report import write_metrics_csv, write_summary_json
 from .report_builder import REPORT_FILE, ReportBuilder, report_for
 from .viewer_tables import write_viewer_tables
-from .volume_io import NIFTI_SUFFIXES, Volume, find_inputs, read_volume, write_labels
+from .volume_io import Volume, find_inputs, read_volume, reference_of_item
 
 __all__ = ["InferenceOptions", "EvaluationRequest", "RunResult", "run_evaluation", "check_output",
            "evaluate_volumes", "evaluate_predictions", "segment_inputs", "LoadedModel",
@@ -32,17 +32,12 @@ if TYPE_CHECKING:
 
     from .trained import LoadedModel
 
-# Scoring predictions needs neither torch nor the model: they load with the first use of a
-# model (and these names on first access), not with this module.
-_LAZY = {"LoadedModel": ".trained", "load_model": ".trained", "resolve_intensity_for": ".trained"}
-
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-        value = getattr(importlib.import_module(_LAZY[name], __package__), name)
-        globals()[name] = value
-        return value
+    """The model-loading names, on first use: scoring predictions needs no torch nor model."""
+    if name in ("LoadedModel", "load_model", "resolve_intensity_for"):
+        from . import trained
+        return getattr(trained, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 logger = logging.getLogger(__name__)
@@ -62,7 +57,7 @@ class InferenceOptions:
     mode : {"mm", "paper"}
         The resize procedure and, where volumes are scored, the metric convention.
     tta : bool
-        Average the logits over the four in-plane flips.
+        Average the probabilities of the four in-plane flips.
     device : torch.device, optional
         Where to run (default: where the model is).
     amp : bool
@@ -78,11 +73,14 @@ class InferenceOptions:
     amp: bool = False
     progress: bool = True
 
-    def predict(self, loaded: LoadedModel, image: np.ndarray) -> np.ndarray:
-        """The label volume of ``image`` (normalised as in training) by ``loaded``'s model."""
-        from .inference import predict_volume
+    def segment(self, loaded: LoadedModel, image: np.ndarray, reference: Optional[Volume],
+                plan: Optional[Reorientation] = None,
+                paths: Optional[dict[str, Path]] = None) -> tuple[np.ndarray, list[Path]]:
+        """The labels of ``image`` and the files of ``paths`` (``scan_outputs.segment_volume``)."""
+        from .scan_outputs import segment_volume
 
-        return predict_volume(loaded.model, image, loaded.config.model.img_size,
+        return segment_volume(loaded.model, image, reference, loaded.config.model.img_size,
+                              len(loaded.class_names) + 1, plan, paths,
                               batch_size=self.batch_size, mode=self.mode, tta=self.tta,
                               device=self.device, amp=self.amp)
 
@@ -119,24 +117,6 @@ def check_output(output: Path, overwrite: bool, files: Iterable[Path] = ()) -> N
                          f"choose another --output")
 
 
-def _reference_for(item: dict) -> Volume:
-    """The geometry to write a data set's prediction with: its NIfTI header when it has one.
-
-    The header keeps qform/sform codes and units exactly; otherwise (TransUNet's HDF5 and
-    other releases) the data set's affine is all there is.
-    """
-    path = Path(item["image_path"])
-    shape = tuple(np.shape(item["image"])[-3:])
-    reference = None
-    if path.name.lower().endswith(NIFTI_SUFFIXES):
-        header_only = nib.load(str(path))  # the voxels are not read
-        if tuple(header_only.shape[:3]) == shape and np.allclose(
-                header_only.affine, item["affine"], atol=1e-4):
-            reference = header_only
-    return Volume(item["case"], item["image"], tuple(item["spacing"]),
-                  np.asarray(item["affine"]), path, reference)
-
-
 def _finish(output: Path, per_case: dict, class_names: list[str], mode: str,
             result: RunResult, report: Optional[ReportBuilder] = None,
             distance_unit: str = "mm", **extra) -> RunResult:
@@ -152,19 +132,23 @@ def _finish(output: Path, per_case: dict, class_names: list[str], mode: str,
 def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
                      options: InferenceOptions, save_nifti: bool = False,
                      unit_spacing_note: Optional[str] = None,
-                     report: Optional[ReportBuilder] = None) -> RunResult:
+                     report: Optional[ReportBuilder] = None,
+                     probabilities: bool = False) -> RunResult:
     """Predict and score each volume of a data set; write metrics.csv, summary.json (+ NIfTI).
 
     With ``save_nifti``, a 2-D image's prediction is written as ``predictions/<case>.png``
     (palette PNG) with ``overlays/<case>.png`` instead.
 
     ``report`` draws each case as it is scored; viewer colour tables go beside predictions.
+    ``probabilities``: also probabilities/ and, with TTA, uncertainty/ (see segment_inputs).
 
     Raises
     ------
     InputError
         A volume without a label, or a label that does not fit the model's classes.
     """
+    from .scan_outputs import OutputKinds, output_paths  # torch: with the model only
+
     output.mkdir(parents=True, exist_ok=True)
     result = RunResult(notes=[unit_spacing_note] if unit_spacing_note else [], output=output)
     num_classes = len(loaded.class_names) + 1
@@ -177,8 +161,11 @@ def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
             raise InputError(f"{item['image_path']}: case {item['case']} has no label to score "
                              f"against (use --input to segment unlabelled scans)")
         start = time.perf_counter()
+        paths = output_paths(output, item["case"], OutputKinds(
+            save_nifti and unit != "px", probabilities, probabilities and options.tta))
         try:
-            prediction = options.predict(loaded, item["image"])
+            prediction, written = options.segment(
+                loaded, item["image"], reference_of_item(item) if paths else None, paths=paths)
             per_case[item["case"]] = case_metrics(prediction, item["label"], num_classes,
                                                   spacing=item["spacing"], mode=options.mode)
         except InputError as exc:
@@ -186,10 +173,7 @@ def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
         if save_nifti and unit == "px":  # a 2-D image: a label PNG and an overlay
             result.written += write_image_prediction(
                 prediction, read_image(item["image_path"]), output, item["case"], num_classes)
-        elif save_nifti:
-            (output / "predictions").mkdir(exist_ok=True)
-            path = output / "predictions" / f"{item['case']}.nii.gz"
-            result.written.append(write_labels(prediction, _reference_for(item), path))
+        result.written += written
         seconds.append(time.perf_counter() - start)
         if report is not None:
             report.add_case(item["case"], prediction, item["image"], item["label"],
@@ -280,20 +264,27 @@ def evaluate_predictions(predictions: Path, labels: Path, output: Path, mode: st
 def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: InferenceOptions,
                    overwrite: bool = False,
                    normalise: Optional[Callable[[np.ndarray], np.ndarray]] = None,
-                   report: Optional[ReportBuilder] = None) -> RunResult:
+                   report: Optional[ReportBuilder] = None, probabilities: bool = False,
+                   keep_orientation: bool = False) -> RunResult:
     """Segment a user's scans; write ``output/predictions/<case>.nii.gz`` in their geometry.
 
+    Each scan is turned to the model's orientation (its ``geometry`` record; as stored with
+    ``keep_orientation`` or no record), segmented, and written back in its own voxel order.
     2-D images (an image file, or a folder of PNG/JPEG/TIFF/BMP files) give
     ``output/predictions/<name>.png`` at the image's own size and ``output/overlays/<name>.png``.
-
     ``options.mode`` picks the resize procedure of :func:`predict_volume` (``paper``: the
     published one). Viewer colour tables go beside; ``report`` shows scans and volumes in ml.
+    ``probabilities`` also writes ``probabilities/<case>.npz`` and, with TTA,
+    ``uncertainty/<case>.nii.gz``. nnU-Net's per-channel files (``CASE_0000``, ``CASE_0001``)
+    are one multi-channel case.
 
     Raises
     ------
     InputError
         An empty or unreadable input, a prediction file that exists (without ``overwrite``).
     """
+    from .scan_outputs import OutputKinds, orient_scan, output_paths  # torch: with the model
+
     if normalise is None:
         from .trained import resolve_intensity_for
         intensity = resolve_intensity_for(loaded.config)
@@ -310,32 +301,35 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: Inf
             f"{output / 'predictions'}, the images with their classes in {output / 'overlays'}"])
         result.written = segment_images(
             images, output, loaded.config.model.in_chans, len(loaded.class_names) + 1,
-            lambda volume: options.predict(loaded, volume), normalise, options.progress)
+            lambda volume: options.segment(loaded, volume, None)[0], normalise,
+            options.progress)
         return result
-    found = find_inputs(inputs)
+    found = find_inputs(inputs, channels=True)
     names = [name for name, _, _ in found]
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate:
         raise InputError(f"{inputs}: two inputs would both be written as {duplicate}.nii.gz")
-    folder = output / "predictions"
-    targets = [folder / f"{name}.nii.gz" for name in names]
-    check_output(output, overwrite, targets)
-    folder.mkdir(parents=True, exist_ok=True)
+    kinds = OutputKinds(probabilities=probabilities, uncertainty=probabilities and options.tta)
+    targets = [output_paths(output, name, kinds) for name in names]
+    check_output(output, overwrite, [p for paths in targets for p in paths.values()])
+    (output / "predictions").mkdir(parents=True, exist_ok=True)
     result = RunResult(kind="input", output=output)
-    for (name, path, series), target in tqdm(list(zip(found, targets)), desc="scans",
-                                             unit="scan", disable=not options.progress):
+    for (name, path, series), paths in tqdm(list(zip(found, targets)), desc="scans",
+                                            unit="scan", disable=not options.progress):
         volume = read_volume(path, name, series)
         if not np.isfinite(volume.array).all():
-            raise InputError(f"{path}: image contains NaN or infinite values")
-        image = normalise(volume.array)
+            raise InputError(f"{volume.path}: image contains NaN or infinite values")
+        plan = orient_scan(volume, loaded.config.geometry, keep_orientation)
+        # The raw voxels are not needed again (only their shape, to write): one copy fewer.
+        volume.array = image = normalise(volume.array)
         try:
-            prediction = options.predict(loaded, image)
+            prediction, written = options.segment(loaded, image, volume, plan, paths)
         except InputError as exc:
-            raise exc.at(path) from None
-        result.written.append(write_labels(prediction, volume, target))
+            raise exc.at(volume.path) from None
+        result.written += written
         if report is not None:
             report.add_case(name, prediction, image, None, volume.affine, volume.spacing)
-    write_viewer_tables(folder, loaded.class_names)
+    write_viewer_tables(output / "predictions", loaded.class_names)
     result.report = report.write(None, result.notes) if report is not None else None
     return result
 
@@ -354,6 +348,8 @@ class EvaluationRequest:
     output: Optional[Path] = None
     overwrite: bool = False
     save_nifti: bool = False
+    save_probabilities: bool = False
+    keep_orientation: bool = False
     metric_mode: Optional[str] = None
     batch_size: Optional[int] = None
     tta: bool = False
@@ -430,10 +426,14 @@ def run_evaluation(request: EvaluationRequest) -> RunResult:
     if kind == "input":
         return segment_inputs(loaded, request.input, request.output, options, request.overwrite,
                               report=report_for(request, request.output, loaded.class_names,
-                                                options, **{"data set": loaded.config.dataset}))
+                                                options, **{"data set": loaded.config.dataset}),
+                              probabilities=request.save_probabilities,
+                              keep_orientation=request.keep_orientation)
     output = request.output or Path("outputs") / f"test_{request.dataset}"
-    check_output(output, request.overwrite,
-                 [output / "predictions"] if request.save_nifti else [])
+    from .scan_outputs import OutputKinds
+
+    kinds = OutputKinds(request.save_nifti, request.save_probabilities, request.save_probabilities)
+    check_output(output, request.overwrite, [output / folder for folder in kinds.folders()])
     source = datasets.open_dataset(request.dataset, loaded.config.data)
     if list(source.class_names) != loaded.class_names:
         raise InputError(f"{request.checkpoint}: trained for classes "
@@ -446,4 +446,4 @@ def run_evaluation(request: EvaluationRequest) -> RunResult:
     report = report_for(request, output, loaded.class_names, options,
                         **{"data root": loaded.config.data.root})
     return evaluate_volumes(loaded, source.volumes(request.split), output, options,
-                            request.save_nifti, note, report)
+                            request.save_nifti, note, report, request.save_probabilities)
