@@ -48,7 +48,7 @@ def read_dataset_json(path: Path) -> dict:
         Missing or invalid file, region-based labels, or labels that are not 0..K.
     """
     if not path.is_file():
-        raise InputError(f"{path}: file not found; {FOLDER_HELP}")
+        raise InputError(f"{path}: file not found", path=path, details=FOLDER_HELP)
     try:
         meta = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -138,7 +138,8 @@ class FolderDataset(DataSource):
         self.default_intensity = "ct" if self.modalities[0].strip().upper() == "CT" else "zscore"
         labels_dir = root / "labelsTr"
         if not labels_dir.is_dir():
-            raise InputError(f"{labels_dir}: folder not found; {FOLDER_HELP}")
+            raise InputError(f"{labels_dir}: folder not found", path=labels_dir,
+                             details=FOLDER_HELP)
         # MSD archives carry macOS "._name" files next to the real ones.
         self._labelled = sorted(p.name[:-len(self.file_ending)]
                                 for p in labels_dir.glob(f"*{self.file_ending}")

@@ -122,7 +122,11 @@ def _finish(output: Path, per_case: dict, class_names: list[str], mode: str,
             distance_unit: str = "mm", **extra) -> RunResult:
     summary = summarize(per_case, class_names, mode, distance_unit)
     write_metrics_csv(output / "metrics.csv", per_case, class_names)
-    write_summary_json(output / "summary.json", summary, notes=result.notes, **extra)
+    # The values predictions hold: the data set's class order (Synapse: the 8-organ order,
+    # not BTCV's raw label numbers).
+    labels = {"0": "background", **{str(i): name for i, name in enumerate(class_names, 1)}}
+    write_summary_json(output / "summary.json", summary, notes=result.notes,
+                       label_values=labels, **extra)
     result.summary, result.per_case = summary, per_case
     result.written += [output / "metrics.csv", output / "summary.json"]
     result.report = report.write(summary, result.notes) if report is not None else None

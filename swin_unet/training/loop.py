@@ -62,6 +62,7 @@ class TrainResult:
     history: list[EpochStats] = field(default_factory=list)
     last_validation: Optional[dict] = None
     config: Optional[Config] = None  # the run's resolved config (set by train())
+    already_finished: bool = False  # --resume of a finished run: nothing run or written
 
 
 class _StopRequest:

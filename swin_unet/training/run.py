@@ -13,14 +13,14 @@ import torch.distributed as dist
 
 from ..config import Config, check_config, save_config
 from ..data_layer import project_datasets
-from ..errors import InputError
+from ..errors import InputError, format_error
 from ..model import build_model, load_pretrained
 from ..orientation import training_geometry
 from .distributed import (DistributedContext, broadcast_object, cleanup_distributed,
                           configure_cpu_threads, configure_math, math_settings,
                           restore_math_settings, setup_distributed)
-from .loop import Trainer, TrainResult
-from .monitor import Monitor, close_logging, setup_logging
+from .loop import Trainer, TrainingDiverged, TrainResult
+from .monitor import Monitor, close_logging, log_failure, setup_logging
 from .validation import Validator
 
 __all__ = ["train", "default_resume_path"]
@@ -45,10 +45,13 @@ def _on_rank0_first(action, context: DistributedContext):
         try:
             result = action()
         except InputError as exc:
-            error = str(exc)
+            if not context.distributed:
+                raise
+            error = (str(exc), exc.path, exc.key, exc.details)
     error = broadcast_object(error, context)
     if error is not None:
-        raise InputError(error)
+        message, path, key, details = error
+        raise InputError(message, path=path, key=key, details=details)
     return result
 
 
@@ -211,6 +214,15 @@ def train(config: Config, output_dir: Union[str, Path], *, resume: Union[str, Pa
                     else f", best val mean Dice {result.best_metric:.4f}",
                     output_dir / "checkpoints")
         return result
+    except (InputError, TrainingDiverged) as exc:  # the user's to fix: the CLI's message
+        log_failure(handlers, format_error(exc))
+        raise
+    except KeyboardInterrupt:
+        log_failure(handlers, "interrupted")
+        raise
+    except Exception as exc:  # a bug: its traceback, for the report
+        log_failure(handlers, f"error: {type(exc).__name__}: {exc}", exc)
+        raise
     finally:
         if monitor is not None:
             monitor.close()
