@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="default: the checkpoint's inference.metric_mode (mm)")
     parser.add_argument("--batch-size", type=int, help="slices per forward pass (default 16)")
     parser.add_argument("--tta", action="store_true", help="average the four in-plane flips")
-    parser.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
+    parser.add_argument("--amp", action="store_true",
+                        help="mixed precision: bf16 on CUDA (fp16 where unsupported) and on CPUs "
+                             "with native bf16 (AMX, AVX-512 BF16); float32 on other CPUs")
     parser.add_argument("--device", choices=choices(Device), default="auto",
                         help="where to run the model (default auto: CUDA when there is a GPU)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],

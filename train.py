@@ -47,7 +47,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", choices=choices(Device),
                         help="where to train (default auto: CUDA when there is a GPU)")
     parser.add_argument("--amp", action="store_true",
-                        help="mixed precision (bf16 where supported, else fp16 with a scaler)")
+                        help="mixed precision: on CUDA bf16 where supported, else fp16 with a "
+                             "scaler; on CPUs with native bf16 (AMX, AVX-512 BF16) bf16; float32 "
+                             "on other CPUs (train.amp_dtype=bf16 forces bf16)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--quiet", action="store_true", help="log to train.log only")
     return parser.parse_args(argv)

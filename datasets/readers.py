@@ -12,7 +12,6 @@ from typing import Optional, Sequence
 import h5py
 import nibabel as nib
 import numpy as np
-from monai.transforms import LoadImage
 
 from swin_unet.errors import InputError
 
@@ -120,6 +119,8 @@ def read_nifti(path: Path, dtype=np.float32) -> tuple[np.ndarray, np.ndarray, tu
     if not path.is_file():
         raise _missing(path)
     try:
+        from monai.transforms import LoadImage  # seconds to import: only when reading
+
         array, meta = LoadImage(reader="NibabelReader", image_only=False, dtype=dtype)(str(path))
     except _READ_ERRORS as exc:
         raise InputError(f"{path}: unreadable or truncated NIfTI file ({_reason(exc)})") from None

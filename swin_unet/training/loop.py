@@ -16,12 +16,12 @@ from torch.nn.parallel import DistributedDataParallel
 from ..config import Config, config_to_dict
 from ..errors import InputError
 from ..model import load_state
-from ..inference import autocast_dtype
+from ..precision import autocast, autocast_dtype, precision_name
 from .checkpointing import (atomic_copy, atomic_save, capture_rng_state, describe,
                             rank_rng_state, read_resume_checkpoint, restore_rng_state,
                             stale_temporaries, unwrap_model)
 from .data import build_train_loader, per_rank_batch_size, seed_everything
-from .distributed import DistributedContext, any_rank, gather_objects
+from .distributed import DistributedContext, any_rank, gather_objects, ranks_where
 from .monitor import Monitor, progress
 from .recipe import SegmentationLoss, build_optimizer, build_scheduler, scaled_lr
 from .stop import StopRequest
@@ -96,8 +96,7 @@ class Trainer:
         self.validator = validator if validator is not None and len(validator) else None
         self.dataset = train_dataset
         self.model = model
-        self.amp_dtype = (autocast_dtype(self.device, self.train_cfg.amp_dtype)
-                          if self.train_cfg.amp else None)
+        self.amp_dtype = autocast_dtype(self.device, self.train_cfg.amp, self.train_cfg.amp_dtype)
         batch = per_rank_batch_size(self.train_cfg.batch_size, context.world_size)
         self.loader, self.sampler = build_train_loader(
             train_dataset, batch, context, self.train_cfg.seed, config.data.num_workers)
@@ -207,9 +206,7 @@ class Trainer:
         non_blocking = self.device.type == "cuda"
         images = batch["image"].to(self.device, non_blocking=non_blocking)
         labels = batch["label"].to(self.device, non_blocking=non_blocking)
-        autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype)
-                    if self.amp_dtype is not None else contextlib.nullcontext())
-        with autocast:
+        with autocast(self.device, self.amp_dtype):
             logits = self.network(images)
         loss, loss_ce, loss_dice = self.loss_fn(logits, labels)
         self.optimizer.zero_grad(set_to_none=True)
@@ -223,9 +220,16 @@ class Trainer:
                   speed: float) -> None:
         """TensorBoard scalars and the progress bar (reading the loss syncs the GPU)."""
         loss, loss_ce, loss_dice = (float(v) for v in losses)
-        if not math.isfinite(loss) and not self.scaler.is_enabled():
-            raise TrainingDiverged(f"training diverged: the loss is {loss} at iteration "
-                                   f"{self.global_step} (try a lower train.base_lr)")
+        # Every rank learns of a divergence on any rank here (every rank logs at the same
+        # iterations), so all stop together instead of the others waiting in the next
+        # all-reduce for the NCCL timeout. fp16's scaler skips non-finite steps by itself.
+        diverged = ranks_where(not math.isfinite(loss) and not self.scaler.is_enabled(),
+                               self.context)
+        if diverged:
+            where = (f" on rank {', '.join(map(str, diverged))}" if self.context.distributed
+                     else "")
+            raise TrainingDiverged(f"training diverged: the loss is not finite{where} at "
+                                   f"iteration {self.global_step} (try a lower train.base_lr)")
         monitor.scalars({"train/loss": loss, "train/loss_ce": loss_ce,
                          "train/loss_dice": loss_dice, "train/lr": lr}, self.global_step)
         bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", slices_s=f"{speed:.1f}")
@@ -286,7 +290,7 @@ class Trainer:
         result = TrainResult(output_dir=self.output_dir, epochs_done=self.epoch,
                              global_step=self.global_step, best_metric=self.best_metric)
         self._start_fit()
-        with StopRequest() as stop:
+        with StopRequest(self.context.distributed) as stop:
             while self.epoch < self.train_cfg.epochs:
                 stats = self._train_epoch(monitor, stop)
                 if stats is None:
@@ -311,11 +315,11 @@ class Trainer:
                                leftover)
                 leftover.unlink()
         logger.info("training %d epochs of %d iterations (global batch %d over %d process(es), "
-                    "lr %.4g = %.4g x %d / %d), %s, AMP %s", cfg.epochs, self.iters_per_epoch,
+                    "lr %.4g = %.4g x %d / %d), %s, precision %s", cfg.epochs, self.iters_per_epoch,
                     cfg.batch_size, self.context.world_size,
                     scaled_lr(cfg, cfg.batch_size), cfg.base_lr, cfg.batch_size,
                     cfg.base_batch_size, self.device,
-                    "off" if self.amp_dtype is None else str(self.amp_dtype).replace("torch.", ""))
+                    precision_name(self.device, self.amp_dtype, cfg.amp))
         if self.validator is None:
             logger.info("no validation cases (data.val_cases is empty): best.pth is the last "
                         "epoch's weights, as in the published protocol")
@@ -342,7 +346,7 @@ class Trainer:
     def validate(self, monitor: Monitor) -> ValidationResult:
         """Score the validation volumes; their scalars and overlays to TensorBoard."""
         validation = self.validator.run(unwrap_model(self.model), self.device,
-                                        amp=self.amp_dtype is not None)
+                                        amp_dtype=self.amp_dtype)
         monitor.scalars(validation.scalars(), self.global_step)
         for tag, panel in validation.overlays.items():
             monitor.image(tag, panel, self.global_step)

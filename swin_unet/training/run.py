@@ -18,7 +18,8 @@ from ..errors import InputError, format_error
 from ..model import build_model, load_pretrained
 from ..orientation import training_geometry
 from .distributed import (DistributedContext, broadcast_object, cleanup_distributed,
-                          configure_cpu_threads, setup_distributed)
+                          configure_cpu_threads, configure_math, math_settings,
+                          restore_math_settings, setup_distributed)
 from .loop import Trainer, TrainingDiverged, TrainResult
 from .monitor import Monitor, close_logging, log_failure, setup_logging
 from .validation import Validator
@@ -156,7 +157,7 @@ def train(config: Config, output_dir: Union[str, Path], *, resume: Union[str, Pa
     output_dir = Path(output_dir)
     check_config(config)
     context = setup_distributed(device)
-    previous_threads = torch.get_num_threads()
+    previous_threads, previous_math = torch.get_num_threads(), math_settings()
     handlers: list = []
     monitor: Optional[Monitor] = None
     try:
@@ -164,12 +165,10 @@ def train(config: Config, output_dir: Union[str, Path], *, resume: Union[str, Pa
             output_dir.mkdir(parents=True, exist_ok=True)
             handlers = setup_logging(output_dir / "train.log", verbose=verbose)
         threads = configure_cpu_threads(context, config.train.cpu_threads)
-        torch.backends.cudnn.benchmark = not config.train.deterministic
-        if config.train.deterministic:
-            torch.use_deterministic_algorithms(True, warn_only=True)
-        logger.info("run %s: dataset %s, device %s%s", output_dir, config.dataset,
+        math_mode = configure_math(context.device, config.train.deterministic)
+        logger.info("run %s: dataset %s, device %s%s; %s", output_dir, config.dataset,
                     context.device, f", {threads} CPU threads" if context.device.type == "cpu"
-                    else "")
+                    else "", math_mode)
         if context.distributed:
             logger.info("distributed: %d processes (%s)", context.world_size,
                         dist.get_backend())
@@ -230,4 +229,6 @@ def train(config: Config, output_dir: Union[str, Path], *, resume: Union[str, Pa
             monitor.close()
         close_logging(handlers)
         cleanup_distributed()
-        torch.set_num_threads(previous_threads)  # a process-wide setting; train() is a call
+        # Process-wide settings; train() is a call.
+        torch.set_num_threads(previous_threads)
+        restore_math_settings(previous_math)
