@@ -1,14 +1,60 @@
 """Exception types shared by the library and the command-line tools."""
 
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional, Union
+
+__all__ = ["InputError", "one_line", "parsing"]
+
 
 class InputError(ValueError):
     """A problem with something the user gave: a file, a folder, a config key or value.
 
     The message names the file or key and says what is wrong, in one line. Library code raises
     it; the command-line tools turn it into one line on stderr and exit status 2.
+
+    Attributes
+    ----------
+    path : Path or None
+        The offending file or folder, when the problem is one (``None`` for a config key).
     """
+
+    def __init__(self, message: str, path: Union[str, Path, None] = None):
+        super().__init__(message)
+        self.path: Optional[Path] = Path(path) if path is not None else None
 
 
 def one_line(exc: BaseException) -> str:
     """The command-line tools' one-line form of an error (a multi-line message joined)."""
     return " ".join(str(exc).split())
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    reason = text[0].strip() if text else ""
+    if isinstance(exc, MemoryError) or not reason:
+        reason = f"{type(exc).__name__}{': ' + reason if reason else ''}"
+    return reason[:200]
+
+
+@contextmanager
+def parsing(path: Union[str, Path], what: str) -> Iterator[None]:
+    """Turn any failure of a third-party parser reading ``path`` into an :class:`InputError`.
+
+    Wrap only the parser call itself: third-party readers (nibabel, h5py, SimpleITK, zipfile,
+    torch.load, yaml, json) raise dozens of exception types for a damaged file, and which ones
+    is not part of their API. Our own code stays outside, so its bugs still show as bugs.
+
+    Raises
+    ------
+    InputError
+        ``"<path>: unreadable <what> (<first line of the parser's message>)"``, with ``path``.
+    """
+    try:
+        yield
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - see the docstring: the parser's own failures
+        raise InputError(f"{path}: unreadable {what} ({_reason(exc)})", path=path) from None
