@@ -12,6 +12,7 @@ import numpy as np
 
 from swin_unet.config import DataConfig
 from swin_unet.errors import InputError, parsing
+from swin_unet.volume_io import label_dtype
 
 from .base import DataSource, RawVolume, VolumeEntry
 from .cases import deterministic_split
@@ -202,7 +203,7 @@ class FolderDataset(DataSource):
                                  f"image shape {image.shape[-3:]} of {entry.image[0]}")
             check_label_values(values, range(self.num_classes), entry.label,
                                "labels of dataset.json")
-            label = values.astype(np.uint8)
+            label = values.astype(label_dtype(self.num_classes))
         return RawVolume(image, label, spacing, affine, entry.image[0])
 
     def check_entry(self, entry: VolumeEntry, read_image: bool) -> None:

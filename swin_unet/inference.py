@@ -14,6 +14,7 @@ from torch import nn
 from .errors import InputError
 from .metrics import MODES
 from .model.network import as_pair
+from .volume_io import label_dtype
 
 __all__ = ["predict_volume", "resolve_device", "flip_tta_logits"]
 
@@ -136,7 +137,7 @@ def predict_volume(model: nn.Module, image: np.ndarray, img_size: Union[int, Seq
     Returns
     -------
     np.ndarray
-        uint8 labels of shape (X, Y, Z).
+        Labels of shape (X, Y, Z): uint8, or uint16 for a model of more than 256 classes.
 
     Raises
     ------
@@ -162,7 +163,7 @@ def predict_volume(model: nn.Module, image: np.ndarray, img_size: Union[int, Seq
     device = torch.device(device)
     model.to(device)
     channels, x, y, z = volume.shape
-    labels = np.empty((x, y, z), dtype=np.uint8)
+    labels = None  # uint8, or uint16 for more than 256 classes: known from the first logits
     was_training = model.training
     model.eval()
     try:
@@ -175,7 +176,8 @@ def predict_volume(model: nn.Module, image: np.ndarray, img_size: Union[int, Seq
                 if mode == "paper":
                     batch = torch.from_numpy(_paper_resize_in(chunk, size)).to(device)
                     logits = flip_tta_logits(model, batch, tta)
-                    small = logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
+                    dtype = label_dtype(logits.shape[1])
+                    small = logits.argmax(dim=1).to(torch.int32).cpu().numpy().astype(dtype)
                     out = _paper_resize_out(small, (x, y))
                 else:
                     batch = torch.from_numpy(chunk).to(device)
@@ -191,7 +193,11 @@ def predict_volume(model: nn.Module, image: np.ndarray, img_size: Union[int, Seq
                         logits = F.interpolate(
                             logits.contiguous(memory_format=torch.channels_last), size=(x, y),
                             mode="bilinear", align_corners=False)
-                    out = logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
+                    dtype = label_dtype(logits.shape[1])
+                    out = logits.argmax(dim=1).to(
+                        torch.uint8 if dtype == np.uint8 else torch.int32).cpu().numpy()
+                if labels is None:
+                    labels = np.empty((x, y, z), dtype=dtype)
                 labels[..., start:stop] = np.moveaxis(out, 0, -1)
     finally:
         model.train(was_training)
