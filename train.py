@@ -46,6 +46,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                                              "from")
     parser.add_argument("--resume", nargs="?", const="", default=None, metavar="PATH",
                         help="continue a run (default PATH: OUTPUT/checkpoints/last.pth)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="the output folder holds an earlier run: delete its config, log, "
+                             "checkpoints and TensorBoard events and start afresh")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--amp", action="store_true",
                         help="mixed precision (bf16 where supported, else fp16 with a scaler)")
@@ -98,7 +101,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
         try:
             result = train(config, output, resume=resume, pretrained=args.pretrained,
-                           device=args.device, verbose=not args.quiet)
+                           device=args.device, verbose=not args.quiet,
+                           overwrite=args.overwrite)
         except TrainingDiverged as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
