@@ -16,6 +16,7 @@ from .base import DataSource, RawVolume, VolumeEntry
 from .cases import ACDC_TEST, ACDC_VAL, acdc_train_default, normalize_acdc_case
 from .readers import (check_label_values, check_labelled_nifti, npz_shapes, read_labelled_nifti,
                       read_npz)
+from .release import check_slices_first, ordered_slices, slices_first_to_last
 
 __all__ = ["ACDC_CLASSES", "ACDC_HELP", "AcdcRaw", "AcdcRelease", "find_acdc_raw",
            "find_acdc_release", "read_info_cfg"]
@@ -144,18 +145,13 @@ def _nifti(folder: Path, stem: str) -> Path:
     return folder / f"{stem}.nii.gz"
 
 
-def _slices_last(volume: np.ndarray) -> np.ndarray:
-    """MT-UNet's test volumes: (slices, H, W) -> (H, W, slices) (few slices, large planes)."""
-    if volume.shape[-1] < min(volume.shape[:2]) and volume.shape[0] >= volume.shape[-1]:
-        return volume  # already slices last
-    return np.moveaxis(volume, 0, -1)
-
-
 class AcdcRelease(DataSource):
     """MT-UNet's release: 2-D slices in ``train/`` and ``valid/``, volumes in ``test/``.
 
     Keys ``img`` and ``label``; no spacing stored (unit spacing used). The default split is the
-    release's own folders. Slices of one patient and phase stack into a volume (slice order),
+    release's own folders. Test volumes are read slices first, [D, H, W], as the release stores
+    them (a shape that does not fit is an error). Slices of one patient and phase stack into a
+    volume in slice-number order, every number from 0 present (or ``data.allow_slice_gaps``),
     named ``patientNNN_ED`` / ``patientNNN_ES`` (the release does not keep frame numbers), and
     are z-scored per volume like the raw data.
     """
@@ -171,6 +167,7 @@ class AcdcRelease(DataSource):
             raise InputError(f"{root}: no MT-UNet ACDC release here; {ACDC_HELP}")
         self.folder = folder
         self._files: dict[tuple[str, str], dict] = {}
+        self._ordered: dict[tuple[str, str], list[Path]] = {}
         splits: dict[str, list[str]] = {"train": [], "val": [], "test": []}
         for sub, split in _RELEASE_SPLITS.items():
             for path in sorted((folder / sub).glob("*.npz")):
@@ -203,7 +200,10 @@ class AcdcRelease(DataSource):
                 entries.append(VolumeEntry(case, name, record["volume"], record["volume"],
                                            {"kind": "volume"}))
             else:
-                files = [p for _, p in sorted(record["slices"])]
+                if (case, phase) not in self._ordered:
+                    self._ordered[case, phase] = ordered_slices(
+                        f"{case} {phase}", record["slices"], self.data_cfg.allow_slice_gaps)
+                files = self._ordered[case, phase]
                 entries.append(VolumeEntry(case, name, files, files, {"kind": "slices"}))
         if not entries:
             number = case[len("patient"):]
@@ -216,11 +216,9 @@ class AcdcRelease(DataSource):
         if entry.info["kind"] == "volume":
             arrays = read_npz(entry.image, ("img", "label"))
             image, label = arrays["img"], arrays["label"]
-            if image.ndim != 3 or image.shape != label.shape:
-                raise InputError(f"{entry.image}: expected 3-D 'img' and 'label' of one shape, "
-                                 f"got {image.shape} and {label.shape}")
+            check_slices_first(entry.image, image.shape, label.shape, ("img", "label"))
             check_label_values(label, _LABELS, entry.image, "ACDC label map")
-            return _slices_last(image), _slices_last(label)
+            return slices_first_to_last(image), slices_first_to_last(label)
         images, labels = [], []
         for path in entry.image:
             arrays = read_npz(path, ("img", "label"))
@@ -249,7 +247,9 @@ class AcdcRelease(DataSource):
         first = None
         for path in files:
             shapes = npz_shapes(path, ("img", "label"))
-            if len(shapes["img"]) != dims or shapes["img"] != shapes["label"]:
+            if dims == 3:
+                check_slices_first(path, shapes["img"], shapes["label"], ("img", "label"))
+            elif len(shapes["img"]) != dims or shapes["img"] != shapes["label"]:
                 raise InputError(f"{path}: expected {dims}-D 'img' and 'label' of one shape, "
                                  f"got {shapes['img']} and {shapes['label']}")
             first = first or shapes["img"]

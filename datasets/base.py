@@ -20,7 +20,7 @@ from .intensity import normalize_intensity, resolve_intensity
 from .slices import SliceDataset, VolumeDataset, build_slice_cache
 from .transforms import as_size
 
-__all__ = ["VolumeEntry", "RawVolume", "DataSource", "label_lookup"]
+__all__ = ["VolumeEntry", "RawVolume", "DataSource", "label_lookup", "override_class_names"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +76,27 @@ def label_lookup(mapping: dict[int, int], max_raw: int) -> np.ndarray:
     return table
 
 
+def override_class_names(names: Sequence[str],
+                         override: Optional[Sequence[str]]) -> Sequence[str]:
+    """``names`` (a layout's foreground class names), or ``override`` (``data.class_names``).
+
+    Raises
+    ------
+    InputError
+        ``override`` does not name every foreground class once.
+    """
+    if override is None:
+        return names
+    if len(override) != len(names):
+        raise InputError(f"config key 'data.class_names': {len(override)} names given, but the "
+                         f"data has {len(names)} foreground classes (background not counted; "
+                         f"its own names: {', '.join(names)})")
+    if any(not str(n).strip() for n in override) or len(set(override)) != len(override):
+        raise InputError(f"config key 'data.class_names': names must be non-empty and distinct, "
+                         f"got {list(override)}")
+    return tuple(str(n) for n in override)
+
+
 class DataSource(abc.ABC):
     """A data set on disk: its classes, splits, whole volumes and cached training slices.
 
@@ -102,6 +123,7 @@ class DataSource(abc.ABC):
         if data_cfg.cache_dtype not in ("float16", "float32"):
             raise InputError(f"config key 'data.cache_dtype': {data_cfg.cache_dtype!r} is not "
                              f"float16 or float32")
+        self.class_names = override_class_names(self.class_names, data_cfg.class_names)
         self._splits = resolve_splits(default_splits, {
             "train": data_cfg.train_cases, "val": data_cfg.val_cases,
             "test": data_cfg.test_cases}, normalize_case)

@@ -10,7 +10,7 @@ from swin_unet.config import DataConfig
 from swin_unet.errors import InputError
 
 from .acdc import ACDC_CLASSES, ACDC_HELP, AcdcRaw, AcdcRelease, find_acdc_raw, find_acdc_release
-from .base import DataSource
+from .base import DataSource, override_class_names
 from .folder import FOLDER_HELP, FolderDataset, read_dataset_json
 from .phantom import ensure_phantom, phantom_splits
 from .synapse import (SYNAPSE_CLASSES, SYNAPSE_HELP, SynapseRaw, SynapseRelease, find_synapse_raw,
@@ -71,14 +71,22 @@ def phantom_kind(layout: str) -> str:
     return "cardiac" if layout in ("acdc_raw", "cardiac") else "abdomen"
 
 
-def class_names_for(name: str, layout: str = "auto", root: Optional[str] = None) -> list[str]:
+def class_names_for(name: str, layout: str = "auto", root: Optional[str] = None,
+                    override: Optional[list[str]] = None) -> list[str]:
     """The foreground class names of a data set, without reading its volumes.
+
+    ``override`` (``data.class_names``) replaces them, checked against their number.
 
     Raises
     ------
     InputError
-        An unknown data set, or a folder data set whose dataset.json cannot be read.
+        An unknown data set, a folder data set whose dataset.json cannot be read, or an
+        override of the wrong length.
     """
+    return list(override_class_names(_layout_class_names(name, layout, root), override))
+
+
+def _layout_class_names(name: str, layout: str, root: Optional[str]) -> list[str]:
     if name == "synapse" or (name == "phantom" and phantom_kind(layout) == "abdomen"):
         return list(SYNAPSE_CLASSES)
     if name in ("acdc", "phantom"):

@@ -16,6 +16,7 @@ from .base import DataSource, RawVolume, VolumeEntry, label_lookup
 from .cases import SYNAPSE_TEST, SYNAPSE_TRAIN, normalize_synapse_case
 from .readers import (check_label_values, check_labelled_nifti, h5_shapes, npz_shapes, read_h5,
                       read_labelled_nifti, read_npz)
+from .release import check_slices_first, check_unit_range, ordered_slices, slices_first_to_last
 
 __all__ = ["SYNAPSE_CLASSES", "SYNAPSE_RAW_TO_CLASS", "SYNAPSE_HELP", "SynapseRaw",
            "SynapseRelease", "find_synapse_raw", "find_synapse_release"]
@@ -107,9 +108,12 @@ class SynapseRelease(DataSource):
     """TransUNet's ``train_npz/`` slices and ``test_vol_h5/`` volumes (no spacing stored).
 
     Volumes are stored (slices, H, W) and become (H, W, slices); slices of one case stack to
-    (H, W, slices) in slice-number order. Images are already CT-windowed to [0, 1] in the
-    release and are not normalised again (values outside [0, 1] are taken as HU instead).
-    Labels are class indices 0..8, assumed in the community order (unverified in FACTS.md).
+    (H, W, slices) in slice-number order, every number from 0 present (a gap is an error, or
+    with ``data.allow_slice_gaps`` a logged warning). Images are already CT-windowed to [0, 1]
+    in the release and are not normalised again; values outside [0, 1] are an error unless
+    ``data.intensity`` is set explicitly. Labels are class indices 0..8, read in the community
+    order (argued, not proven: FACTS.md); ``data.class_names`` renames them for data made
+    otherwise.
     """
 
     name = "synapse"
@@ -122,13 +126,13 @@ class SynapseRelease(DataSource):
         if folder is None:
             raise InputError(f"{root}: no TransUNet Synapse release here; {SYNAPSE_HELP}")
         self.folder = folder
-        self._slices: dict[str, list[Path]] = {}
+        self._slices: dict[str, list[tuple[int, Path]]] = {}
         for path in sorted((folder / "train_npz").glob("*.npz")):
             match = _SLICE_FILE.match(path.name)
             if match:
-                self._slices.setdefault(normalize_synapse_case(match.group(1)), []).append(path)
-        for files in self._slices.values():
-            files.sort(key=lambda p: int(_SLICE_FILE.match(p.name).group(2)))
+                self._slices.setdefault(normalize_synapse_case(match.group(1)), []).append(
+                    (int(match.group(2)), path))
+        self._ordered: dict[str, list[Path]] = {}
         self._volumes = {}
         for path in sorted((folder / "test_vol_h5").glob("*.h5")):
             match = _VOLUME_FILE.match(path.name)
@@ -143,7 +147,10 @@ class SynapseRelease(DataSource):
             path = self._volumes[case]
             return [VolumeEntry(case, case, path, path, {"kind": "h5"})]
         if case in self._slices:
-            files = self._slices[case]
+            if case not in self._ordered:
+                self._ordered[case] = ordered_slices(case, self._slices[case],
+                                                     self.data_cfg.allow_slice_gaps)
+            files = self._ordered[case]
             return [VolumeEntry(case, case, files, files, {"kind": "slices"})]
         missing = self.folder / "test_vol_h5" / f"{case}.npy.h5"
         return [VolumeEntry(case, case, missing, missing, {"kind": "missing"})]
@@ -160,12 +167,10 @@ class SynapseRelease(DataSource):
         if kind == "h5":
             arrays = read_h5(entry.image)
             image, label = arrays["image"], arrays["label"]
-            if image.ndim != 3 or image.shape != label.shape:
-                raise InputError(f"{entry.image}: expected 3-D 'image' and 'label' of one shape, "
-                                 f"got {image.shape} and {label.shape}")
+            check_slices_first(entry.image, image.shape, label.shape, ("image", "label"))
             check_label_values(label, range(len(SYNAPSE_CLASSES) + 1), entry.image,
                                "Synapse class map")
-            return np.moveaxis(image, 0, -1), np.moveaxis(label, 0, -1)
+            return slices_first_to_last(image), slices_first_to_last(label)
         images, labels = [], []
         for path in entry.image:
             arrays = read_npz(path, ("image", "label"))
@@ -184,10 +189,7 @@ class SynapseRelease(DataSource):
     def load(self, entry: VolumeEntry) -> RawVolume:
         image, label = self._read(entry)
         image = image.astype(np.float32)
-        windowed = image.size == 0 or (image.min() >= -1e-3 and image.max() <= 1 + 1e-3)
-        if not windowed:
-            logger.warning("%s: values outside [0, 1]; treated as HU, not as the release's "
-                           "windowed intensities", entry.image_path)
+        windowed = check_unit_range(image, entry.image_path, self.data_cfg.intensity)
         return RawVolume(image, label.astype(np.uint8), (1.0, 1.0, 1.0), np.eye(4),
                          entry.image_path, prenormalised="ct" if windowed else None)
 
@@ -200,9 +202,7 @@ class SynapseRelease(DataSource):
             return
         if kind == "h5":
             shapes = h5_shapes(entry.image)
-            if len(shapes["image"]) != 3 or shapes["image"] != shapes["label"]:
-                raise InputError(f"{entry.image}: expected 3-D 'image' and 'label' of one shape, "
-                                 f"got {shapes['image']} and {shapes['label']}")
+            check_slices_first(entry.image, shapes["image"], shapes["label"], ("image", "label"))
             label = read_h5(entry.image, ("label",))["label"]
             check_label_values(label, range(len(SYNAPSE_CLASSES) + 1), entry.image,
                                "Synapse class map")

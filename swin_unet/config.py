@@ -80,6 +80,12 @@ class DataConfig:
     # dtype of cached, resized training volumes: "float16" or "float32".
     cache_dtype: str = "float16"
     augment: bool = True
+    # Foreground class names in label order, overriding the layout's (e.g. for a release made
+    # by a script that numbers the organs by raw BTCV label); None: the layout's own names.
+    class_names: Optional[list[str]] = None
+    # Releases stored slice by slice: stack a case with missing slice numbers (the gap is
+    # logged) instead of refusing it. Off: a gap would shrink distances along z unnoticed.
+    allow_slice_gaps: bool = False
 
 
 @dataclass

@@ -122,7 +122,7 @@ def load_model(path: Path, dataset: Optional[str] = None, overrides: Sequence[st
     if not class_names:
         from datasets import class_names_for
         class_names = (class_names_for(dataset or config.dataset, config.data.layout,
-                                      config.data.root)
+                                      config.data.root, config.data.class_names)
                        if (dataset or config.dataset) else [])
     if len(class_names) != config.model.num_classes - 1:
         raise InputError(f"{path}: the model predicts {config.model.num_classes} classes but "

@@ -127,3 +127,31 @@ def test_release_slices_volumes_and_its_own_split(tmp_path):
     assert len(src.train_slices(16, seed=0)) == 6
     with pytest.raises(InputError, match="patient007"):
         open_dataset("acdc", DataConfig(root=str(tmp_path), test_cases=["7"])).volumes("test")
+
+
+@pytest.mark.parametrize("image_shape, label_shape, words", [
+    ((20, 16, 5), (20, 16, 5), r"'img' of shape \(20, 16, 5\) does not fit .*slices-first"),
+    ((5, 20, 16), (5, 16, 20), r"expected 3-D 'img' and 'label' of one shape"),
+    ((5, 20), (5, 20), r"expected 3-D"),
+])
+def test_release_test_volume_is_read_slices_first_or_refused(tmp_path, image_shape, label_shape,
+                                                              words):
+    write_release(tmp_path)
+    path = tmp_path / "test" / "case_002_volume_ED.npz"
+    np.savez(path, img=np.zeros(image_shape, np.float32), label=np.zeros(label_shape, np.float32))
+    src = open_dataset("acdc", DataConfig(root=str(tmp_path)))
+    for read in (lambda: src.check_integrity(["test"]), lambda: src.volumes("test")[0]):
+        with pytest.raises(InputError, match=r"case_002_volume_ED\.npz: " + words):
+            read()
+
+
+def test_release_slices_with_a_gap_and_class_names_override(tmp_path):
+    write_release(tmp_path)
+    (tmp_path / "train" / "case_001_sliceES_1.npz").unlink()
+    with pytest.raises(InputError, match=r"patient001 ES has no slice 1 "):
+        open_dataset("acdc", DataConfig(root=str(tmp_path))).entries("train")
+    src = open_dataset("acdc", DataConfig(root=str(tmp_path), allow_slice_gaps=True,
+                                          class_names=["right_ventricle", "myocardium",
+                                                       "left_ventricle"]))
+    assert [v["image"].shape[-1] for v in src.volumes("train")] == [3, 2]
+    assert src.class_names == ("right_ventricle", "myocardium", "left_ventricle")

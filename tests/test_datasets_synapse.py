@@ -172,3 +172,83 @@ def test_trailing_singleton_axis_is_the_same_grid(tmp_path):
     src = open_dataset("synapse", DataConfig(root=str(tmp_path), test_cases=["1"]))
     src.check_integrity(["test"], read_images=True)
     assert src.volumes("test")[0]["image"].shape == SHAPE
+
+
+def test_release_case_with_missing_slice_numbers_is_refused_or_stacked_with_a_warning(
+        tmp_path, caplog):
+    write_release(tmp_path)
+    folder = tmp_path / "train_npz"
+    for z in (3, 6):  # slices 4 and 5 missing
+        np.savez(folder / f"case0005_slice{z:03d}.npz", image=np.full((24, 20), 0.5, np.float32),
+                 label=np.zeros((24, 20), np.float32))
+    cfg = dict(root=str(tmp_path), train_cases=["5"], test_cases=["1"])
+    with pytest.raises(InputError, match=r"train_npz: case0005 has no slice 4-5 .*"
+                                         r"data\.allow_slice_gaps"):
+        open_dataset("synapse", DataConfig(**cfg)).check_integrity(["train"])
+    with caplog.at_level(logging.WARNING):
+        src = open_dataset("synapse", DataConfig(**cfg, allow_slice_gaps=True))
+        volume = src.volumes("train")[0]
+    assert volume["image"].shape == (24, 20, 5)
+    assert "case0005 has no slice 4-5; stacked without them" in caplog.text
+    # Two files with one slice number: refused, naming both.
+    np.savez(folder / "case0005_slice3.npz", image=np.zeros((24, 20), np.float32),
+             label=np.zeros((24, 20), np.float32))
+    with pytest.raises(InputError, match=r"slice number 3 of case0005 again"):
+        open_dataset("synapse", DataConfig(**cfg, allow_slice_gaps=True)).volumes("train")
+
+
+def test_release_image_outside_unit_range_is_an_error_unless_the_mode_is_set(tmp_path):
+    write_release(tmp_path)
+    with h5py.File(tmp_path / "test_vol_h5" / "case0001.npy.h5", "r+") as handle:
+        hu = handle["image"][...] * 400 - 125  # HU in the CT window [-125, 275]
+        del handle["image"]
+        handle["image"] = hu
+    cfg = dict(root=str(tmp_path), train_cases=["5"], test_cases=["1"])
+    with pytest.raises(InputError, match=r"case0001\.npy\.h5: intensities span \[-12\d\.\d+, "
+                                         r"27\d\.\d+\].*data\.intensity=ct"):
+        open_dataset("synapse", DataConfig(**cfg)).volumes("test")[0]
+    # Rounding just outside [0, 1] still counts as windowed.
+    with h5py.File(tmp_path / "test_vol_h5" / "case0001.npy.h5", "r+") as handle:
+        windowed = (hu + 125) / 400
+        windowed[0, 0, 0], windowed[0, 0, 1] = -1e-4, 1 + 1e-4
+        handle["image"][...] = windowed
+    item = open_dataset("synapse", DataConfig(**cfg)).volumes("test")[0]
+    assert item["image"][0, 0, 0] == pytest.approx(-1e-4)
+    # Told the file holds HU, the reader windows it.
+    with h5py.File(tmp_path / "test_vol_h5" / "case0001.npy.h5", "r+") as handle:
+        handle["image"][...] = hu
+    item = open_dataset("synapse", DataConfig(**cfg, intensity="ct")).volumes("test")[0]
+    np.testing.assert_allclose(item["image"], np.moveaxis((hu + 125) / 400, 0, -1), atol=1e-5)
+
+
+def test_release_h5_volume_must_be_slices_first(tmp_path):
+    write_release(tmp_path)
+    with h5py.File(tmp_path / "test_vol_h5" / "case0001.npy.h5", "w") as handle:
+        handle["image"] = np.zeros((24, 20, 4), np.float32)  # slices last
+        handle["label"] = np.zeros((24, 20, 4), np.float32)
+    src = open_dataset("synapse", DataConfig(root=str(tmp_path), test_cases=["1"]))
+    for read in (lambda: src.check_integrity(["test"]), lambda: src.volumes("test")[0]):
+        with pytest.raises(InputError, match=r"case0001\.npy\.h5: 'image' of shape \(24, 20, 4\)"
+                                             r" does not fit .*\[D, H, W\]"):
+            read()
+
+
+@pytest.mark.parametrize("layout", ["synapse_npz", "synapse_raw"])
+def test_class_names_override_any_layout_checked_against_the_class_count(raw_root, tmp_path,
+                                                                        layout):
+    root = tmp_path if layout == "synapse_npz" else raw_root
+    if layout == "synapse_npz":
+        write_release(tmp_path)
+    ascending = ["spleen", "kidney_right", "kidney_left", "gallbladder", "liver", "stomach",
+                 "aorta", "pancreas"]
+    src = open_dataset("synapse", DataConfig(root=str(root), layout=layout,
+                                             class_names=ascending))
+    assert list(src.class_names) == ascending and src.num_classes == 9
+    from datasets import class_names_for
+    assert class_names_for("synapse", layout, str(root), ascending) == ascending
+    with pytest.raises(InputError, match=r"data\.class_names.*7 names given.*8 foreground"):
+        open_dataset("synapse", DataConfig(root=str(root), layout=layout,
+                                           class_names=ascending[:7]))
+    with pytest.raises(InputError, match=r"data\.class_names.*distinct"):
+        open_dataset("synapse", DataConfig(root=str(root), layout=layout,
+                                           class_names=["liver"] * 8))

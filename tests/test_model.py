@@ -1,11 +1,13 @@
 """The network: shapes, windows and shift masks, merging/expanding order, fast path == reference."""
 
+import zlib
+
 import pytest
 import torch
 
-from benchmarks.reference_model import ReferenceSwinUnet
+from benchmarks.reference_model import RefDropPath, ReferenceSwinUnet
 from swin_unet import SwinUnet
-from swin_unet.model.attention import shift_region_labels, window_partition
+from swin_unet.model.attention import DropPath, shift_region_labels, window_partition
 from swin_unet.model.layers import permute_tokens
 
 TINY = dict(embed_dim=12, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), drop_path_rate=0.0)
@@ -62,6 +64,55 @@ def test_fast_path_equals_reference_forward_and_gradients(kwargs):
     for name, param in fast.named_parameters():
         ref_grad = ref_grads[name].grad
         assert (param.grad - ref_grad).abs().max() <= 1e-4 * (1 + ref_grad.abs().max()), name
+
+
+def _same_draws_per_module(model, drop_type, log):
+    """Seed the RNG before every call of a drop-path module from (its name, its call count):
+    the two networks then draw the same per-sample keep masks module by module, whatever the
+    order they run their blocks in. ``log[name]`` records the kept samples of each call."""
+    for name, module in model.named_modules():
+        if not isinstance(module, drop_type) or module.p == 0:
+            continue  # the first encoder block and the last decoder block have rate 0
+        log[name] = []
+
+        def seed(mod, inputs, name=name):
+            torch.manual_seed(zlib.crc32(f"{name}/{len(log[name])}".encode()))
+
+        def record(mod, inputs, output, name=name):
+            log[name].append(output.flatten(1).ne(0).any(1).tolist())
+
+        module.register_forward_pre_hook(seed)
+        module.register_forward_hook(record)
+
+
+def test_fast_path_equals_reference_in_training_mode_with_drop_path():
+    kwargs = {**TINY, "img_size": 64, "window_size": 2, "drop_path_rate": 0.5}
+    torch.manual_seed(2)
+    ref = ReferenceSwinUnet(in_chans=3, num_classes=4, **kwargs).train()
+    fast = SwinUnet(in_chans=3, num_classes=4, attention="explicit", **kwargs).train()
+    fast.load_state_dict(ref.state_dict(), strict=False)
+    ref_masks, fast_masks = {}, {}
+    _same_draws_per_module(ref, RefDropPath, ref_masks)
+    _same_draws_per_module(fast, DropPath, fast_masks)
+    x = torch.randn(6, 3, 64, 64)
+    target = torch.randn(6, 4, 64, 64)
+    ref_out, fast_out = ref(x), fast(x)
+    assert fast_masks == ref_masks
+    kept = [k for calls in fast_masks.values() for call in calls for k in call]
+    # Every block with a rate > 0 drew (7 of 8 encoder, 5 of 6 decoder blocks; two branches
+    # each), and some samples were dropped.
+    assert len(kept) == 12 * 2 * 6 and 0 < sum(kept) < len(kept) - 1
+    assert (ref_out - fast_out).abs().max() < 1e-5
+    (ref_out * target).sum().backward()
+    (fast_out * target).sum().backward()
+    ref_grads = dict(ref.named_parameters())
+    for name, param in fast.named_parameters():
+        ref_grad = ref_grads[name].grad
+        assert (param.grad - ref_grad).abs().max() <= 1e-4 * (1 + ref_grad.abs().max()), name
+    # The masks matter: without them the outputs of the two differ.
+    fast.eval()
+    with torch.no_grad():
+        assert (fast(x) - fast_out).abs().max() > 1e-3
 
 
 def test_fused_attention_equals_explicit():

@@ -80,22 +80,56 @@ def _tiny_model():
                     num_heads=(1, 1, 1, 1), window_size=1)
 
 
-def test_poly_schedule_steps_every_iteration_like_the_original():
+def _original_poly_lrs(base_lr, max_iter, power=0.9):
+    """The rates of the original trainer's loop, replayed: it runs a step, then sets the lr
+    from the count before that step (``iter_num``), then counts the step."""
+    lr, lrs = base_lr, []
+    for iter_num in range(max_iter):
+        lrs.append(lr)  # the rate this step runs at
+        lr = base_lr * (1.0 - iter_num / max_iter) ** power
+    return lrs
+
+
+def _run_steps(optimizer, scheduler, n):
+    lrs = []
+    for _ in range(n):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return lrs
+
+
+def test_poly_schedule_gives_the_original_trainers_rate_at_every_step():
     train = TrainConfig(epochs=3, base_lr=0.05, batch_size=24, schedule="poly", poly_power=0.9)
     model = _tiny_model()
     optimizer = build_optimizer(model, train, global_batch_size=24)
     scheduler = build_scheduler(optimizer, train, iters_per_epoch=10)
-    lrs = []
-    for _ in range(30):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
-    # Iteration k (0-based) runs at base * (1 - k / max_iter) ** 0.9, max_iter = 30.
-    expected = [0.05 * (1 - k / 30) ** 0.9 for k in range(30)]
-    assert lrs == pytest.approx(expected, rel=1e-9)
+    lrs = _run_steps(optimizer, scheduler, 30)
+    assert lrs == pytest.approx(_original_poly_lrs(0.05, 30), rel=1e-12)
+    # The closed form: steps 0 and 1 at the base rate, step k >= 1 at base (1 - (k-1)/30)^0.9.
+    assert lrs[0] == lrs[1] == 0.05
+    assert lrs[2] == pytest.approx(0.05 * (1 - 1 / 30) ** 0.9, rel=1e-12)
+    assert lrs[29] == pytest.approx(0.05 * (1 - 28 / 30) ** 0.9, rel=1e-12)
     assert isinstance(optimizer, torch.optim.SGD)
     assert optimizer.param_groups[0]["momentum"] == 0.9
     assert optimizer.param_groups[0]["weight_decay"] == 1e-4
+
+
+def test_poly_schedule_continues_exactly_across_a_resume():
+    train = TrainConfig(epochs=4, base_lr=0.05, batch_size=24, schedule="poly", poly_power=0.9)
+    model = _tiny_model()
+    optimizer = build_optimizer(model, train, global_batch_size=24)
+    scheduler = build_scheduler(optimizer, train, iters_per_epoch=7)
+    before = _run_steps(optimizer, scheduler, 15)  # stopped inside epoch 3
+    state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+    resumed_model = _tiny_model()
+    resumed_opt = build_optimizer(resumed_model, train, global_batch_size=24)
+    resumed_sched = build_scheduler(resumed_opt, train, iters_per_epoch=7)
+    resumed_opt.load_state_dict(state["optimizer"])
+    resumed_sched.load_state_dict(state["scheduler"])
+    after = _run_steps(resumed_opt, resumed_sched, 13)
+    assert before + after == pytest.approx(_original_poly_lrs(0.05, 28), rel=1e-12)
+    assert after[0] == pytest.approx(0.05 * (1 - 14 / 28) ** 0.9, rel=1e-12)
 
 
 def test_cosine_schedule_warms_up_then_decays_to_zero():

@@ -97,7 +97,9 @@ def scaled_lr(train, global_batch_size: int) -> float:
     The published recipe (0.05 at batch 24) is reproduced exactly at batch 24, on any number of
     GPUs, because ``train.batch_size`` is the global batch.
     """
-    return train.base_lr * global_batch_size / train.base_batch_size
+    # The ratio first: at the base batch the rate is base_lr to the last bit (0.05 * 24 / 24
+    # is not 0.05 in floating point).
+    return train.base_lr * (global_batch_size / train.base_batch_size)
 
 
 def _decay_and_no_decay(model: nn.Module) -> list[dict]:
@@ -147,8 +149,9 @@ def build_optimizer(model: nn.Module, train, global_batch_size: int) -> torch.op
 def lr_factor(train, iters_per_epoch: int) -> Callable[[int], float]:
     """Multiplier of the initial lr at iteration ``step`` (0-based) of the whole run.
 
-    ``poly``: ``(1 - step / total) ** poly_power``, updated every iteration as in the original
-    code (iteration 0 runs at the full lr). ``cosine``: linear warm-up over ``warmup_epochs``
+    ``poly``: the original trainer's rate at every step. It sets the rate after each
+    optimiser step from the count before that step, so steps 0 and 1 both run at the full
+    rate and step ``k >= 1`` at ``(1 - (k - 1) / total) ** poly_power``. ``cosine``: linear warm-up over ``warmup_epochs``
     (cut short in a run shorter than that, e.g. a 1-epoch trial), then half a cosine down to 0.
     """
     total = max(1, train.epochs * iters_per_epoch)
@@ -157,7 +160,7 @@ def lr_factor(train, iters_per_epoch: int) -> Callable[[int], float]:
 
     if train.schedule == "poly":
         def factor(step: int) -> float:
-            return max(0.0, 1.0 - step / total) ** power
+            return max(0.0, 1.0 - max(0, step - 1) / total) ** power
     elif train.schedule == "cosine":
         def factor(step: int) -> float:
             if step < warmup:
