@@ -47,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "outputs/test_<dataset>)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the results of an earlier run in --output")
+    parser.add_argument("--ignore-geometry", action="store_true",
+                        help="with --predictions/--labels: score a prediction whose affine "
+                             "differs from its label's voxel by voxel (recorded in "
+                             "summary.json) instead of refusing it")
     parser.add_argument("--save-nifti", action="store_true",
                         help="also write predictions/<case>.nii.gz (uint8, the image's geometry)")
     parser.add_argument("--metric-mode", choices=("mm", "paper"),
@@ -107,11 +111,14 @@ def run(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     if kind == "predictions":
         output = args.output or Path("outputs") / f"eval_{args.predictions.name}"
-        evaluation.check_output(output, args.overwrite)
+        stale = evaluation.check_output(output, args.overwrite,
+                                        keep=[args.predictions, args.labels])
         names = (class_names_for(args.dataset, root=args.root) if args.dataset
                  else None)
         result = evaluation.evaluate_predictions(args.predictions, args.labels, output,
-                                                 args.metric_mode or "mm", names, progress)
+                                                 args.metric_mode or "mm", names, progress,
+                                                 ignore_geometry=args.ignore_geometry,
+                                                 stale=stale)
     else:
         device = resolve_device(args.device)
         overrides = list(args.overrides) + ([f"data.root={args.root}"] if args.root else [])
@@ -133,14 +140,15 @@ def run(args: argparse.Namespace) -> int:
             return 0
         from datasets import open_dataset
         output = args.output or Path("outputs") / f"test_{args.dataset}"
-        evaluation.check_output(output, args.overwrite,
-                                [output / "predictions"] if args.save_nifti else [])
+        stale = evaluation.check_output(output, args.overwrite)
         config = loaded.config
         source = open_dataset(args.dataset, config.data)
+        source.check_integrity((args.split,))  # a bad case fails now, not after the others
         if list(source.class_names) != loaded.class_names:
             raise InputError(f"{args.checkpoint}: trained for classes "
                              f"{', '.join(loaded.class_names)}; {args.dataset} has "
                              f"{', '.join(source.class_names)}")
+        evaluation.remove_results(output, stale)
         note = None
         if source.layout in ("synapse_npz", "acdc_npz"):
             note = (f"{source.layout}: the release stores no voxel spacing; unit spacing is "

@@ -19,15 +19,19 @@ from .inference import predict_volume
 from .metrics import case_metrics, summarize
 from .model import build_model, checkpoint_state, load_state, read_checkpoint
 from .report import write_metrics_csv, write_summary_json
-from .volume_io import NIFTI_SUFFIXES, Volume, find_inputs, read_volume, write_labels
+from .volume_io import (NIFTI_SUFFIXES, Volume, find_inputs, read_geometry, read_volume,
+                        write_labels)
 
-__all__ = ["LoadedModel", "load_model", "check_output", "evaluate_volumes",
+__all__ = ["LoadedModel", "load_model", "check_output", "remove_results", "evaluate_volumes",
            "evaluate_predictions", "segment_inputs", "RunResult",
            "resolve_intensity_for"]
 
 logger = logging.getLogger(__name__)
 
-_OUTPUT_FILES = ("metrics.csv", "summary.json")
+_OUTPUT_FILES = ("metrics.csv", "summary.json", "report.html")
+# Result folders and the files test.py writes in them.
+_OUTPUT_FOLDERS = {"predictions": ("*.nii.gz", "*.png", "*.ctbl", "*.txt"),
+                   "figures": ("*.png", "*.svg", "*.pdf"), "overlays": ("*.png",)}
 
 
 @dataclass
@@ -139,23 +143,54 @@ def load_model(path: Path, dataset: Optional[str] = None, overrides: Sequence[st
     return LoadedModel(model, config, class_names, source, path)
 
 
-def check_output(output: Path, overwrite: bool, files: Iterable[Path] = ()) -> None:
-    """Refuse to replace an earlier run's results unless ``overwrite``.
+def _result_files(output: Path) -> list[Path]:
+    """What a test.py run writes into ``output``: the tables, predictions, figures."""
+    found = [output / name for name in _OUTPUT_FILES if (output / name).is_file()]
+    for folder, patterns in _OUTPUT_FOLDERS.items():
+        if (output / folder).is_dir():
+            found += sorted(p for pattern in patterns for p in (output / folder).glob(pattern)
+                            if p.is_file())
+    return found
+
+
+def check_output(output: Path, overwrite: bool, files: Iterable[Path] = (),
+                 keep: Iterable[Path] = ()) -> list[Path]:
+    """Refuse to replace an earlier run's results unless ``overwrite``; return those results.
+
+    Nothing is removed here: the caller checks its inputs first, then removes the returned
+    files with :func:`remove_results`, so a run that fails its checks leaves the earlier
+    results as they were. ``keep`` are the folders being read (``--predictions``,
+    ``--labels``, ``--input``): an output whose clearing would touch them is refused.
 
     Raises
     ------
     InputError
-        ``output`` is a file, or holds metrics.csv, summary.json or one of ``files``.
+        ``output`` is a file, holds results (tables, predictions, figures, or one of
+        ``files``) and ``overwrite`` is not given, or clearing it would touch ``keep``.
     """
+    output = Path(output)
     if output.exists() and not output.is_dir():
-        raise InputError(f"{output}: --output exists and is not a folder")
-    if overwrite:
-        return
-    existing = [output / name for name in _OUTPUT_FILES if (output / name).exists()]
-    existing += [f for f in files if f.exists()]
-    if existing:
+        raise InputError(f"{output}: --output exists and is not a folder", path=output)
+    existing = _result_files(output) if output.is_dir() else []
+    existing += [f for f in files if f.is_file() and f not in existing]
+    if existing and not overwrite:
         raise InputError(f"{existing[0]}: exists from an earlier run; pass --overwrite or "
-                         f"choose another --output")
+                         f"choose another --output", path=existing[0])
+    for folder in keep:
+        folder = Path(folder).resolve()
+        if any(folder in p.resolve().parents for p in existing):
+            raise InputError(f"{output}: --overwrite would delete files of {folder}, which "
+                             f"this run reads; choose another --output", path=output)
+    return existing
+
+
+def remove_results(output: Path, stale: Sequence[Path]) -> None:
+    """Remove an earlier run's results (from :func:`check_output`) before writing new ones."""
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        logger.info("--overwrite: removed %d result file(s) of an earlier run in %s",
+                    len(stale), output)
 
 
 def _reference_for(item: dict) -> Volume:
@@ -176,13 +211,19 @@ def _reference_for(item: dict) -> Volume:
                   np.asarray(item["affine"]), path, reference)
 
 
-def _finish(output: Path, per_case: dict, class_names: list[str], mode: str,
-            result: RunResult, **extra) -> RunResult:
+def _write_results(output: Path, per_case: dict, class_names: list[str], mode: str,
+                   result: RunResult, complete: bool, **extra) -> RunResult:
+    """metrics.csv and summary.json of the cases scored so far (``complete`` False until all).
+
+    Written after every case, so an interrupted run keeps what it scored.
+    """
     summary = summarize(per_case, class_names, mode)
     write_metrics_csv(output / "metrics.csv", per_case, class_names)
-    write_summary_json(output / "summary.json", summary, notes=result.notes, **extra)
+    write_summary_json(output / "summary.json", summary, notes=result.notes, complete=complete,
+                       **extra)
     result.summary, result.per_case = summary, per_case
-    result.written += [output / "metrics.csv", output / "summary.json"]
+    if complete:
+        result.written += [output / "metrics.csv", output / "summary.json"]
     return result
 
 
@@ -221,10 +262,13 @@ def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
             path = output / "predictions" / f"{item['case']}.nii.gz"
             result.written.append(write_labels(prediction, _reference_for(item), path))
         seconds.append(time.perf_counter() - start)
+        _write_results(output, per_case, loaded.class_names, mode, result, complete=False,
+                       checkpoint=str(loaded.path), n_listed=len(volumes))
     if not per_case:
         raise InputError("no volumes to evaluate in the selected split")
-    return _finish(output, per_case, loaded.class_names, mode, result,
-                   checkpoint=str(loaded.path), seconds_per_volume=float(np.mean(seconds)))
+    return _write_results(output, per_case, loaded.class_names, mode, result, complete=True,
+                          checkpoint=str(loaded.path),
+                          seconds_per_volume=float(np.mean(seconds)))
 
 
 def _image_files(folder: Path, what: str) -> dict[str, Path]:
@@ -242,17 +286,21 @@ def _image_files(folder: Path, what: str) -> dict[str, Path]:
 
 def evaluate_predictions(predictions: Path, labels: Path, output: Path, mode: str,
                          class_names: Optional[list[str]] = None,
-                         progress: bool = True) -> RunResult:
+                         progress: bool = True, ignore_geometry: bool = False,
+                         stale: Sequence[Path] = ()) -> RunResult:
     """Score label files in ``predictions`` against the same-named files in ``labels``.
 
     Spacing comes from the label files' headers. Without ``class_names`` the classes are
-    1..max label found, named ``class_1``...
+    1..max label found, named ``class_1``... Every pair's geometry is checked from the headers
+    before anything is scored; ``ignore_geometry`` scores pairs whose affines differ voxel by
+    voxel anyway, and ``summary.json`` lists them under ``geometry_ignored``. ``stale`` (an
+    earlier run's results, from :func:`check_output`) are removed once the checks pass.
 
     Raises
     ------
     InputError
-        An empty folder, a prediction without a label, shapes that differ, values out of
-        range; the message names the file.
+        An empty folder, a prediction without a label, shapes that differ, affines that differ
+        (without ``ignore_geometry``), NaN or values out of range; the message names the file.
     """
     predicted = _image_files(predictions, "predictions")
     references = _image_files(labels, "labels")
@@ -264,35 +312,72 @@ def evaluate_predictions(predictions: Path, labels: Path, output: Path, mode: st
     result = RunResult()
     if unused:
         result.notes.append(f"{unused} label file(s) without a prediction were not scored")
-    pairs = []
-    for name in sorted(predicted):
-        pairs.append((name, predicted[name], references[name]))
+    pairs = [(name, predicted[name], references[name]) for name in sorted(predicted)]
+    mismatched = [name for name, pred, label in pairs
+                  if _geometry_differs(pred, label, ignore_geometry)]
+    remove_results(output, stale)
+    if mismatched:
+        result.notes.append(f"--ignore-geometry: {len(mismatched)} prediction(s) whose affine "
+                            f"differs from their label's were scored voxel by voxel")
     if class_names is None:
-        highest = max(int(np.max(read_volume(lab, dtype=None).array)) for _, _, lab in pairs)
+        highest = max(_highest_label(label) for _, _, label in pairs)
         class_names = [f"class_{i}" for i in range(1, max(highest, 1) + 1)]
         result.notes.append(f"classes 1..{len(class_names)} taken from the labels' values "
                             f"(pass --dataset for names)")
     num_classes = len(class_names) + 1
     output.mkdir(parents=True, exist_ok=True)
+    extra = {"predictions": str(predictions), "labels": str(labels),
+             "ignore_geometry": bool(ignore_geometry), "geometry_ignored": mismatched}
     per_case = {}
     for name, pred_path, label_path in tqdm(pairs, desc="cases", unit="case",
                                             disable=not progress):
         pred = read_volume(pred_path, dtype=None)
         label = read_volume(label_path, dtype=None)
-        if pred.array.shape != label.array.shape:
-            raise InputError(f"{pred_path}: shape {pred.array.shape} does not match the label "
-                             f"{label_path} of shape {label.array.shape}")
-        if not np.allclose(pred.affine, label.affine, atol=1e-3):
-            logger.warning("%s: affine differs from the label's (%s); scored voxel by voxel",
-                           pred_path, label_path)
         try:
             per_case[name] = case_metrics(pred.array, label.array, num_classes,
                                           spacing=label.spacing, mode=mode)
         except InputError as exc:
             culprit = pred_path if str(exc).startswith("prediction") else label_path
-            raise InputError(f"{culprit}: {exc}") from None
-    return _finish(output, per_case, class_names, mode, result,
-                   predictions=str(predictions), labels=str(labels))
+            raise InputError(f"{culprit}: {exc}", path=culprit) from None
+        _write_results(output, per_case, class_names, mode, result, complete=False,
+                       n_listed=len(pairs), **extra)
+    return _write_results(output, per_case, class_names, mode, result, complete=True, **extra)
+
+
+def _geometry_differs(pred_path: Path, label_path: Path, ignore: bool) -> bool:
+    """Whether a prediction's grid differs from its label's (an error unless ``ignore``).
+
+    Raises
+    ------
+    InputError
+        The shapes differ, or (without ``ignore``) the affines, naming both files.
+    """
+    pred_shape, pred_affine = read_geometry(pred_path)
+    label_shape, label_affine = read_geometry(label_path)
+    if pred_shape != label_shape:
+        raise InputError(f"{pred_path}: shape {pred_shape} does not match the label "
+                         f"{label_path} of shape {label_shape}", path=pred_path)
+    # The tolerance of the data sets' integrity check: float rounding between writers.
+    if np.allclose(pred_affine, label_affine, rtol=1e-4, atol=1e-3):
+        return False
+    if not ignore:
+        worst = float(np.max(np.abs(pred_affine - label_affine)))
+        raise InputError(f"{pred_path}: geometry differs from its label {label_path} (affines "
+                         f"differ by up to {worst:.4g} mm); pass --ignore-geometry to score "
+                         f"voxel by voxel anyway", path=pred_path)
+    logger.warning("%s: affine differs from the label's (%s); scored voxel by voxel "
+                   "(--ignore-geometry)", pred_path, label_path)
+    return True
+
+
+def _highest_label(path: Path) -> int:
+    """The largest value of a label file, which must be finite."""
+    array = read_volume(path, dtype=None).array
+    if array.size == 0:
+        return 0
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        raise InputError(f"{path}: label contains NaN or infinite values", path=path)
+    return int(np.max(array))
 
 
 def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, batch_size: int = 16,
@@ -317,13 +402,18 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, batch_size: 
         raise InputError(f"{inputs}: two inputs would both be written as {duplicate}.nii.gz")
     folder = output / "predictions"
     targets = [folder / f"{name}.nii.gz" for name in names]
-    check_output(output, overwrite, targets)
+    stale = check_output(output, overwrite, targets,
+                         keep=[inputs if inputs.is_dir() else inputs.parent])
     if normalise is None:
         intensity = resolve_intensity_for(loaded.config)
         window = loaded.config.data.ct_window
 
         def normalise(array: np.ndarray) -> np.ndarray:
             return normalize_intensity(array, intensity, window, channels_first=array.ndim == 4)
+    for _, path, series in found:
+        if series is None:
+            read_geometry(path)  # every header readable before the first scan is segmented
+    remove_results(output, stale)
     folder.mkdir(parents=True, exist_ok=True)
     result = RunResult()
     for (name, path, series), target in tqdm(list(zip(found, targets)), desc="scans",

@@ -15,7 +15,7 @@ import SimpleITK as sitk
 from .errors import InputError, parsing
 
 __all__ = ["Volume", "read_volume", "find_inputs", "write_labels", "case_name", "NIFTI_SUFFIXES",
-           "ITK_SUFFIXES", "check_declared_size", "label_dtype", "list_folder"]
+           "ITK_SUFFIXES", "check_declared_size", "label_dtype", "list_folder", "read_geometry"]
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 ITK_SUFFIXES = (".nrrd", ".mha", ".mhd")
@@ -160,12 +160,43 @@ def _itk_to_volume(image: sitk.Image, case: str, path: Path) -> Volume:
     array = np.transpose(array, (0, 3, 2, 1))
     array = array[0] if array.shape[0] == 1 else array
     spacing = tuple(float(s) for s in image.GetSpacing())
-    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
-    affine = np.eye(4)
-    affine[:3, :3] = direction * np.asarray(spacing)
-    affine[:3, 3] = image.GetOrigin()
-    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine  # ITK's LPS world -> RAS
+    affine = _itk_affine(spacing, image.GetDirection(), image.GetOrigin())
     return Volume(case, array, spacing, affine, path, image)
+
+
+def _itk_affine(spacing, direction, origin) -> np.ndarray:
+    """ITK's spacing, direction and origin (LPS) as a voxel-to-RAS affine."""
+    affine = np.eye(4)
+    affine[:3, :3] = np.asarray(direction, dtype=np.float64).reshape(3, 3) * np.asarray(spacing)
+    affine[:3, 3] = origin
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine  # ITK's LPS world -> RAS
+
+
+def read_geometry(path: Union[str, Path]) -> tuple[tuple[int, ...], np.ndarray]:
+    """Spatial shape (X, Y, Z) and affine of a NIfTI/NRRD/MHA file, from its header only.
+
+    Raises
+    ------
+    InputError
+        The header cannot be read; names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found", path=path)
+    if path.name.lower().endswith(NIFTI_SUFFIXES):
+        with parsing(path, "NIfTI header"):
+            image = nib.load(str(path))
+            shape, affine = tuple(int(v) for v in image.shape), np.asarray(image.affine)
+        return shape[:3], affine.astype(np.float64)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    with parsing(path, "image header"):
+        reader.ReadImageInformation()
+        size = tuple(int(v) for v in reader.GetSize())
+        geometry = reader.GetSpacing(), reader.GetDirection(), reader.GetOrigin()
+    if len(size) != 3:
+        raise InputError(f"{path}: expected a 3-D image, got {len(size)}-D", path=path)
+    return size, _itk_affine(*geometry)
 
 
 def _itk_storage(path: Path) -> tuple[int, bool]:
