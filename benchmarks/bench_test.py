@@ -43,7 +43,7 @@ from benchmarks.common import run_alternating  # noqa: E402
 from datasets import open_dataset  # noqa: E402
 from swin_unet import SwinUnet  # noqa: E402
 from swin_unet.config import Config, DataConfig  # noqa: E402
-from swin_unet.evaluation import LoadedModel, evaluate_volumes  # noqa: E402
+from swin_unet.evaluation import InferenceOptions, LoadedModel, evaluate_volumes  # noqa: E402
 
 CLASS_TO_RAW = {1: 8, 2: 4, 3: 3, 4: 2, 5: 6, 6: 11, 7: 1, 8: 7}  # inverse of the 8-organ map
 WINDOW = (-125.0, 275.0)
@@ -131,8 +131,8 @@ def original_procedure(model: nn.Module, root: Path, out: Path) -> list:
 def ours(loaded: LoadedModel, root: Path, out: Path, mode: str, batch_size: int) -> list:
     """What test.py does per volume: data set read, inference, metrics, NIfTI written."""
     source = open_dataset("synapse", DataConfig(root=str(root), test_cases=["1"]))
-    result = evaluate_volumes(loaded, source.volumes("test"), out / mode, mode, save_nifti=True,
-                              batch_size=batch_size, progress=False)
+    options = InferenceOptions(batch_size=batch_size, mode=mode, progress=False)
+    result = evaluate_volumes(loaded, source.volumes("test"), out / mode, options, save_nifti=True)
     return [(r["dice"], r["hd95"]) for r in result.per_case["case0001"]]
 
 

@@ -22,15 +22,19 @@ reorientation), so a prediction of the same shape saved with ``affine`` overlays
 """
 
 from .base import DataSource, RawVolume, VolumeEntry
-from .intensity import INTENSITY_MODES, normalize_intensity
+from .intensity import INTENSITY_MODES, normalize_intensity, resolve_intensity
 from .phantom import generate_phantom
-from .registry import (DATASET_NAMES, LAYOUTS, class_names_for, default_intensity_for,
-                       default_root, open_dataset)
+from .registry import (DATASET_NAMES, DATASETS, LAYOUTS, DatasetEntry, Layout, class_names_for,
+                       dataset_entry, default_intensity_for, default_root, open_dataset)
 from .slices import SliceDataset, VolumeDataset
 from .transforms import resize_slices
 
 __all__ = [
     "DATASET_NAMES",
+    "DATASETS",
+    "DatasetEntry",
+    "Layout",
+    "dataset_entry",
     "LAYOUTS",
     "INTENSITY_MODES",
     "DataSource",
@@ -43,6 +47,7 @@ __all__ = [
     "default_intensity_for",
     "generate_phantom",
     "normalize_intensity",
+    "resolve_intensity",
     "open_dataset",
     "resize_slices",
 ]

@@ -114,6 +114,12 @@ class AcdcRaw(DataSource):
         super().__init__(folder, data_cfg, default_splits or _default_splits(),
                          normalize_acdc_case)
 
+    @classmethod
+    def list_cases(cls, folder: Path) -> list[str]:
+        """The ``patientNNN`` folders of ``folder``."""
+        return sorted(p.name for p in folder.iterdir()
+                      if p.is_dir() and p.name.startswith("patient"))
+
     def entries_for_case(self, case: str) -> list[VolumeEntry]:
         if case not in self._entries:
             patient = self.folder / case
@@ -158,6 +164,7 @@ class AcdcRelease(DataSource):
 
     name = "acdc"
     layout = "acdc_npz"
+    stores_spacing = False
     class_names = ACDC_CLASSES
     default_intensity = "zscore"
 

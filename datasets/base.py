@@ -12,13 +12,13 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from swin_unet.config import DataConfig
+from swin_unet.config import DataConfig, check_choices
 from swin_unet.errors import InputError
+from swin_unet.model.network import as_pair
 
 from .cases import SPLITS, resolve_splits
 from .intensity import normalize_intensity, resolve_intensity
 from .slices import SliceDataset, VolumeDataset, build_slice_cache
-from .transforms import as_size
 
 __all__ = ["VolumeEntry", "RawVolume", "DataSource", "label_lookup", "override_class_names"]
 
@@ -109,20 +109,20 @@ class DataSource(abc.ABC):
     layout: str = ""
     class_names: tuple[str, ...] = ()
     in_chans: int = 1
+    # False for releases without voxel spacing (unit spacing is used: HD95 in voxels).
+    stores_spacing: bool = True
     default_intensity: str = "zscore"
 
     def __init__(self, root: Path, data_cfg: DataConfig,
                  default_splits: dict[str, Sequence[str]], normalize_case):
         self.root = Path(root)
         self.data_cfg = data_cfg
+        check_choices(data_cfg, "data")
         self.intensity = resolve_intensity(data_cfg.intensity, self.default_intensity)
         self.ct_window = tuple(float(v) for v in data_cfg.ct_window)
         if len(self.ct_window) != 2 or not self.ct_window[1] > self.ct_window[0]:
             raise InputError(f"config key 'data.ct_window': {list(data_cfg.ct_window)} is not "
                              f"a [low, high] window")
-        if data_cfg.cache_dtype not in ("float16", "float32"):
-            raise InputError(f"config key 'data.cache_dtype': {data_cfg.cache_dtype!r} is not "
-                             f"float16 or float32")
         self.class_names = override_class_names(self.class_names, data_cfg.class_names)
         self._splits = resolve_splits(default_splits, {
             "train": data_cfg.train_cases, "val": data_cfg.val_cases,
@@ -208,7 +208,7 @@ class DataSource(abc.ABC):
         Items are {"image": float32 (in_chans, H, W), "label": int64 (1, H, W)}; augmentation
         (``data_cfg.augment``) derives its randomness from (seed, epoch, index) only.
         """
-        size = as_size(img_size)
+        size = as_pair(img_size)
         entries = self.entries("train")
         if not entries:
             raise InputError(f"{self.name}: the training split is empty "

@@ -7,6 +7,7 @@ import logging
 import re
 from typing import Iterable, Optional, Sequence
 
+from swin_unet.config import Split, choices
 from swin_unet.errors import InputError
 
 __all__ = [
@@ -25,7 +26,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
+SPLITS = choices(Split)
 
 # TransUNet's split, used by every Synapse paper: 18 training and 12 test cases, no validation.
 SYNAPSE_TRAIN = tuple(f"case{n:04d}" for n in (5, 6, 7, 9, 10, 21, 23, 24, 26, 27, 28, 30, 31,

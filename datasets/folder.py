@@ -19,7 +19,7 @@ from .cases import deterministic_split
 from .readers import (check_label_values, check_nifti_complete, check_same_geometry,
                       read_nifti, read_nifti_header)
 
-__all__ = ["FOLDER_HELP", "FolderDataset", "read_dataset_json"]
+__all__ = ["FOLDER_HELP", "FolderDataset", "find_folder_dataset", "read_dataset_json"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +100,11 @@ def read_json(path: Path):
         return json.loads(path.read_text(encoding="utf-8"))
 
 
+def find_folder_dataset(root: Path) -> Optional[Path]:
+    """``root`` when it holds a ``dataset.json``, else None."""
+    return root if (root / "dataset.json").is_file() else None
+
+
 def _read_splits(root: Path) -> Optional[dict[str, list]]:
     for name in ("splits.json", "splits_final.json"):
         path = root / name
@@ -137,6 +142,14 @@ class FolderDataset(DataSource):
 
     name = "folder"
     layout = "folder"
+    # Both come from dataset.json (per instance): the class knows neither.
+    class_names = None
+    default_intensity = None
+
+    @classmethod
+    def read_class_names(cls, root: Path) -> tuple[str, ...]:
+        """The class names in ``root/dataset.json`` (InputError if it cannot be read)."""
+        return read_dataset_json(root / "dataset.json")["class_names"]
 
     def __init__(self, root: Path, data_cfg: DataConfig):
         root = Path(root)

@@ -7,6 +7,7 @@ from typing import Sequence
 import numpy as np
 from monai.transforms import NormalizeIntensity, ScaleIntensity, ScaleIntensityRange
 
+from swin_unet.config import IntensityMode, choices
 from swin_unet.errors import InputError
 
 __all__ = ["INTENSITY_MODES", "normalize_intensity", "resolve_intensity"]
@@ -15,23 +16,13 @@ __all__ = ["INTENSITY_MODES", "normalize_intensity", "resolve_intensity"]
 # "zscore": per volume (and per channel) mean 0, standard deviation 1 (nnU-Net's choice for MRI:
 #           unlike min-max it is not dominated by a few bright voxels).
 # "minmax": per volume (and per channel) scaled to [0, 1].
-INTENSITY_MODES = ("ct", "zscore", "minmax")
+INTENSITY_MODES = tuple(mode for mode in choices(IntensityMode) if mode != "auto")
 
 
-def resolve_intensity(configured: str, default: str, key: str = "data.intensity") -> str:
-    """The mode to use: ``configured`` unless it is ``"auto"``, then the data set's ``default``.
-
-    Raises
-    ------
-    InputError
-        ``configured`` is not ``"auto"`` or one of :data:`INTENSITY_MODES`.
-    """
-    if configured == "auto":
-        return default
-    if configured not in INTENSITY_MODES:
-        raise InputError(f"config key '{key}': {configured!r} is not one of auto, "
-                         f"{', '.join(INTENSITY_MODES)}")
-    return configured
+def resolve_intensity(configured: str, default: str) -> str:
+    """The mode to use: ``configured`` (a checked ``data.intensity``) unless it is ``"auto"``,
+    then the data set's ``default``."""
+    return default if configured == "auto" else configured
 
 
 def normalize_intensity(array: np.ndarray, mode: str,

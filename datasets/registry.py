@@ -1,74 +1,197 @@
-"""``open_dataset``: from a data set name and the ``data`` config to the right layout reader."""
+"""The data-set table: one entry per ``--dataset`` name, and ``open_dataset`` over it.
+
+Each :class:`DatasetEntry` says what a data set is: its name, the layouts it detects (how to
+find each under a root and the reader that opens it), the help text for a missing root, where
+it lives by default and, for the phantom, the synthetic data generated on first use. Class
+names and the default intensity are attributes of the layout's reader (``class_names``,
+``default_intensity``); a reader whose classes come from its own files (a folder data set)
+has ``class_names = None`` and a ``read_class_names(root)`` class method. A new layout is one
+:class:`Layout` in its entry.
+"""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Mapping, Optional
 
 from swin_unet.config import DataConfig
 from swin_unet.errors import InputError
 
-from .acdc import ACDC_CLASSES, ACDC_HELP, AcdcRaw, AcdcRelease, find_acdc_raw, find_acdc_release
+from .acdc import ACDC_HELP, AcdcRaw, AcdcRelease, find_acdc_raw, find_acdc_release
 from .base import DataSource, override_class_names
-from .folder import FOLDER_HELP, FolderDataset, read_dataset_json
+from .folder import FOLDER_HELP, FolderDataset, find_folder_dataset
 from .phantom import ensure_phantom, phantom_splits
-from .synapse import (SYNAPSE_CLASSES, SYNAPSE_HELP, SynapseRaw, SynapseRelease, find_synapse_raw,
-                      find_synapse_release)
+from .synapse import SYNAPSE_HELP, SynapseRaw, SynapseRelease, find_synapse_raw, find_synapse_release
 
-__all__ = ["DATASET_NAMES", "LAYOUTS", "REPO_ROOT", "default_root", "open_dataset", "phantom_kind",
-           "class_names_for", "default_intensity_for"]
+__all__ = ["Layout", "DatasetEntry", "DATASETS", "DATASET_NAMES", "LAYOUTS", "REPO_ROOT",
+           "dataset_entry", "default_root", "open_dataset", "class_names_for",
+           "default_intensity_for"]
 
 logger = logging.getLogger(__name__)
 
-DATASET_NAMES = ("synapse", "acdc", "phantom", "folder")
-# data.layout values each data set accepts ("auto" detects from the files). For the phantom,
-# the layout picks the kind: synapse_raw/abdomen (default) or acdc_raw/cardiac.
-LAYOUTS = {
-    "synapse": ("auto", "synapse_raw", "synapse_npz"),
-    "acdc": ("auto", "acdc_raw", "acdc_npz"),
-    "phantom": ("auto", "synapse_raw", "abdomen", "acdc_raw", "cardiac"),
-    "folder": ("auto", "folder"),
-}
 REPO_ROOT = Path(__file__).resolve().parent.parent
-_DEFAULT_DIRS = {"synapse": "Synapse", "acdc": "ACDC", "phantom": "phantom"}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One file layout: where it sits under a root (``find``) and the reader that opens it.
+
+    Attributes
+    ----------
+    name : str
+        The ``data.layout`` value and the source's ``layout`` attribute.
+    find : callable
+        ``find(root)``: the folder holding this layout under ``root``, or None.
+    reader : type of DataSource
+        Constructed as ``reader(root, data_cfg)``.
+    """
+
+    name: str
+    find: Callable[[Path], Optional[Path]]
+    reader: type
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """What a ``--dataset`` name means.
+
+    Attributes
+    ----------
+    name : str
+        The ``--dataset`` value.
+    title : str
+        How messages name it ("Synapse").
+    layouts : tuple of Layout
+        In detection order: ``data.layout: auto`` takes the first one found under the root.
+    help : str
+        The expected layouts and where the data is published, shown when the root is missing.
+    default_dir : str or None
+        ``data/<default_dir>`` under the repository when ``data.root`` is unset; None: the
+        root is required.
+    aliases : mapping
+        Further ``data.layout`` values and the layout each names.
+    phantoms : mapping
+        For generated data: layout name -> phantom kind written under ``root/<kind>`` when the
+        layout is not found there. "auto" then means the first layout (nothing to detect).
+    """
+
+    name: str
+    title: str
+    layouts: tuple
+    help: str
+    default_dir: Optional[str] = None
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    phantoms: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def layout_choices(self) -> tuple:
+        """The ``data.layout`` values this data set accepts."""
+        return ("auto",) + tuple(layout.name for layout in self.layouts) + tuple(self.aliases)
+
+    def layout(self, value: str = "auto") -> Optional[Layout]:
+        """The layout a ``data.layout`` value names; None for "auto" of a detected data set.
+
+        Raises
+        ------
+        InputError
+            ``value`` is not one of :attr:`layout_choices`.
+        """
+        if value not in self.layout_choices:
+            raise InputError(f"config key 'data.layout': {value!r} is not a layout of "
+                             f"{self.name} (expected one of {', '.join(self.layout_choices)})")
+        if value == "auto":
+            return self.layouts[0] if self.phantoms else None
+        value = self.aliases.get(value, value)
+        return next(layout for layout in self.layouts if layout.name == value)
+
+    def _reader(self, layout: str) -> type:
+        # Detected layouts of one data set share their classes and modality: the first stands in.
+        return (self.layout(layout) or self.layouts[0]).reader
+
+    def class_names(self, layout: str = "auto", root: Optional[str] = None) -> list[str]:
+        """The foreground class names, without reading volumes.
+
+        Raises
+        ------
+        InputError
+            A data set whose classes are in its files, without ``root``; an unreadable file.
+        """
+        reader = self._reader(layout)
+        if reader.class_names is not None:
+            return list(reader.class_names)
+        if root is None:
+            raise InputError(f"--dataset {self.name} needs --root (the folder with its "
+                             f"class names)")
+        return list(reader.read_class_names(Path(root)))
+
+    def default_intensity(self, layout: str = "auto") -> Optional[str]:
+        """The mode ``data.intensity: auto`` means; None where only the files know."""
+        return self._reader(layout).default_intensity
+
+    def missing(self, root: Path) -> InputError:
+        """The error for a root that holds none of the layouts."""
+        return InputError(f"{root}: {self.title} data not found; {self.help}")
+
+    def open(self, root: Path, cfg: DataConfig) -> DataSource:
+        """The data source under ``root`` (generated first for a phantom that is not there)."""
+        layout = self.layout(cfg.layout)
+        if self.phantoms:
+            folder = layout.find(root) if root.is_dir() else None
+            if folder is None:
+                kind = self.phantoms[layout.name]
+                folder = layout.find(ensure_phantom(root / kind, kind))
+            splits = phantom_splits(layout.reader.list_cases(folder))
+            return layout.reader(folder, cfg, name=self.name, default_splits=splits)
+        if not root.is_dir():
+            raise self.missing(root)
+        if layout is None:
+            layout = next((lay for lay in self.layouts if lay.find(root) is not None), None)
+            if layout is None:
+                raise self.missing(root)
+        return layout.reader(root, cfg)
+
+
+_SYNAPSE_RAW = Layout("synapse_raw", find_synapse_raw, SynapseRaw)
+_ACDC_RAW = Layout("acdc_raw", find_acdc_raw, AcdcRaw)
+
+DATASETS: dict[str, DatasetEntry] = {entry.name: entry for entry in (
+    DatasetEntry("synapse", "Synapse",
+                 (_SYNAPSE_RAW, Layout("synapse_npz", find_synapse_release, SynapseRelease)),
+                 SYNAPSE_HELP, default_dir="Synapse"),
+    DatasetEntry("acdc", "ACDC", (_ACDC_RAW, Layout("acdc_npz", find_acdc_release, AcdcRelease)),
+                 ACDC_HELP, default_dir="ACDC"),
+    # The phantom's layout picks its kind: abdominal CT (the default) or cardiac MRI.
+    DatasetEntry("phantom", "phantom", (_SYNAPSE_RAW, _ACDC_RAW),
+                 "generated on first use", default_dir="phantom",
+                 aliases={"abdomen": "synapse_raw", "cardiac": "acdc_raw"},
+                 phantoms={"synapse_raw": "abdomen", "acdc_raw": "cardiac"}),
+    DatasetEntry("folder", "folder", (Layout("folder", find_folder_dataset, FolderDataset),),
+                 FOLDER_HELP),
+)}
+DATASET_NAMES = tuple(DATASETS)
+# data.layout values each data set accepts ("auto" detects from the files).
+LAYOUTS = {name: entry.layout_choices for name, entry in DATASETS.items()}
+
+
+def dataset_entry(name: str) -> DatasetEntry:
+    """The table's entry for ``name``.
+
+    Raises
+    ------
+    InputError
+        ``name`` is not in :data:`DATASETS`.
+    """
+    if name not in DATASETS:
+        raise InputError(f"unknown dataset {name!r} (expected one of {', '.join(DATASET_NAMES)})")
+    return DATASETS[name]
 
 
 def default_root(name: str) -> Optional[Path]:
     """Where ``name`` is looked for when ``data.root`` is not set: ``data/...`` in the repo."""
-    folder = _DEFAULT_DIRS.get(name)
+    folder = dataset_entry(name).default_dir
     return REPO_ROOT / "data" / folder if folder else None
-
-
-def _missing_root(name: str, root: Path, help_text: str) -> InputError:
-    return InputError(f"{root}: {name} data not found; {help_text}")
-
-
-def _open_synapse(root: Path, layout: str, cfg: DataConfig) -> DataSource:
-    if not root.is_dir():
-        raise _missing_root("Synapse", root, SYNAPSE_HELP)
-    if layout == "auto":
-        layout = ("synapse_raw" if find_synapse_raw(root) is not None
-                  else "synapse_npz" if find_synapse_release(root) is not None else "")
-        if not layout:
-            raise _missing_root("Synapse", root, SYNAPSE_HELP)
-    return SynapseRaw(root, cfg) if layout == "synapse_raw" else SynapseRelease(root, cfg)
-
-
-def _open_acdc(root: Path, layout: str, cfg: DataConfig) -> DataSource:
-    if not root.is_dir():
-        raise _missing_root("ACDC", root, ACDC_HELP)
-    if layout == "auto":
-        layout = ("acdc_raw" if find_acdc_raw(root) is not None
-                  else "acdc_npz" if find_acdc_release(root) is not None else "")
-        if not layout:
-            raise _missing_root("ACDC", root, ACDC_HELP)
-    return AcdcRaw(root, cfg) if layout == "acdc_raw" else AcdcRelease(root, cfg)
-
-
-def phantom_kind(layout: str) -> str:
-    """The phantom a ``data.layout`` picks: "cardiac" (acdc_raw, cardiac) or "abdomen"."""
-    return "cardiac" if layout in ("acdc_raw", "cardiac") else "abdomen"
 
 
 def class_names_for(name: str, layout: str = "auto", root: Optional[str] = None,
@@ -83,44 +206,13 @@ def class_names_for(name: str, layout: str = "auto", root: Optional[str] = None,
         An unknown data set, a folder data set whose dataset.json cannot be read, or an
         override of the wrong length.
     """
-    return list(override_class_names(_layout_class_names(name, layout, root), override))
-
-
-def _layout_class_names(name: str, layout: str, root: Optional[str]) -> list[str]:
-    if name == "synapse" or (name == "phantom" and phantom_kind(layout) == "abdomen"):
-        return list(SYNAPSE_CLASSES)
-    if name in ("acdc", "phantom"):
-        return list(ACDC_CLASSES)
-    if name == "folder":
-        if root is None:
-            raise InputError("--dataset folder needs --root (the folder with dataset.json)")
-        return list(read_dataset_json(Path(root) / "dataset.json")["class_names"])
-    raise InputError(f"unknown dataset {name!r} (expected {', '.join(DATASET_NAMES)})")
+    return list(override_class_names(dataset_entry(name).class_names(layout, root), override))
 
 
 def default_intensity_for(name: str, layout: str = "auto") -> Optional[str]:
     """The intensity mode "auto" resolves to for a data set; None for a folder data set,
     whose modality only its dataset.json knows."""
-    if name == "synapse" or (name == "phantom" and phantom_kind(layout) == "abdomen"):
-        return SynapseRaw.default_intensity
-    if name in ("acdc", "phantom"):
-        return AcdcRaw.default_intensity
-    return None
-
-
-def _open_phantom(root: Path, layout: str, cfg: DataConfig) -> DataSource:
-    kind = phantom_kind(layout)
-    if kind == "abdomen":
-        folder = find_synapse_raw(root) if root.is_dir() else None
-        if folder is None:
-            folder = find_synapse_raw(ensure_phantom(root / kind, kind))
-        cases = sorted(f"case{p.name[3:7]}" for p in (folder / "img").glob("img*.nii*"))
-        return SynapseRaw(folder, cfg, name="phantom", default_splits=phantom_splits(cases))
-    folder = find_acdc_raw(root) if root.is_dir() else None
-    if folder is None:
-        folder = find_acdc_raw(ensure_phantom(root / kind, kind))
-    cases = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name.startswith("patient"))
-    return AcdcRaw(folder, cfg, name="phantom", default_splits=phantom_splits(cases))
+    return dataset_entry(name).default_intensity(layout)
 
 
 def open_dataset(name: str, data_cfg: Optional[DataConfig] = None) -> DataSource:
@@ -137,27 +229,15 @@ def open_dataset(name: str, data_cfg: Optional[DataConfig] = None) -> DataSource
         where the data set is published), or a bad config value.
     """
     cfg = data_cfg if data_cfg is not None else DataConfig()
-    if name not in DATASET_NAMES:
-        raise InputError(f"unknown dataset {name!r} (expected one of {', '.join(DATASET_NAMES)})")
-    if cfg.layout not in LAYOUTS[name]:
-        raise InputError(f"config key 'data.layout': {cfg.layout!r} is not a layout of {name} "
-                         f"(expected one of {', '.join(LAYOUTS[name])})")
+    entry = dataset_entry(name)
+    entry.layout(cfg.layout)  # an unknown layout is named before the root is looked at
     if cfg.root is None:
-        if name == "folder":
-            raise InputError(f"--dataset folder needs --root (data.root); {FOLDER_HELP}")
+        if entry.default_dir is None:
+            raise InputError(f"--dataset {name} needs --root (data.root); {entry.help}")
         root = default_root(name)
     else:
         root = Path(cfg.root).expanduser()
-    if name == "synapse":
-        source = _open_synapse(root, cfg.layout, cfg)
-    elif name == "acdc":
-        source = _open_acdc(root, cfg.layout, cfg)
-    elif name == "phantom":
-        source = _open_phantom(root, cfg.layout, cfg)
-    else:
-        if not (root / "dataset.json").is_file():
-            raise _missing_root("folder", root, FOLDER_HELP)
-        source = FolderDataset(root, cfg)
+    source = entry.open(root, cfg)
     logger.info("dataset %s: layout %s at %s; %d classes (%s); intensity %s; splits %s",
                 source.name, source.layout, source.root, source.num_classes,
                 ", ".join(source.class_names), source.intensity,

@@ -88,6 +88,11 @@ class SynapseRaw(DataSource):
         super().__init__(folder, data_cfg, default_splits or _default_splits(),
                          normalize_synapse_case)
 
+    @classmethod
+    def list_cases(cls, folder: Path) -> list[str]:
+        """The cases of the ``img/`` and ``label/`` folder ``folder``, from the image names."""
+        return sorted(f"case{p.name[3:7]}" for p in (folder / "img").glob("img*.nii*"))
+
     def entries_for_case(self, case: str) -> list[VolumeEntry]:
         number = case[len("case"):]
         return [VolumeEntry(case, case, _nifti_path(self.folder / "img", f"img{number}"),
@@ -118,6 +123,7 @@ class SynapseRelease(DataSource):
 
     name = "synapse"
     layout = "synapse_npz"
+    stores_spacing = False
     class_names = SYNAPSE_CLASSES
     default_intensity = "ct"
 

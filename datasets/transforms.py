@@ -11,32 +11,11 @@ from monai.data import get_track_meta, set_track_meta
 from monai.transforms import (Compose, Identityd, OneOf, RandFlipd, Randomizable, RandRotate90d,
                               RandRotated, Resize)
 
-from swin_unet.errors import InputError
 
-__all__ = ["as_size", "resize_slices", "volume_to_slices", "build_augmentation",
+__all__ = ["resize_slices", "volume_to_slices", "build_augmentation",
            "apply_seeded"]
 
 KEYS = ("image", "label")
-
-
-def as_size(img_size: Union[int, Sequence[int]], key: str = "img_size") -> tuple[int, int]:
-    """``224`` or ``(H, W)`` -> ``(H, W)``.
-
-    Raises
-    ------
-    InputError
-        Not a positive int or a pair of positive ints.
-    """
-    if isinstance(img_size, (int, np.integer)) and not isinstance(img_size, bool):
-        size = (int(img_size), int(img_size))
-    elif (isinstance(img_size, (list, tuple)) and len(img_size) == 2
-          and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in img_size)):
-        size = (int(img_size[0]), int(img_size[1]))
-    else:
-        raise InputError(f"{key}: expected an int or a pair of ints, got {img_size!r}")
-    if min(size) < 1:
-        raise InputError(f"{key}: sizes must be positive, got {img_size!r}")
-    return size
 
 
 def volume_to_slices(volume: np.ndarray, channels: bool) -> np.ndarray:

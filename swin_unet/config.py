@@ -13,13 +13,26 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Literal, Optional, Sequence, Union
 
 import yaml
 
 from .errors import InputError
 
 __all__ = [
+    "REPO_ROOT",
+    "CONFIG_DIR",
+    "AttentionMode",
+    "IntensityMode",
+    "MetricMode",
+    "Device",
+    "Split",
+    "choices",
+    "look_up_option",
+    "check_choices",
+    "check_config",
+    "check_train_config",
+    "dataset_config_path",
     "ModelConfig",
     "DataConfig",
     "TrainConfig",
@@ -31,6 +44,50 @@ __all__ = [
     "apply_overrides",
     "save_config",
 ]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO_ROOT / "configs"
+
+# The choices of the config, each written once: the fields below use these types, and the code
+# that acts on a choice reads its options from them (``choices(MetricMode)``).
+AttentionMode = Literal["auto", "sdpa", "explicit"]
+IntensityMode = Literal["auto", "ct", "zscore", "minmax"]
+CacheDtype = Literal["float16", "float32"]
+Optimizer = Literal["sgd", "adamw"]
+Schedule = Literal["poly", "cosine"]
+AmpDtype = Literal["auto", "bf16", "fp16"]
+MetricMode = Literal["mm", "paper"]
+# Not config keys: the command lines' --device and --split.
+Device = Literal["auto", "cpu", "cuda"]
+Split = Literal["train", "val", "test"]
+
+
+def choices(literal: Any) -> tuple:
+    """The options of a ``Literal`` type, e.g. ``choices(MetricMode) == ("mm", "paper")``."""
+    return typing.get_args(literal)
+
+
+def look_up_option(value: Any, options: Sequence, key: str) -> Any:
+    """``value`` if it is one of ``options``; the one check every choice goes through.
+
+    Parameters
+    ----------
+    value : object
+        The value given.
+    options : sequence
+        The accepted values (``choices(SomeLiteral)``).
+    key : str
+        What the value is, for the message: "config key 'train.optimizer'", "metric mode".
+
+    Raises
+    ------
+    InputError
+        ``value`` is not one of ``options``; the message names ``key`` and the options.
+    """
+    if value in options:
+        return value
+    raise InputError(f"{key} must be one of {', '.join(map(str, options))}, got {value!r}",
+                     key=key)
 
 
 @dataclass
@@ -51,7 +108,7 @@ class ModelConfig:
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.1
     # "auto" (SDPA on CUDA, explicit math on CPU), "sdpa" or "explicit".
-    attention: str = "auto"
+    attention: AttentionMode = "auto"
     # Recompute each stage in the backward pass instead of storing its activations.
     grad_checkpoint: bool = False
 
@@ -75,10 +132,10 @@ class DataConfig:
     num_workers: int = 2
     # "auto" (from the data set / modality), "ct" (clip to ct_window, scale to [0, 1]),
     # "zscore" or "minmax" (per volume).
-    intensity: str = "auto"
+    intensity: IntensityMode = "auto"
     ct_window: list[float] = field(default_factory=lambda: [-125.0, 275.0])
     # dtype of cached, resized training volumes: "float16" or "float32".
-    cache_dtype: str = "float16"
+    cache_dtype: CacheDtype = "float16"
     augment: bool = True
     # Foreground class names in label order, overriding the layout's (e.g. for a release made
     # by a script that numbers the organs by raw BTCV label); None: the layout's own names.
@@ -98,11 +155,11 @@ class TrainConfig:
     base_lr: float = 0.05
     # base_lr is for this global batch size; the lr used scales linearly with the real one.
     base_batch_size: int = 24
-    optimizer: str = "sgd"
+    optimizer: Optimizer = "sgd"
     momentum: float = 0.9
     weight_decay: float = 1e-4
     # "poly" (per iteration, power poly_power) or "cosine" (with warmup_epochs of linear warm-up).
-    schedule: str = "poly"
+    schedule: Schedule = "poly"
     poly_power: float = 0.9
     warmup_epochs: int = 0
     ce_weight: float = 0.4
@@ -112,7 +169,7 @@ class TrainConfig:
     val_hd95: bool = False
     amp: bool = False
     # Autocast dtype with amp: "auto" (bf16 where the GPU supports it, else fp16), "bf16", "fp16".
-    amp_dtype: str = "auto"
+    amp_dtype: AmpDtype = "auto"
     compile: bool = False
     # TensorBoard train/* scalars every log_every iterations.
     log_every: int = 10
@@ -130,7 +187,7 @@ class InferenceConfig:
 
     batch_size: int = 16
     # "mm": spacing-aware metrics with sound empty-mask rules; "paper": the published ones.
-    metric_mode: str = "mm"
+    metric_mode: MetricMode = "mm"
     tta: bool = False
 
 
@@ -152,6 +209,8 @@ def _type_name(tp: Any) -> str:
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp`` and return it converted (int -> float)."""
     origin = typing.get_origin(tp)
+    if origin is Literal:
+        return look_up_option(value, choices(tp), f"config key '{key}'")
     if origin in (Union, types.UnionType):
         errors = []
         for option in typing.get_args(tp):
@@ -312,12 +371,94 @@ def load_config(path: Union[str, Path, None] = None, overrides: Optional[list[st
         try:
             config = config_from_dict(load_yaml(path), base=config)
         except InputError as exc:
-            if str(exc).startswith(str(path)):
-                raise
-            raise InputError(f"{path}: {exc}") from None
+            raise exc.at(path) from None
     return apply_overrides(config, overrides or [])
 
 
 def save_config(config: Config, path: Union[str, Path]) -> None:
     """Write ``config`` as YAML."""
     Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+
+
+def check_choices(section: Any, prefix: str) -> None:
+    """Check every ``Literal`` field of a config dataclass (one built in code, not read).
+
+    Raises
+    ------
+    InputError
+        A field whose value is not one of its choices, named ``prefix.field``.
+    """
+    for name, tp in typing.get_type_hints(type(section)).items():
+        if typing.get_origin(tp) is Literal:
+            look_up_option(getattr(section, name), choices(tp), f"config key '{prefix}.{name}'")
+
+
+def _at_least(section: Any, prefix: str, keys: Sequence[str], low: float,
+              what: str) -> None:
+    for key in keys:
+        value = getattr(section, key)
+        if value < low:
+            raise InputError(f"config key '{prefix}.{key}': must {what}, got {value}",
+                             key=f"{prefix}.{key}")
+
+
+def check_train_config(train: "TrainConfig") -> None:
+    """Validate the ``train`` section, naming the first bad key.
+
+    Raises
+    ------
+    InputError
+        A value out of range or not one of the known choices.
+    """
+    check_choices(train, "train")
+    _at_least(train, "train", ("cpu_threads",), 0, "not be negative")
+    _at_least(train, "train", ("epochs", "batch_size", "base_batch_size", "val_every",
+                               "log_every"), 1, "be at least 1")
+    _at_least(train, "train", ("base_lr", "ce_weight", "dice_weight", "weight_decay", "momentum",
+                               "poly_power", "warmup_epochs", "overlay_slices"), 0,
+              "not be negative")
+    if train.base_lr == 0:
+        raise InputError("config key 'train.base_lr': must be positive, got 0")
+    if train.ce_weight + train.dice_weight == 0:
+        raise InputError("config keys 'train.ce_weight' and 'train.dice_weight' are both 0")
+
+
+def check_config(config: Config, sections: Sequence[str] = ("model", "data", "train",
+                                                            "inference")) -> None:
+    """Validate a whole config once, before any work, naming the first bad key.
+
+    Choices (``Literal`` fields), ranges, and the model's sizes through the model's own
+    :func:`~swin_unet.model.check_sizes` (the one place that knows which sizes fit).
+
+    Raises
+    ------
+    InputError
+        A value out of range or not one of its choices; ``key`` holds the dotted key.
+    """
+    for name in sections:
+        check_choices(getattr(config, name), name)
+    if "train" in sections:
+        check_train_config(config.train)
+    if "inference" in sections:
+        _at_least(config.inference, "inference", ("batch_size",), 1, "be at least 1")
+    if "model" in sections:
+        model = config.model
+        for key in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
+            if not 0.0 <= getattr(model, key) < 1.0:
+                raise InputError(f"config key 'model.{key}': must be in [0, 1), got "
+                                 f"{getattr(model, key)}", key=f"model.{key}")
+        from .model.network import check_sizes  # torch: only when a model is checked
+        try:
+            check_sizes(model.img_size, model.patch_size, model.window_size, model.depths,
+                        num_heads=model.num_heads, embed_dim=model.embed_dim,
+                        mlp_ratio=model.mlp_ratio, in_chans=model.in_chans,
+                        num_classes=model.num_classes)
+        except InputError as exc:
+            raise InputError(f"config key 'model.{exc.key}': {exc}",
+                             key=f"model.{exc.key}") from None
+
+
+def dataset_config_path(dataset: str) -> Optional[Path]:
+    """``configs/<dataset>.yaml`` when the repository ships one, else None."""
+    path = CONFIG_DIR / f"{dataset}.yaml"
+    return path if path.is_file() else None

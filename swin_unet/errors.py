@@ -15,15 +15,29 @@ class InputError(ValueError):
     The message names the file or key and says what is wrong, in one line. Library code raises
     it; the command-line tools turn it into one line on stderr and exit status 2.
 
-    Attributes
+    Parameters
     ----------
-    path : Path or None
-        The offending file or folder, when the problem is one (``None`` for a config key).
+    message : str
+        The one-line description, naming the file or key.
+    path : str or Path, optional
+        The offending file, when there is one: callers that add context read it here rather
+        than from the message.
+    key : str, optional
+        The offending config key or option, when there is one.
     """
 
-    def __init__(self, message: str, path: Union[str, Path, None] = None):
+    def __init__(self, message: str, *, path: Union[str, Path, None] = None,
+                 key: Optional[str] = None) -> None:
         super().__init__(message)
-        self.path: Optional[Path] = Path(path) if path is not None else None
+        self.path = Path(path) if path is not None else None
+        self.key = key
+
+    def at(self, path: Union[str, Path]) -> "InputError":
+        """This error as one about ``path``: itself when it names a file already, else the same
+        message prefixed with ``path`` (the key kept)."""
+        if self.path is not None:
+            return self
+        return InputError(f"{path}: {self}", path=path, key=self.key)
 
 
 def one_line(exc: BaseException) -> str:

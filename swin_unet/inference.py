@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import nn
 
+from .config import MetricMode, choices, look_up_option
 from .errors import InputError
-from .metrics import MODES
 from .model.network import as_pair
 from .volume_io import label_dtype
 
@@ -144,8 +144,7 @@ def predict_volume(model: nn.Module, image: np.ndarray, img_size: Union[int, Seq
     InputError
         A bad shape, channel count, batch size or mode.
     """
-    if mode not in MODES:
-        raise InputError(f"metric mode must be one of {', '.join(MODES)}, got {mode!r}")
+    look_up_option(mode, choices(MetricMode), "metric mode")
     if batch_size < 1:
         raise InputError(f"inference batch size must be >= 1, got {batch_size}")
     volume = np.asarray(image)

@@ -31,6 +31,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from .config import MetricMode, choices, look_up_option
 from .errors import InputError
 
 __all__ = [
@@ -44,14 +45,9 @@ __all__ = [
     "volume_diagonal",
 ]
 
-MODES = ("mm", "paper")
+MODES = choices(MetricMode)
 # Per case and class: both masks non-empty, organ missed, false positive, absent from both.
 STATUSES = ("both", "missed", "false_positive", "absent")
-
-
-def _check_mode(mode: str) -> None:
-    if mode not in MODES:
-        raise InputError(f"metric mode must be one of {', '.join(MODES)}, got {mode!r}")
 
 
 def surface_mask(mask: np.ndarray) -> np.ndarray:
@@ -164,7 +160,8 @@ def hausdorff95(pred: np.ndarray, label: np.ndarray,
     pred = np.asarray(pred, dtype=bool)
     label = np.asarray(label, dtype=bool)
     if pred.shape != label.shape:
-        raise InputError(f"prediction shape {pred.shape} differs from label shape {label.shape}")
+        raise InputError(f"prediction shape {pred.shape} differs from label shape {label.shape}",
+                         key="prediction")
     if not pred.any() or not label.any():
         raise ValueError("HD95 is undefined when a mask is empty")
     box = _union_box(_bounding_box(pred), _bounding_box(label))
@@ -184,16 +181,17 @@ def _as_label_array(array: np.ndarray, name: str, num_classes: int) -> np.ndarra
         array = array.astype(np.uint8)
     elif not np.issubdtype(array.dtype, np.integer):
         if not np.issubdtype(array.dtype, np.floating):
-            raise InputError(f"{name}: expected an integer label map, got dtype {array.dtype}")
+            raise InputError(f"{name}: expected an integer label map, got dtype {array.dtype}",
+                             key=name)
         rounded = np.rint(array)
         if not np.all(np.isfinite(array)) or not np.array_equal(rounded, array):
-            raise InputError(f"{name}: label map holds non-integer values")
+            raise InputError(f"{name}: label map holds non-integer values", key=name)
         array = rounded.astype(np.int64)
     if array.size:
         low, high = int(array.min()), int(array.max())
         if low < 0 or high >= num_classes:
             raise InputError(f"{name}: label values must be in [0, {num_classes - 1}], "
-                             f"found {low}..{high}")
+                             f"found {low}..{high}", key=name)
     if array.dtype.itemsize > 2 and num_classes <= 256:
         array = array.astype(np.uint8)  # find_objects and comparisons are cheaper on bytes
     return array
@@ -229,13 +227,14 @@ def case_metrics(pred: np.ndarray, label: np.ndarray, num_classes: int,
     InputError
         Shapes that differ, values out of range, a bad spacing or mode.
     """
-    _check_mode(mode)
+    look_up_option(mode, MODES, "metric mode")
     if num_classes < 2:
         raise InputError(f"num_classes must be at least 2, got {num_classes}")
     pred = _as_label_array(pred, "prediction", num_classes)
     label = _as_label_array(label, "label", num_classes)
     if pred.shape != label.shape:
-        raise InputError(f"prediction shape {pred.shape} differs from label shape {label.shape}")
+        raise InputError(f"prediction shape {pred.shape} differs from label shape {label.shape}",
+                         key="prediction")
     unit = (np.ones(label.ndim) if mode == "paper"
             else _normalise_spacing(spacing, label.ndim))
     diagonal = volume_diagonal(label.shape, unit)
@@ -312,9 +311,8 @@ def summarize(per_case: dict[str, list[dict]], class_names: list[str], mode: str
     Raises
     ------
     InputError
-        Rows whose class indices do not match ``class_names``, or a bad mode.
+        Rows whose class indices do not match ``class_names``.
     """
-    _check_mode(mode)
     classes: dict[str, dict] = {}
     cases: dict[str, dict] = {}
     hd95_computed = True

@@ -15,7 +15,8 @@ import SimpleITK as sitk
 from .errors import InputError, parsing
 
 __all__ = ["Volume", "read_volume", "find_inputs", "write_labels", "case_name", "NIFTI_SUFFIXES",
-           "ITK_SUFFIXES", "check_declared_size", "label_dtype", "list_folder", "read_geometry"]
+           "ITK_SUFFIXES", "check_declared_size", "label_dtype", "list_folder", "read_geometry",
+           "same_grid"]
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 ITK_SUFFIXES = (".nrrd", ".mha", ".mhd")
@@ -197,6 +198,33 @@ def read_geometry(path: Union[str, Path]) -> tuple[tuple[int, ...], np.ndarray]:
     if len(size) != 3:
         raise InputError(f"{path}: expected a 3-D image, got {len(size)}-D", path=path)
     return size, _itk_affine(*geometry)
+
+
+def same_grid(path: Union[str, Path], reference: Union[str, Path], ignore_affine: bool) -> bool:
+    """Whether ``path`` (a prediction) has the voxel grid of ``reference`` (its label).
+
+    Compared from the headers: the shapes must match; affines that differ beyond float rounding
+    between writers (1e-3 mm, 1e-4 relative, as the data sets' integrity check) are an error
+    unless ``ignore_affine``, which returns False for them instead.
+
+    Raises
+    ------
+    InputError
+        The shapes differ, or (without ``ignore_affine``) the affines; names both files.
+    """
+    shape, affine = read_geometry(path)
+    ref_shape, ref_affine = read_geometry(reference)
+    if shape != ref_shape:
+        raise InputError(f"{path}: shape {shape} does not match the label {reference} of "
+                         f"shape {ref_shape}", path=path)
+    if np.allclose(affine, ref_affine, rtol=1e-4, atol=1e-3):
+        return True
+    if not ignore_affine:
+        worst = float(np.max(np.abs(affine - ref_affine)))
+        raise InputError(f"{path}: geometry differs from its label {reference} (affines differ "
+                         f"by up to {worst:.4g} mm); pass --ignore-geometry to score voxel by "
+                         f"voxel anyway", path=path)
+    return False
 
 
 def _itk_storage(path: Path) -> tuple[int, bool]:

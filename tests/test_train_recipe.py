@@ -10,7 +10,8 @@ from swin_unet import SwinUnet
 from swin_unet.config import TrainConfig
 from swin_unet.errors import InputError
 from swin_unet.training import SegmentationLoss, build_optimizer, build_scheduler, scaled_lr
-from swin_unet.training.recipe import check_train_config, lr_factor
+from swin_unet.config import check_train_config
+from swin_unet.training.recipe import lr_factor
 
 
 def published_loss(logits, target, num_classes, ce_weight=0.4, dice_weight=0.6, smooth=1e-5):

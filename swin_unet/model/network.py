@@ -3,29 +3,44 @@
 from __future__ import annotations
 
 import numbers
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ..config import AttentionMode, choices, look_up_option
+from ..errors import InputError
 from .attention import SwinBlock
 from .layers import FinalPatchExpand, PatchEmbed, PatchExpand, PatchMerging, permute_tokens
 from .plan import TokenPlan, stage_geometry
 
 __all__ = ["SwinUnet", "SwinStage", "build_model", "check_sizes", "as_pair"]
 
-ATTENTION_MODES = ("auto", "sdpa", "explicit")
+ATTENTION_MODES = choices(AttentionMode)
 
 
-def as_pair(size: Union[int, Sequence[int]]) -> tuple[int, int]:
-    """(H, W) from an int (NumPy integers included) or a pair."""
-    if isinstance(size, numbers.Integral):
-        return int(size), int(size)
-    size = tuple(int(s) for s in size)
-    if len(size) != 2:
-        raise ValueError(f"img_size must be an int or a (H, W) pair, got {size}")
-    return size
+def as_pair(size: Union[int, Sequence[int]], key: str = "img_size") -> tuple[int, int]:
+    """``224`` or ``(H, W)`` (NumPy integers included) -> ``(H, W)``.
+
+    Raises
+    ------
+    InputError
+        Not a positive int or a pair of positive ints; ``key`` names it.
+    """
+    def is_int(value) -> bool:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+    if is_int(size):
+        pair = (int(size), int(size))
+    elif (isinstance(size, (list, tuple, torch.Size)) and len(size) == 2
+          and all(is_int(v) for v in size)):
+        pair = (int(size[0]), int(size[1]))
+    else:
+        raise InputError(f"{key}: expected an int or a pair of ints, got {size!r}", key=key)
+    if min(pair) < 1:
+        raise InputError(f"{key}: sizes must be positive, got {size!r}", key=key)
+    return pair
 
 
 def _valid(img_size: tuple[int, int], patch_size: int, window_size: int, depths) -> bool:
@@ -36,25 +51,82 @@ def _valid(img_size: tuple[int, int], patch_size: int, window_size: int, depths)
                for res in g.resolution)
 
 
+def _check_counts(embed_dim: int, depths: Sequence[int], num_heads: Optional[Sequence[int]],
+                  mlp_ratio: Optional[float]) -> None:
+    """Depths, heads, widths: a stage of each depth, heads that divide its channels."""
+    if num_heads is not None and len(num_heads) != len(depths):
+        raise InputError(f"depths {list(depths)} and num_heads {list(num_heads)} must have the "
+                         f"same length", key="num_heads")
+    if len(depths) < 2:
+        raise InputError(f"depths {list(depths)}: at least 2 stages", key="depths")
+    for level, heads in enumerate(num_heads or ()):
+        if (embed_dim << level) % heads:
+            raise InputError(f"stage {level} has {embed_dim << level} channels, not divisible "
+                             f"by num_heads[{level}] = {heads}", key="num_heads")
+    if embed_dim % 2:
+        raise InputError(f"embed_dim must be even (patch expanding halves it), got {embed_dim}",
+                         key="embed_dim")
+    if mlp_ratio is not None and int(embed_dim * mlp_ratio) < 1:
+        raise InputError(f"the MLP width embed_dim x mlp_ratio must be at least 1, got "
+                         f"mlp_ratio {mlp_ratio}", key="mlp_ratio")
+
+
 def check_sizes(img_size: Union[int, Sequence[int]], patch_size: int, window_size: int,
-                depths: Sequence[int]) -> tuple[int, int]:
-    """Validate an input size against the patch size, the depth and the window.
+                depths: Sequence[int], *, num_heads: Optional[Sequence[int]] = None,
+                embed_dim: int = 96, mlp_ratio: Optional[float] = None, in_chans: int = 1,
+                num_classes: int = 2) -> tuple[int, int]:
+    """Validate the network's sizes: the one place that knows which ones fit together.
 
-    Returns:
-        (H, W).
+    The config calls it when it is read (:func:`swin_unet.config.check_config`), the model
+    when it is built.
 
-    Raises:
-        ValueError: H or W not divisible by patch_size * 2^(stages-1), or a stage whose
-            resolution the window does not divide; the message names a valid alternative.
+    Parameters
+    ----------
+    img_size : int or (H, W)
+        The input size.
+    patch_size, window_size : int
+        Patch embedding stride and attention window.
+    depths, num_heads : sequence of int
+        Blocks and heads per stage (``num_heads`` None: not checked).
+    embed_dim : int
+        Channels of the first stage.
+    mlp_ratio : float, optional
+        MLP width over channels (None: not checked).
+    in_chans, num_classes : int
+        Input channels and output classes.
+
+    Returns
+    -------
+    (H, W)
+
+    Raises
+    ------
+    InputError
+        A size that is not positive, heads that do not divide a stage's channels, H or W not
+        divisible by patch_size * 2^(stages-1), or a stage whose resolution the window does
+        not divide (the message names a valid alternative). ``key`` holds the argument's name.
     """
+    depths = tuple(depths)
+    positive = {"embed_dim": [embed_dim], "window_size": [window_size],
+                "patch_size": [patch_size], "depths": list(depths),
+                "num_heads": list(num_heads) if num_heads is not None else [1],
+                "in_chans": [in_chans], "num_classes": [num_classes]}
+    for key, values in positive.items():
+        if not values or min(values) < 1:
+            what = ("a non-empty list of positive integers" if key in ("depths", "num_heads")
+                    else "positive")
+            shown = values[0] if what == "positive" else values
+            raise InputError(f"{key} must be {what}, got {shown}", key=key)
     size = as_pair(img_size)
+    _check_counts(embed_dim, depths, num_heads, mlp_ratio)
     depths = tuple(depths)
     factor = patch_size * 2 ** (len(depths) - 1)
     if size[0] % factor or size[1] % factor or min(size) <= 0:
         nearest = tuple(max(factor, round(s / factor) * factor) for s in size)
-        raise ValueError(
+        raise InputError(
             f"img_size {size[0]}x{size[1]} is not valid: H and W must be positive multiples of "
-            f"patch_size * 2^{len(depths) - 1} = {factor}; e.g. img_size={nearest[0]}x{nearest[1]}")
+            f"patch_size * 2^{len(depths) - 1} = {factor}; e.g. img_size={nearest[0]}x{nearest[1]}",
+            key="img_size")
     for g in stage_geometry(size, patch_size, window_size, depths):
         if g.resolution[0] % g.window or g.resolution[1] % g.window:
             windows = [m for m in range(2, max(size)) if _valid(size, patch_size, m, depths)]
@@ -69,11 +141,11 @@ def check_sizes(img_size: Union[int, Sequence[int]], patch_size: int, window_siz
                 h, w = min(candidates, key=lambda s: (abs(s[0] - size[0]) + abs(s[1] - size[1]),
                                                      -s[0] * s[1]))
                 size_hint = f", or img_size={h}x{w} for window_size {window_size}"
-            raise ValueError(
+            raise InputError(
                 f"window_size {window_size} does not divide stage {g.level}'s resolution "
                 f"{g.resolution[0]}x{g.resolution[1]} (img_size {size[0]}x{size[1]}, patch_size "
                 f"{patch_size}): every stage's resolution must be a multiple of its window; use "
-                f"{window_hint}{size_hint}")
+                f"{window_hint}{size_hint}", key="img_size")
     return size
 
 
@@ -135,22 +207,10 @@ class SwinUnet(nn.Module):
                  attention: str = "auto", grad_checkpoint: bool = False) -> None:
         super().__init__()
         depths, num_heads = tuple(depths), tuple(num_heads)
-        if len(depths) != len(num_heads) or len(depths) < 2:
-            raise ValueError(f"depths {depths} and num_heads {num_heads} must have the same "
-                             f"length, at least 2")
-        if min(depths) < 1:
-            raise ValueError(f"every stage needs at least one block, got depths {depths}")
-        for level, heads in enumerate(num_heads):
-            if (embed_dim << level) % heads:
-                raise ValueError(f"stage {level} has {embed_dim << level} channels, not divisible "
-                                 f"by num_heads[{level}] = {heads}")
-        if embed_dim % 2:
-            raise ValueError(f"embed_dim must be even (patch expanding halves it), got {embed_dim}")
-        if in_chans < 1 or num_classes < 1:
-            raise ValueError(f"in_chans and num_classes must be >= 1, got {in_chans}, {num_classes}")
-        if attention not in ATTENTION_MODES:
-            raise ValueError(f"attention must be one of {ATTENTION_MODES}, got '{attention}'")
-        self.img_size = check_sizes(img_size, patch_size, window_size, depths)
+        look_up_option(attention, ATTENTION_MODES, "attention")
+        self.img_size = check_sizes(img_size, patch_size, window_size, depths,
+                                    num_heads=num_heads, embed_dim=embed_dim, mlp_ratio=mlp_ratio,
+                                    in_chans=in_chans, num_classes=num_classes)
         self.in_chans, self.num_classes, self.embed_dim = in_chans, num_classes, embed_dim
         self.depths, self.num_heads = depths, num_heads
         self.window_size, self.patch_size = window_size, patch_size

@@ -60,6 +60,7 @@ class TrainResult:
     interrupted: bool = False
     history: list[EpochStats] = field(default_factory=list)
     last_validation: Optional[dict] = None
+    config: Optional[Config] = None  # the run's resolved config (set by train())
 
 
 class _StopRequest:

@@ -11,15 +11,14 @@ from typing import Optional, Union
 import torch
 import torch.distributed as dist
 
-from ..config import Config, save_config
+from ..config import Config, check_config, save_config
+from ..data_layer import project_datasets
 from ..errors import InputError
-from ..metrics import MODES
-from ..model import build_model, check_sizes, load_pretrained
+from ..model import build_model, load_pretrained
 from .distributed import (DistributedContext, broadcast_object, cleanup_distributed,
                           configure_cpu_threads, setup_distributed)
 from .loop import Trainer, TrainResult
 from .monitor import Monitor, close_logging, setup_logging
-from .recipe import check_train_config
 from .run_folder import RunLock, claim_run_folder
 from .validation import Validator
 
@@ -54,7 +53,7 @@ def _on_rank0_first(action, context: DistributedContext):
 
 def _open_data(config: Config, context: DistributedContext):
     """The data source; rank 0 opens it first (the phantom is generated on first use)."""
-    from datasets import open_dataset  # the data layer sits beside the library
+    open_dataset = project_datasets().open_dataset  # the data layer sits beside the library
 
     source = _on_rank0_first(lambda: open_dataset(config.dataset, config.data), context)
     if not context.is_main:
@@ -74,7 +73,7 @@ def _check_data(source) -> None:
 
 
 def _fit_model_config(config: Config, source) -> Config:
-    """The config with the data's classes, channels and intensity mode, the sizes checked."""
+    """The config with the data's classes, channels and intensity mode."""
     model_cfg = config.model
     if (model_cfg.num_classes, model_cfg.in_chans) != (source.num_classes, source.in_chans):
         logger.info("model.num_classes = %d and model.in_chans = %d from the data set "
@@ -82,46 +81,10 @@ def _fit_model_config(config: Config, source) -> Config:
                     model_cfg.num_classes, model_cfg.in_chans)
     model_cfg = dataclasses.replace(model_cfg, num_classes=source.num_classes,
                                     in_chans=source.in_chans)
-    sizes = {"embed_dim": [model_cfg.embed_dim], "window_size": [model_cfg.window_size],
-             "patch_size": [model_cfg.patch_size], "depths": model_cfg.depths,
-             "num_heads": model_cfg.num_heads,
-             "img_size": model_cfg.img_size if isinstance(model_cfg.img_size, list)
-             else [model_cfg.img_size]}
-    for key, values in sizes.items():
-        if not values or min(values) < 1:
-            what = ("a non-empty list of positive integers"
-                    if isinstance(getattr(model_cfg, key), list) else "positive")
-            raise InputError(f"config key 'model.{key}': must be {what}, got "
-                             f"{getattr(model_cfg, key)}")
-    if int(model_cfg.embed_dim * model_cfg.mlp_ratio) < 1:
-        raise InputError(f"config key 'model.mlp_ratio': the MLP width embed_dim x mlp_ratio "
-                         f"must be at least 1, got {model_cfg.mlp_ratio}")
-    for key in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
-        if not 0.0 <= getattr(model_cfg, key) < 1.0:
-            raise InputError(f"config key 'model.{key}': must be in [0, 1), got "
-                             f"{getattr(model_cfg, key)}")
-    try:
-        check_sizes(model_cfg.img_size, model_cfg.patch_size, model_cfg.window_size,
-                    model_cfg.depths)
-    except ValueError as exc:
-        raise InputError(f"config key 'model.img_size': {exc}") from None
-    if len(model_cfg.num_heads) != len(model_cfg.depths):
-        raise InputError(f"config key 'model.num_heads': {len(model_cfg.num_heads)} values for "
-                         f"{len(model_cfg.depths)} stages (model.depths)")
     # Store the resolved intensity mode ("auto" -> ct/zscore/minmax): test.py --input applies it
     # to a user's scans, and a folder data set's modality is not stored anywhere else.
     data_cfg = dataclasses.replace(config.data, intensity=source.intensity)
     return dataclasses.replace(config, model=model_cfg, data=data_cfg)
-
-
-def _check_inference_config(inference) -> None:
-    """Validation uses these: a bad value would otherwise surface after the first epochs."""
-    if inference.metric_mode not in MODES:
-        raise InputError(f"config key 'inference.metric_mode': expected one of "
-                         f"{', '.join(MODES)}, got '{inference.metric_mode}'")
-    if inference.batch_size < 1:
-        raise InputError(f"config key 'inference.batch_size': must be at least 1, got "
-                         f"{inference.batch_size}")
 
 
 def _build_model(config: Config, device: torch.device) -> torch.nn.Module:
@@ -175,8 +138,7 @@ def train(config: Config, output_dir: Union[str, Path], *, resume: Union[str, Pa
     """
     started = time.perf_counter()
     output_dir = Path(output_dir)
-    check_train_config(config.train)
-    _check_inference_config(config.inference)
+    check_config(config)
     context = setup_distributed(device)
     previous_threads = torch.get_num_threads()
     handlers: list = []
@@ -230,6 +192,7 @@ def train(config: Config, output_dir: Union[str, Path], *, resume: Union[str, Pa
         else:
             monitor = Monitor(None)
         result = trainer.fit(monitor)
+        result.config = config
         logger.info("finished %d of %d epochs in %.1f s%s; checkpoints in %s",
                     result.epochs_done, config.train.epochs, time.perf_counter() - started,
                     "" if result.best_metric is None

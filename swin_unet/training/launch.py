@@ -1,0 +1,90 @@
+"""A run's config from its layers: the data set's file or a resumed checkpoint's, a file, ``--set``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+from ..config import Config, apply_overrides, config_from_dict, dataset_config_path, load_config
+from ..errors import InputError
+from .checkpointing import read_resume_checkpoint
+from .loop import TrainResult
+from .run import default_resume_path, train
+
+__all__ = ["resolve_run_config", "train_from_layers"]
+
+
+def resolve_run_config(dataset: str, output: Union[str, Path], *,
+                       config_file: Union[str, Path, None] = None,
+                       overrides: Sequence[str] = (), root: Optional[str] = None,
+                       resume: Optional[str] = None, amp: bool = False,
+                       compile: bool = False) -> tuple[Config, Optional[Path]]:
+    """The run's config and the checkpoint to resume from (None for a fresh run).
+
+    Layers, each over the one before: ``configs/<dataset>.yaml`` (or, when resuming, the
+    checkpoint's own config), ``config_file``, ``overrides``, then ``root``, ``amp`` and
+    ``compile`` when given.
+
+    Parameters
+    ----------
+    dataset : str
+        The data set's name.
+    output : str or Path
+        The run folder (where ``resume=""`` looks for ``checkpoints/last.pth``).
+    resume : str, optional
+        None: a fresh run; "": the run folder's last checkpoint; else a checkpoint's path.
+
+    Raises
+    ------
+    InputError
+        An unreadable config or checkpoint, a checkpoint of another data set, an unknown key
+        or a bad value.
+    """
+    resume_path = None
+    if resume is not None:
+        resume_path = Path(resume) if resume else default_resume_path(output)
+        stored = read_resume_checkpoint(resume_path)["config"]
+        if stored.get("dataset") != dataset:
+            raise InputError(f"{resume_path}: a checkpoint of the '{stored.get('dataset')}' "
+                             f"data set, not '{dataset}'", path=resume_path)
+        # Continue the run as it was configured; the file and overrides may still change it.
+        base = config_from_dict(stored)
+    else:
+        base = load_config(dataset_config_path(dataset))
+    config = load_config(config_file, base=base) if config_file else base
+    config.dataset = dataset
+    config = apply_overrides(config, list(overrides))
+    if root is not None:
+        config.data.root = str(root)
+    if amp:
+        config.train.amp = True
+    if compile:
+        config.train.compile = True
+    return config, resume_path
+
+
+def train_from_layers(dataset: str, output: Union[str, Path], *,
+                      config_file: Union[str, Path, None] = None, overrides: Sequence[str] = (),
+                      root: Optional[str] = None, resume: Optional[str] = None,
+                      pretrained: Union[str, Path, None] = None, device: str = "auto",
+                      amp: bool = False, compile: bool = False,
+                      verbose: bool = True, overwrite: bool = False) -> TrainResult:
+    """What ``train.py`` does: :func:`resolve_run_config`, then :func:`train`.
+
+    Returns
+    -------
+    TrainResult
+        With ``config`` set to the run's resolved config.
+
+    Raises
+    ------
+    InputError
+        As :func:`resolve_run_config` and :func:`train`.
+    TrainingDiverged
+        The loss became NaN or infinite.
+    """
+    config, resume_path = resolve_run_config(dataset, output, config_file=config_file,
+                                             overrides=overrides, root=root, resume=resume,
+                                             amp=amp, compile=compile)
+    return train(config, output, resume=resume_path, pretrained=pretrained, device=device,
+                 verbose=verbose, overwrite=overwrite)
