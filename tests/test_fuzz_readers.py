@@ -32,6 +32,7 @@ from swin_unet.config import load_config
 from swin_unet.errors import InputError
 from swin_unet.model import checkpoint_state, read_checkpoint
 from swin_unet.volume_io import read_volume
+from test_inference_io import write_dicom_series
 
 TRUNCATIONS = 24
 FLIPS = 16
@@ -89,6 +90,31 @@ def _h5_bytes(tmp: Path, huge: bool = False) -> bytes:
             handle["image"] = np.random.default_rng(0).random((3, 6, 5), dtype=np.float32)
             handle["label"] = np.arange(90, dtype=np.uint8).reshape(3, 6, 5) % 9
     return path.read_bytes()
+
+
+def _dicom_bytes(tmp: Path) -> tuple[bytes, bytes]:
+    """The middle slice of a 3-slice series, and the same with 4096 rows declared.
+
+    (Not terabytes: a DICOM reader may allocate a slice before checking its pixel data.)
+    """
+    volume = np.arange(3 * 5 * 6, dtype=np.int16).reshape(3, 5, 6)
+    write_dicom_series(tmp / "dicom_template", volume)
+    valid = (tmp / "dicom_template" / "slice001.dcm").read_bytes()
+    # (0028,0010) Rows, explicit or implicit VR little endian.
+    rows = next(r for r in (b"\x28\x00\x10\x00US\x02\x00", b"\x28\x00\x10\x00\x02\x00\x00\x00")
+                if r in valid)
+    start = valid.index(rows) + len(rows)
+    return valid, valid[:start] + struct.pack("<H", 4096) + valid[start + 2:]
+
+
+def _dicom_reader(template: Path):
+    """read_volume of a series folder whose middle slice is the mutated file."""
+    def read(target: Path) -> None:
+        for name in ("slice000.dcm", "slice002.dcm"):
+            if not (target.parent / name).exists():
+                shutil.copy(template / name, target.parent / name)
+        read_volume(target.parent)
+    return read
 
 
 def _checkpoint_bytes() -> bytes:
@@ -149,6 +175,7 @@ def _cases(tmp: Path) -> dict:
     nifti_gz = gzip.compress(nifti, mtime=0)
     nrrd, mha = _itk_bytes(tmp, ".nrrd"), _itk_bytes(tmp, ".mha")
     checkpoint = _checkpoint_bytes()
+    dicom, dicom_rows = _dicom_bytes(tmp)
     nested = NESTED
     return {
         "read_nifti .nii": ("x.nii", read_nifti, nifti, npz, _huge_nifti()),
@@ -163,6 +190,8 @@ def _cases(tmp: Path) -> dict:
                               nrrd.replace(b"sizes: 4 5 3", b"sizes: 40000 50000 30000")),
         "read_volume .mha": ("x.mha", read_volume, mha, nrrd,
                              mha.replace(b"DimSize = 4 5 3", b"DimSize = 40000 50000 30000")),
+        "read_volume DICOM series": ("slice001.dcm", _dicom_reader(tmp / "dicom_template"),
+                                     dicom, nifti, dicom_rows),
         "read_h5": ("x.npy.h5", read_h5, h5, npz, _h5_bytes(tmp, huge=True)),
         "h5_shapes": ("x.npy.h5", h5_shapes, h5, nifti_gz, _h5_bytes(tmp, huge=True)),
         "read_npz": ("x.npz", lambda p: read_npz(p, ("image", "label")), npz,
@@ -208,7 +237,8 @@ def _run(target: Path, reader, valid: bytes, foreign: bytes, huge: bytes, seed: 
 
 
 READERS = ["read_nifti .nii", "read_nifti .nii.gz", "NIfTI header + completeness",
-           "read_volume .nii (labels)", "read_volume .nrrd", "read_volume .mha", "read_h5",
+           "read_volume .nii (labels)", "read_volume .nrrd", "read_volume .mha",
+           "read_volume DICOM series", "read_h5",
            "h5_shapes", "read_npz", "npz_shapes", "read_checkpoint", "YAML config",
            "dataset.json", "splits.json"]
 
@@ -216,8 +246,11 @@ READERS = ["read_nifti .nii", "read_nifti .nii.gz", "NIfTI header + completeness
 @pytest.mark.parametrize("reader", READERS)
 def test_damaged_files_give_input_error_naming_the_file(tmp_path, reader):
     name, read, valid, foreign, huge = _cases(tmp_path)[reader]
-    count, escapes = _run(tmp_path / "case" / name, read, valid, foreign, huge,
-                          seed=READERS.index(reader))
+    target = tmp_path / "case" / name
+    # A DICOM series is read (and named in errors) as its folder, the path the user gives.
+    named = target.parent if "DICOM" in reader else target
+    count, escapes = _run(target, read, valid, foreign, huge, seed=READERS.index(reader),
+                          named=named)
     assert count >= 40
     assert not escapes, "\n".join(escapes)
 

@@ -119,3 +119,32 @@ def test_checkpoint_dict_with_integer_keys_is_refused(tmp_path):
     notes.write_text("0\n1\nthese are notes, not weights\n")
     with pytest.raises(InputError, match="notes.pth: not a readable PyTorch checkpoint"):
         read_checkpoint(notes)
+
+
+def test_hdf5_group_and_unlistable_input_folder_name_the_path(tmp_path, monkeypatch):
+    import h5py
+
+    from datasets.readers import h5_shapes, read_h5
+    from swin_unet.volume_io import find_inputs
+
+    path = tmp_path / "case0001.npy.h5"
+    with h5py.File(path, "w") as handle:
+        handle.create_group("image")
+        handle["label"] = np.zeros((2, 3, 3), np.uint8)
+    for reader in (read_h5, h5_shapes):
+        with pytest.raises(InputError, match="case0001.npy.h5: 'image' is a Group, not a "
+                                             "dataset"):
+            reader(path)
+    # root may read any folder: a folder it cannot list is simulated.
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_iterdir = type(locked).iterdir
+
+    def iterdir(self):
+        if self == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_iterdir(self)
+
+    monkeypatch.setattr(type(locked), "iterdir", iterdir)
+    with pytest.raises(InputError, match="locked: cannot list the folder .Permission denied"):
+        find_inputs(locked)
