@@ -40,8 +40,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                         metavar="KEY=VALUE",
                         help="override a config key with a YAML value, e.g. "
                              "--set train.epochs=20 --set model.depths=[2,2,2,2] (repeatable)")
-    parser.add_argument("--pretrained", help="ImageNet Swin-T or Swin-Unet checkpoint to start "
-                                             "from")
+    parser.add_argument("--pretrained", help="ImageNet Swin (T, S, B; any window) or Swin-Unet "
+                                             "checkpoint to start from")
     parser.add_argument("--resume", nargs="?", const="", default=None, metavar="PATH",
                         help="continue a run (default PATH: OUTPUT/checkpoints/last.pth)")
     parser.add_argument("--overwrite", action="store_true",

@@ -171,12 +171,13 @@ class ReferenceSwinUnet(nn.Module):
 
     def __init__(self, img_size=224, in_chans=3, num_classes=9, embed_dim=96,
                  depths=(2, 2, 2, 2), num_heads=(3, 6, 12, 24), window_size=7, mlp_ratio=4.0,
-                 qkv_bias=True, drop_path_rate=0.1, patch_size=4):
+                 qkv_bias=True, drop_path_rate=0.1, patch_size=4, decoder_depths=None):
         super().__init__()
         if isinstance(img_size, int):
             img_size = (img_size, img_size)
         self.img_size, self.num_classes, self.embed_dim = tuple(img_size), num_classes, embed_dim
         n = len(depths)
+        decoder_depths = tuple(depths[:-1]) if decoder_depths is None else tuple(decoder_depths)
         self.patches = (img_size[0] // patch_size, img_size[1] // patch_size)
         self.patch_size = patch_size
         self.patch_embed = nn.Module()
@@ -201,9 +202,11 @@ class ReferenceSwinUnet(nn.Module):
                 self.layers_up.append(RefExpand(res(a), dim, 2, dim // 2))
                 self.concat_back_dim.append(nn.Identity())
             else:
+                rates = dpr[sum(depths[:a]):sum(depths[:a + 1])]
+                rates = [rates[min(j, len(rates) - 1)] for j in range(decoder_depths[a])]
                 self.layers_up.append(
-                    RefLayer(dim, res(a), depths[a], num_heads[a], window_size, mlp_ratio,
-                             qkv_bias, dpr[sum(depths[:a]):sum(depths[:a + 1])], False, a > 0))
+                    RefLayer(dim, res(a), decoder_depths[a], num_heads[a], window_size, mlp_ratio,
+                             qkv_bias, rates, False, a > 0))
                 self.concat_back_dim.append(nn.Linear(2 * dim, dim))
         self.norm_up = nn.LayerNorm(embed_dim)
         self.up = RefExpand(res(0), embed_dim, patch_size, embed_dim)

@@ -94,6 +94,10 @@ def look_up_option(value: Any, options: Sequence, key: str) -> Any:
 class ModelConfig:
     """The network's hyper-parameters; the defaults are the paper's "tiny lite" model."""
 
+    # A named size (swin_unet.model.presets: tiny_lite, swin_t, swin_s, swin_b, swin_b_384): it
+    # sets embed_dim, depths, num_heads, window_size, img_size and decoder_depths first, and the
+    # other model keys of the same file or --set line override them.
+    preset: Optional[str] = None
     img_size: Union[int, list[int]] = 224
     in_chans: int = 1
     num_classes: int = 9
@@ -101,6 +105,8 @@ class ModelConfig:
     depths: list[int] = field(default_factory=lambda: [2, 2, 2, 2])
     num_heads: list[int] = field(default_factory=lambda: [3, 6, 12, 24])
     window_size: int = 7
+    # Decoder blocks per level but the deepest (like depths[:-1]); null mirrors the encoder.
+    decoder_depths: Optional[list[int]] = None
     patch_size: int = 4
     mlp_ratio: float = 4.0
     qkv_bias: bool = True
@@ -294,8 +300,23 @@ def config_from_dict(values: dict, base: Optional[Config] = None) -> Config:
     Raises:
         InputError: an unknown key or a value of the wrong type, naming the dotted key.
     """
-    merged = _merge(config_to_dict(base or Config()), values or {})
+    values = values or {}
+    merged = config_to_dict(base or Config())
+    model = values.get("model") if isinstance(values, dict) else None
+    if isinstance(model, dict) and model.get("preset") is not None:
+        merged = _merge(merged, {"model": _preset(model["preset"])})
+    merged = _merge(merged, values)
     return _fill(Config, merged, "")
+
+
+def _preset(name: Any) -> dict:
+    """The model fields of preset ``name``, as an error naming the key if there is none."""
+    from .model.presets import preset_fields  # the model package imports torch
+
+    try:
+        return preset_fields(str(name))
+    except KeyError as exc:
+        raise InputError(f"config key 'model.preset': {exc.args[0]}", key="model.preset") from None
 
 
 def apply_overrides(config: Config, overrides: list[str]) -> Config:
@@ -452,7 +473,7 @@ def check_config(config: Config, sections: Sequence[str] = ("model", "data", "tr
             check_sizes(model.img_size, model.patch_size, model.window_size, model.depths,
                         num_heads=model.num_heads, embed_dim=model.embed_dim,
                         mlp_ratio=model.mlp_ratio, in_chans=model.in_chans,
-                        num_classes=model.num_classes)
+                        num_classes=model.num_classes, decoder_depths=model.decoder_depths)
         except InputError as exc:
             raise InputError(f"config key 'model.{exc.key}': {exc}",
                              key=f"model.{exc.key}") from None

@@ -44,6 +44,9 @@ def test_default_model_has_the_papers_parameter_count():
     dict(img_size=(64, 128)),
     dict(img_size=96, window_size=3, num_heads=(3, 3, 3, 3)),
     dict(depths=(1, 2, 3, 2), drop_path_rate=0.0),
+    # A decoder shallower or deeper than the encoder, of other parity (other last orders).
+    dict(img_size=(64, 128), decoder_depths=(1, 3, 1)),
+    dict(depths=(1, 2, 3, 2), decoder_depths=(2, 1, 4)),
 ])
 def test_fast_path_equals_reference_forward_and_gradients(kwargs):
     kwargs = {**TINY, "img_size": 64, "window_size": 2, **kwargs}

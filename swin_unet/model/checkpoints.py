@@ -1,25 +1,32 @@
-"""Loading the checkpoints users have: ImageNet Swin-T, original Swin-Unet, and this project's."""
+"""Loading the checkpoints users have: ImageNet Swin (T, S, B), original Swin-Unet, and this project's."""
 
 from __future__ import annotations
 
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
 
 __all__ = ["LoadReport", "read_checkpoint", "checkpoint_state", "convert_state_dict",
-           "load_state", "load_pretrained"]
+           "resize_position_bias_table", "load_state", "load_pretrained"]
 
 logger = logging.getLogger(__name__)
 
-# Buffers saved by the original code that this model rebuilds from its size and window.
-_REBUILT_BUFFERS = ("relative_position_index", "attn_mask")
+# Buffers saved by the original code (and Swin V2's coordinate table) that this model rebuilds
+# from its size and window, as Swin's own fine-tuning deletes them from the file.
+_REBUILT_BUFFERS = ("relative_position_index", "relative_coords_table", "attn_mask")
+_BIAS_TABLE = "relative_position_bias_table"
+# The skip reasons that a strict load accepts; any other means "the file does not fit the model".
+_REBUILT, _HEAD = "buffer rebuilt by the model", "classification head"
+_NO_COUNTERPART = "no counterpart in the model"
 _PREFIXES = ("module.", "swin_unet.")
 
 
@@ -33,6 +40,8 @@ class LoadReport:
             the original code) or "project" (a checkpoint written by this project's training).
         loaded: model keys filled from the file.
         converted: model keys filled after a conversion, with what was done.
+        interpolated: model keys filled with a relative position bias table resized to the
+            model's window (bicubic, as Swin's fine-tuning does), with the sizes.
         skipped: file keys not used, with the reason.
         missing: model keys the file did not fill (they keep their initialisation).
     """
@@ -41,15 +50,22 @@ class LoadReport:
     source: str
     loaded: list[str] = field(default_factory=list)
     converted: dict[str, str] = field(default_factory=dict)
+    interpolated: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         """A few lines for a log: counts, conversions, and the reasons for skips."""
         lines = [f"{self.path}: {self.source} checkpoint; {len(self.loaded)} tensors loaded, "
-                 f"{len(self.converted)} converted, {len(self.skipped)} skipped, "
-                 f"{len(self.missing)} left at initialisation"]
+                 f"{len(self.converted)} converted, {len(self.interpolated)} interpolated, "
+                 f"{len(self.skipped)} skipped, {len(self.missing)} left at initialisation"]
         lines += [f"  converted {k}: {why}" for k, why in self.converted.items()]
+        sizes: dict[str, list[str]] = {}
+        for key, how in self.interpolated.items():
+            sizes.setdefault(how, []).append(key)
+        for how, keys in sizes.items():
+            lines.append(f"  interpolated {len(keys)} ({how}): {', '.join(keys[:2])}"
+                         + (" ..." if len(keys) > 2 else ""))
         reasons: dict[str, list[str]] = {}
         for key, why in self.skipped.items():
             reasons.setdefault(why, []).append(key)
@@ -135,29 +151,92 @@ def checkpoint_state(obj: dict, path: Union[str, Path]) -> tuple[dict, str]:
                      f"{', '.join(list(state)[:4])})")
 
 
+def resize_position_bias_table(table: torch.Tensor, window: int) -> torch.Tensor:
+    """A relative position bias table resized to another window, as Swin's fine-tuning does.
+
+    The ((2M-1)^2, heads) table is viewed as a (1, heads, 2M-1, 2M-1) grid, resized with
+    ``F.interpolate(mode="bicubic")`` (default ``align_corners``) to (2M'-1, 2M'-1), and
+    flattened back to ((2M'-1)^2, heads).
+
+    Raises:
+        ValueError: the table's row count is not the square of an odd number.
+    """
+    rows, heads = table.shape
+    side = math.isqrt(rows)
+    if side * side != rows or side % 2 == 0:
+        raise ValueError(f"a bias table has (2M-1)^2 rows, got {rows}")
+    new_side = 2 * window - 1
+    if new_side == side:
+        return table
+    grid = table.T.reshape(1, heads, side, side).float()
+    grid = F.interpolate(grid, size=(new_side, new_side), mode="bicubic")
+    return grid.reshape(heads, new_side * new_side).T.contiguous().to(table.dtype)
+
+
+def _fit(name: str, value: torch.Tensor, expected: torch.Size) -> tuple[torch.Tensor, str, str]:
+    """``value`` made to fit a model tensor of shape ``expected``.
+
+    Returns:
+        (tensor, kind, note): kind "" (as is), "converted" or "interpolated" with a note on
+        what was done, or "skipped" with the reason (the tensor then is not used).
+    """
+    if (name == "patch_embed.proj.weight" and value.ndim == 4 and value.shape[1] == 3
+            and expected[1] == 1 and value.shape[0] == expected[0]):
+        return value.sum(dim=1, keepdim=True), "converted", "RGB kernels summed for a 1-channel input"
+    if value.shape == expected:
+        return value, "", ""
+    if name.endswith(_BIAS_TABLE) and value.ndim == 2 and len(expected) == 2:
+        if value.shape[1] != expected[1]:
+            return value, "skipped", (f"bias table for {value.shape[1]} heads in the file, "
+                                      f"{expected[1]} in the model")
+        old, new = math.isqrt(value.shape[0]), math.isqrt(expected[0])
+        try:
+            resized = resize_position_bias_table(value, (new + 1) // 2)
+        except ValueError as exc:
+            return value, "skipped", str(exc)
+        if resized.shape == expected:
+            return resized, "interpolated", (f"bicubic {old}x{old} -> {new}x{new}, window "
+                                             f"{(old + 1) // 2} -> {(new + 1) // 2}")
+    return value, "skipped", f"shape {tuple(value.shape)} in the file, {tuple(expected)} in the model"
+
+
+def _no_counterpart(key: str, depths: tuple[int, ...]) -> str:
+    """Why a file key has no model key: a block deeper than the model's stage, or none at all."""
+    match = re.match(r"layers\.(\d+)\.blocks\.(\d+)\.", key)
+    if match and int(match.group(1)) < len(depths):
+        stage, block = int(match.group(1)), int(match.group(2))
+        if block >= depths[stage]:
+            return f"block beyond the model's depth (stage {stage} has {depths[stage]} blocks)"
+    return _NO_COUNTERPART
+
+
 def convert_state_dict(state: dict, source: str, model: nn.Module,
                        path: str = "<state dict>") -> tuple[dict, LoadReport]:
     """Map a foreign state dict onto ``model``'s keys and shapes.
 
-    ImageNet encoders are mirrored into the decoder (encoder stage i -> up-stage
-    ``levels - 1 - i``, as the original Swin-Unet does), their head is dropped; a 3-channel
-    patch embedding is summed over its input channels for a 1-channel model (exactly what
-    repeating a grayscale slice 3 times computes). Tensors with no counterpart or another shape
-    are skipped and reported.
+    ImageNet encoders (Swin-T, -S, -B; 1k or 22k head; any window) are mirrored into the
+    decoder (encoder stage i -> up-stage ``levels - 1 - i``, as the original Swin-Unet does),
+    their head is dropped; a 3-channel patch embedding is summed over its input channels for a
+    1-channel model (exactly what repeating a grayscale slice 3 times computes); a relative
+    position bias table of another window is resized by :func:`resize_position_bias_table`
+    (one with another head count is not loaded); ``relative_position_index`` and ``attn_mask``
+    are never loaded (the model builds its own). Blocks beyond the model's depth and tensors
+    with no counterpart or another shape are skipped and reported.
 
     Returns:
         (state dict to load into ``model``, report).
     """
     report = LoadReport(path=str(path), source=source)
     target = model.state_dict()
-    levels = len(getattr(model, "depths", ())) or 4
+    depths = tuple(getattr(model, "depths", ()))
+    levels = len(depths) or 4
     candidates: dict[str, tuple[str, torch.Tensor]] = {}
     for key, value in state.items():
         if key.endswith(_REBUILT_BUFFERS):
-            report.skipped[key] = "buffer rebuilt by the model"
+            report.skipped[key] = _REBUILT
             continue
         if key.startswith("head."):
-            report.skipped[key] = "classification head"
+            report.skipped[key] = _HEAD
             continue
         candidates.setdefault(key, (key, value))
         match = re.match(r"layers\.(\d+)\.(blocks\..*)", key)
@@ -169,19 +248,18 @@ def convert_state_dict(state: dict, source: str, model: nn.Module,
     for name, (source_key, value) in candidates.items():
         if name not in target:
             if name == source_key:
-                report.skipped[name] = "no counterpart in the model"
+                report.skipped[name] = _no_counterpart(name, depths)
             continue
-        expected = target[name].shape
-        if (name == "patch_embed.proj.weight" and value.ndim == 4 and value.shape[1] == 3
-                and expected[1] == 1 and value.shape[0] == expected[0]):
-            value = value.sum(dim=1, keepdim=True)
-            report.converted[name] = "RGB kernels summed for a 1-channel input"
-        if value.shape != expected:
-            report.skipped[source_key if name == source_key else f"{source_key} -> {name}"] = (
-                f"shape {tuple(value.shape)} in the file, {tuple(expected)} in the model")
+        value, kind, note = _fit(name, value, target[name].shape)
+        if kind == "skipped":
+            report.skipped[source_key if name == source_key else f"{source_key} -> {name}"] = note
             continue
         out[name] = value
-        if name not in report.converted:
+        if kind == "converted":
+            report.converted[name] = note
+        elif kind == "interpolated":
+            report.interpolated[name] = note
+        else:
             report.loaded.append(name)
     report.missing = [k for k in target if k not in out]
     return out, report
@@ -196,7 +274,7 @@ def load_state(model: nn.Module, checkpoint: dict, path: Union[str, Path],
         strict = source != "imagenet"
     if strict:
         problems = [f"{k}: {why}" for k, why in report.skipped.items()
-                    if why.startswith("shape") or why == "no counterpart in the model"]
+                    if why not in (_REBUILT, _HEAD)]
         problems += [f"{k}: not in the file" for k in report.missing]
         if problems:
             raise InputError(f"{path}: does not fit the model ({len(problems)} problems; first: "
@@ -210,7 +288,7 @@ def load_state(model: nn.Module, checkpoint: dict, path: Union[str, Path],
 
 def load_pretrained(model: nn.Module, path: Union[str, Path],
                     strict: Optional[bool] = None) -> LoadReport:
-    """Load an ImageNet Swin-T, an original Swin-Unet or this project's checkpoint into ``model``.
+    """Load an ImageNet Swin, an original Swin-Unet or this project's checkpoint into ``model``.
 
     Args:
         model: a :class:`~swin_unet.model.SwinUnet`.

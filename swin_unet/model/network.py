@@ -52,8 +52,13 @@ def _valid(img_size: tuple[int, int], patch_size: int, window_size: int, depths)
 
 
 def _check_counts(embed_dim: int, depths: Sequence[int], num_heads: Optional[Sequence[int]],
-                  mlp_ratio: Optional[float]) -> None:
+                  mlp_ratio: Optional[float], decoder_depths: Optional[Sequence[int]]) -> None:
     """Depths, heads, widths: a stage of each depth, heads that divide its channels."""
+    if decoder_depths is not None and (len(decoder_depths) != len(depths) - 1
+                                       or min(decoder_depths, default=0) < 1):
+        raise InputError(f"decoder_depths must hold {len(depths) - 1} positive block counts "
+                         f"(one per level but the deepest), got {list(decoder_depths)}",
+                         key="decoder_depths")
     if num_heads is not None and len(num_heads) != len(depths):
         raise InputError(f"depths {list(depths)} and num_heads {list(num_heads)} must have the "
                          f"same length", key="num_heads")
@@ -74,7 +79,8 @@ def _check_counts(embed_dim: int, depths: Sequence[int], num_heads: Optional[Seq
 def check_sizes(img_size: Union[int, Sequence[int]], patch_size: int, window_size: int,
                 depths: Sequence[int], *, num_heads: Optional[Sequence[int]] = None,
                 embed_dim: int = 96, mlp_ratio: Optional[float] = None, in_chans: int = 1,
-                num_classes: int = 2) -> tuple[int, int]:
+                num_classes: int = 2,
+                decoder_depths: Optional[Sequence[int]] = None) -> tuple[int, int]:
     """Validate the network's sizes: the one place that knows which ones fit together.
 
     The config calls it when it is read (:func:`swin_unet.config.check_config`), the model
@@ -88,6 +94,8 @@ def check_sizes(img_size: Union[int, Sequence[int]], patch_size: int, window_siz
         Patch embedding stride and attention window.
     depths, num_heads : sequence of int
         Blocks and heads per stage (``num_heads`` None: not checked).
+    decoder_depths : sequence of int, optional
+        Decoder blocks per level but the deepest (None: the encoder's, nothing to check).
     embed_dim : int
         Channels of the first stage.
     mlp_ratio : float, optional
@@ -118,7 +126,7 @@ def check_sizes(img_size: Union[int, Sequence[int]], patch_size: int, window_siz
             shown = values[0] if what == "positive" else values
             raise InputError(f"{key} must be {what}, got {shown}", key=key)
     size = as_pair(img_size)
-    _check_counts(embed_dim, depths, num_heads, mlp_ratio)
+    _check_counts(embed_dim, depths, num_heads, mlp_ratio, decoder_depths)
     depths = tuple(depths)
     factor = patch_size * 2 ** (len(depths) - 1)
     if size[0] % factor or size[1] % factor or min(size) <= 0:
@@ -185,7 +193,9 @@ class SwinUnet(nn.Module):
         in_chans: input channels (1 for CT/MRI slices; 3 for the original checkpoints' inputs).
         num_classes: output classes, background included.
         embed_dim: channels of the first stage; doubles at every patch merging.
-        depths: Swin blocks per encoder stage; the decoder mirrors them.
+        depths: Swin blocks per encoder stage.
+        decoder_depths: Swin blocks of the decoder stage at each level but the deepest (same
+            indexing as ``depths``); None mirrors the encoder (``depths[:-1]``), as the original.
         num_heads: attention heads per stage.
         window_size: attention window M (shrunk to a stage's resolution where that is <= M).
         mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, drop_path_rate: as in Swin; drop-path
@@ -204,29 +214,33 @@ class SwinUnet(nn.Module):
                  num_heads: Sequence[int] = (3, 6, 12, 24), window_size: int = 7,
                  mlp_ratio: float = 4.0, qkv_bias: bool = True, drop_rate: float = 0.0,
                  attn_drop_rate: float = 0.0, drop_path_rate: float = 0.1, patch_size: int = 4,
-                 attention: str = "auto", grad_checkpoint: bool = False) -> None:
+                 attention: str = "auto", grad_checkpoint: bool = False,
+                 decoder_depths: Optional[Sequence[int]] = None) -> None:
         super().__init__()
         depths, num_heads = tuple(depths), tuple(num_heads)
+        decoder_depths = depths[:-1] if decoder_depths is None else tuple(decoder_depths)
         look_up_option(attention, ATTENTION_MODES, "attention")
         self.img_size = check_sizes(img_size, patch_size, window_size, depths,
                                     num_heads=num_heads, embed_dim=embed_dim, mlp_ratio=mlp_ratio,
-                                    in_chans=in_chans, num_classes=num_classes)
+                                    in_chans=in_chans, num_classes=num_classes,
+                                    decoder_depths=decoder_depths)
         self.in_chans, self.num_classes, self.embed_dim = in_chans, num_classes, embed_dim
-        self.depths, self.num_heads = depths, num_heads
+        self.depths, self.num_heads, self.decoder_depths = depths, num_heads, decoder_depths
         self.window_size, self.patch_size = window_size, patch_size
         self.attention, self.grad_checkpoint = attention, grad_checkpoint
         levels = len(depths)
 
-        self.plan = TokenPlan(self.img_size, patch_size, window_size, depths)
-        geometry = self.plan.stages
+        self.plan = TokenPlan(self.img_size, patch_size, window_size, depths, decoder_depths)
         rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
         stage_rates = [rates[sum(depths[:i]):sum(depths[:i + 1])] for i in range(levels)]
 
-        def stage(level: int) -> SwinStage:
-            g = geometry[level]
-            return SwinStage(embed_dim << level, depths[level], num_heads[level], g.window,
-                             g.shifts, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate,
-                             stage_rates[level])
+        def stage(level: int, decoder: bool = False) -> SwinStage:
+            g = (self.plan.decoder_stages if decoder else self.plan.stages)[level]
+            # A decoder stage deeper than its encoder stage repeats the encoder's last rate.
+            block_rates = [stage_rates[level][min(j, depths[level] - 1)]
+                           for j in range(len(g.shifts))]
+            return SwinStage(embed_dim << level, len(g.shifts), num_heads[level], g.window,
+                             g.shifts, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, block_rates)
 
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
         self.pos_drop = nn.Dropout(drop_rate)
@@ -242,7 +256,7 @@ class SwinUnet(nn.Module):
         self.concat_back_dim = nn.ModuleList([nn.Identity()])
         for u in range(1, levels):
             a = levels - 1 - u
-            layer = stage(a)
+            layer = stage(a, decoder=True)
             layer.upsample = PatchExpand(embed_dim << a) if a > 0 else None
             self.layers_up.append(layer)
             self.concat_back_dim.append(nn.Linear(2 * (embed_dim << a), embed_dim << a))
@@ -260,29 +274,23 @@ class SwinUnet(nn.Module):
         size = check_sizes(img_size, self.patch_size, self.window_size, self.depths)
         if size == self.img_size:
             return
-        new = stage_geometry(size, self.patch_size, self.window_size, self.depths)
-        old = self.plan.stages
+        plan = TokenPlan(size, self.patch_size, self.window_size, self.depths, self.decoder_depths)
+        new, old = plan.stages, self.plan.stages
         if [g.window for g in new] != [g.window for g in old]:
             raise ValueError(
                 f"input {size[0]}x{size[1]} needs windows {[g.window for g in new]} but the model "
                 f"was built for {self.img_size[0]}x{self.img_size[1]} with windows "
                 f"{[g.window for g in old]}; resize the input to "
                 f"{self.img_size[0]}x{self.img_size[1]}")
-        device = self.plan.embed.device
-        self.plan = TokenPlan(size, self.patch_size, self.window_size, self.depths).to(device)
+        self.plan = plan.to(self.plan.embed.device)
         self.img_size = size
-        for stage in list(self.layers) + list(self.layers_up)[1:]:
-            for block, shift in zip(stage.blocks, new[self._level_of(stage)].shifts):
+        levels = len(self.depths)
+        stages = [(layer, new[i]) for i, layer in enumerate(self.layers)]
+        stages += [(self.layers_up[u], plan.decoder_stages[levels - 1 - u])
+                   for u in range(1, levels)]
+        for stage, geometry in stages:
+            for block, shift in zip(stage.blocks, geometry.shifts):
                 block.shift = shift
-
-    def _level_of(self, stage: SwinStage) -> int:
-        for i, layer in enumerate(self.layers):
-            if layer is stage:
-                return i
-        for u, layer in enumerate(self.layers_up):
-            if layer is stage:
-                return len(self.depths) - 1 - u
-        raise KeyError("stage is not part of this model")
 
     def use_fused_attention(self, device: torch.device) -> bool:
         """Whether attention runs through SDPA on ``device``."""
@@ -339,7 +347,7 @@ def build_model(config, **overrides) -> SwinUnet:
     """SwinUnet from a :class:`~swin_unet.config.ModelConfig` (or any object with its fields)."""
     fields = ("img_size", "in_chans", "num_classes", "embed_dim", "depths", "num_heads",
               "window_size", "mlp_ratio", "qkv_bias", "drop_rate", "attn_drop_rate",
-              "drop_path_rate", "patch_size", "attention", "grad_checkpoint")
+              "drop_path_rate", "patch_size", "attention", "grad_checkpoint", "decoder_depths")
     kwargs = {name: getattr(config, name) for name in fields if hasattr(config, name)}
     kwargs.update(overrides)
     return SwinUnet(**kwargs)

@@ -16,8 +16,8 @@ Changes of resolution fold into the same gathers:
 - patch expanding gathers each output token, in P_0 order of the finer level, from the
   (token, sub-position) sequence of the expanded coarse tokens;
 - the final 4x expand gathers row-major pixels from the expanded level-0 tokens.
-A decoder stage at level a has the depth, windows and shifts of encoder stage a, so it uses the
-same orders; the skip (input of encoder stage a) is stored in P_0 of level a, which is exactly
+A decoder stage at level a has the windows and shifts of encoder stage a (its depth may differ),
+so block j of either uses the same order; the skip (input of encoder stage a) is stored in P_0 of level a, which is exactly
 the order the decoder's fused input arrives in. Every gather is a permutation, so its gradient
 is the gather by the inverse permutation (see :func:`~swin_unet.model.layers.permute_tokens`).
 """
@@ -77,47 +77,71 @@ class TokenPlan(nn.Module):
     ``embed``; ``step{level}_{j}`` (block j-1 -> j, absent when the orders agree);
     ``merge{level}`` (level -> level + 1); ``expand{level}`` (level -> level - 1); ``pixels``
     (level 0 -> image). ``mask(level)`` is the stage's shift mask or None.
+
+    ``decoder_depths`` (one per level but the deepest; default: the encoder's) may differ from
+    the encoder's: block j of either stage at a level has the same window order (shifts
+    alternate 0, s, 0, ...), so the steps are shared, and only the order a decoder stage ends
+    in (which ``expand`` and ``pixels`` start from) depends on its own depth.
     """
 
     def __init__(self, img_size: tuple[int, int], patch_size: int, window_size: int,
-                 depths: tuple[int, ...]) -> None:
+                 depths: tuple[int, ...], decoder_depths: tuple[int, ...] | None = None) -> None:
         super().__init__()
+        depths = tuple(depths)
+        decoder_depths = depths[:-1] if decoder_depths is None else tuple(decoder_depths)
         self.img_size = tuple(img_size)
         self.patch_size = patch_size
         self.stages = stage_geometry(self.img_size, patch_size, window_size, depths)
-        orders = [[window_order(*g.resolution, g.window, s) for s in g.shifts] for g in self.stages]
-        inverses = [[_inverse(p) for p in level] for level in orders]
+        self.decoder_stages = stage_geometry(self.img_size, patch_size, window_size,
+                                             decoder_depths + depths[-1:])[:-1]
+        # Block shifts of the longer of a level's two stages (the shorter's are a prefix).
+        shifts = [max(g.shifts, d.shifts, key=len)
+                  for g, d in zip(self.stages, self.decoder_stages)]
+        shifts.append(self.stages[-1].shifts)
+        orders = [{s: window_order(*g.resolution, g.window, s) for s in set(level)}
+                  for g, level in zip(self.stages, shifts)]
+        inverses = [{s: _inverse(p) for s, p in level.items()} for level in orders]
+
+        def last(level: int, decoder: bool) -> torch.Tensor:
+            """Inverse of the order the level's encoder (or decoder) stage ends in."""
+            g = (self.decoder_stages if decoder else self.stages)[level]
+            return inverses[level][g.shifts[-1]]
 
         self._add("embed", orders[0][0])
-        for g in self.stages:
-            for j in range(1, len(g.shifts)):
-                if g.shifts[j] != g.shifts[j - 1]:
-                    self._add(f"step{g.level}_{j}", inverses[g.level][j - 1][orders[g.level][j]])
-            if any(g.shifts):
+        for g, level_shifts in zip(self.stages, shifts):
+            for j in range(1, len(level_shifts)):
+                previous, current = level_shifts[j - 1], level_shifts[j]
+                if current != previous:
+                    self._add(f"step{g.level}_{j}",
+                              inverses[g.level][previous][orders[g.level][current]])
+            if any(level_shifts):
                 self.register_buffer(f"mask{g.level}",
-                                     shift_mask(*g.resolution, g.window, max(g.shifts)),
+                                     shift_mask(*g.resolution, g.window, max(level_shifts)),
                                      persistent=False)
 
+        deepest = len(self.stages) - 1
         for g, finer in zip(self.stages[1:], self.stages[:-1]):
             # patch merging finer -> g: 4 neighbours of each token of g, in g's first order.
             rows, cols = orders[g.level][0] // g.resolution[1], orders[g.level][0] % g.resolution[1]
             neighbours = [(2 * rows + dr) * finer.resolution[1] + 2 * cols + dc
                           for dr, dc in ((0, 0), (1, 0), (0, 1), (1, 1))]
             rowmajor = torch.stack(neighbours, dim=1).flatten()
-            self._add(f"merge{finer.level}", inverses[finer.level][-1][rowmajor])
-            # patch expanding g -> finer: each finer token from (coarse token, sub-position).
+            self._add(f"merge{finer.level}", last(finer.level, decoder=False)[rowmajor])
+            # patch expanding g -> finer: each finer token from (coarse token, sub-position); the
+            # deepest level's tokens come from the encoder, the others from a decoder stage.
             rows = orders[finer.level][0] // finer.resolution[1]
             cols = orders[finer.level][0] % finer.resolution[1]
             coarse = (rows // 2) * g.resolution[1] + cols // 2
             sub = (rows % 2) * 2 + cols % 2
-            self._add(f"expand{g.level}", inverses[g.level][-1][coarse] * 4 + sub)
+            self._add(f"expand{g.level}",
+                      last(g.level, decoder=g.level < deepest)[coarse] * 4 + sub)
 
         p = patch_size
         rows, cols = torch.meshgrid(torch.arange(self.img_size[0]), torch.arange(self.img_size[1]),
                                     indexing="ij")
         token = (rows // p) * self.stages[0].resolution[1] + cols // p
         sub = (rows % p) * p + cols % p
-        self._add("pixels", (inverses[0][-1][token] * p * p + sub).flatten())
+        self._add("pixels", (last(0, decoder=True)[token] * p * p + sub).flatten())
 
     def _add(self, name: str, index: torch.Tensor) -> None:
         self.register_buffer(name, index, persistent=False)
