@@ -62,7 +62,26 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar="KEY=VALUE", help="override the checkpoint's config, e.g. "
                                                   "--set data.test_cases=[1,2]")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-report", action="store_true",
+                        help="skip report.html and figures/ (overlay figures of every case)")
+    parser.add_argument("--figure-cases", type=_names, default=[], metavar="CASE,CASE",
+                        help="also draw these cases as publication figures "
+                             "(figures/paper_<case>.png: image, ground truth, prediction)")
+    parser.add_argument("--figure-slices", type=_indices, metavar="Z,Z",
+                        help="the slices of those figures (default: the slices where each "
+                             "organ is largest and the one with the largest error)")
     return parser
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _indices(text: str) -> list[int]:
+    try:
+        return [int(z) for z in _names(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected slice numbers like 40,55, got {text!r}")
 
 
 def main(argv=None) -> int:
@@ -73,8 +92,10 @@ def main(argv=None) -> int:
         # Imported here so that --help and argument errors answer at once.
         from swin_unet.evaluation import EvaluationRequest, run_evaluation
 
-        options = {k: v for k, v in vars(args).items() if k not in ("volume", "no_progress")}
-        result = run_evaluation(EvaluationRequest(**options, progress=not args.no_progress))
+        options = {k: v for k, v in vars(args).items()
+                   if k not in ("volume", "no_progress", "no_report")}
+        result = run_evaluation(EvaluationRequest(**options, progress=not args.no_progress,
+                                                  report=not args.no_report))
     except InputError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
@@ -83,20 +104,29 @@ def main(argv=None) -> int:
 
 
 def report(result) -> None:
-    """What a run wrote, on stdout: the metrics table and notes, or the predictions' paths."""
+    """What a run wrote, on stdout: the metrics table and notes, or the predictions' paths;
+    the path of report.html last."""
+    from swin_unet.viewer_tables import ITKSNAP_TABLE, SLICER_TABLE
+
+    folder = result.output / "predictions"
+    tables = (f"{folder / SLICER_TABLE} (3D Slicer) or {folder / ITKSNAP_TABLE} (ITK-SNAP) "
+              f"name and colour the organs")
     if result.kind == "input":
         for path in result.written:
             print(path)
-        print(f"{len(result.written)} prediction(s) in {result.output / 'predictions'}: open "
-              f"each over its scan in 3D Slicer or ITK-SNAP.")
-        return
-    from swin_unet.report import format_table
+        print(f"{len(result.written)} prediction(s) in {folder}: open each over its scan in "
+              f"3D Slicer or ITK-SNAP; {tables}.")
+    else:
+        from swin_unet.report import format_table
 
-    print(format_table(result.summary))
-    for note in result.notes:
-        print(f"note: {note}")
-    print(f"wrote {', '.join(str(p) for p in result.written[-2:])}"
-          + (f" and {len(result.written) - 2} prediction(s)" if len(result.written) > 2 else ""))
+        print(format_table(result.summary))
+        for note in result.notes:
+            print(f"note: {note}")
+        print(f"wrote {', '.join(str(p) for p in result.written[-2:])}"
+              + (f" and {len(result.written) - 2} prediction(s); {tables}"
+                 if len(result.written) > 2 else ""))
+    if result.report is not None:
+        print(f"report: {result.report}")
 
 
 if __name__ == "__main__":

@@ -89,7 +89,8 @@ def main(argv: Optional[list[str]] = None) -> int:
               f"  evaluate: python test.py --volume --dataset {args.dataset} "
               f"{'--root ' + str(root) + ' ' if root else ''}"
               f"--checkpoint {best} --output {output / 'test'}\n"
-              f"  curves:   tensorboard --logdir {output / 'tensorboard'}")
+              f"  curves:   {output / 'curves.png'} (or tensorboard --logdir "
+              f"{output / 'tensorboard'})")
     return 0
 
 

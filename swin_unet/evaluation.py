@@ -16,12 +16,13 @@ from tqdm import tqdm
 from .data_layer import project_datasets
 from .errors import InputError
 from .inference import predict_volume, resolve_device
-from .metrics import case_metrics, summarize
-from .output_folder import check_output, remove_results
-from .report import write_metrics_csv, write_summary_json
+from .metrics import case_metrics
+from .output_folder import check_output, remove_results, write_results
+from .report_builder import ReportBuilder, report_for
 from .trained import LoadedModel, load_model, resolve_intensity_for
 from .volume_io import (NIFTI_SUFFIXES, Volume, find_inputs, read_geometry, read_volume,
                         same_grid, write_labels)
+from .viewer_tables import write_viewer_tables
 
 __all__ = ["InferenceOptions", "EvaluationRequest", "RunResult", "run_evaluation", "check_output",
            "remove_results",
@@ -74,6 +75,7 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
     kind: str = "dataset"  # "dataset", "predictions" or "input" (EvaluationRequest.kind)
     output: Optional[Path] = None
+    report: Optional[Path] = None  # report.html, unless the run was asked for none
 
 
 def _reference_for(item: dict) -> Volume:
@@ -94,26 +96,13 @@ def _reference_for(item: dict) -> Volume:
                   np.asarray(item["affine"]), path, reference)
 
 
-def _write_results(output: Path, per_case: dict, class_names: list[str], mode: str,
-                   result: RunResult, complete: bool, **extra) -> RunResult:
-    """metrics.csv and summary.json of the cases scored so far (``complete`` False until all).
-
-    Written after every case, so an interrupted run keeps what it scored.
-    """
-    summary = summarize(per_case, class_names, mode)
-    write_metrics_csv(output / "metrics.csv", per_case, class_names)
-    write_summary_json(output / "summary.json", summary, notes=result.notes, complete=complete,
-                       **extra)
-    result.summary, result.per_case = summary, per_case
-    if complete:
-        result.written += [output / "metrics.csv", output / "summary.json"]
-    return result
-
-
 def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
                      options: InferenceOptions, save_nifti: bool = False,
-                     unit_spacing_note: Optional[str] = None) -> RunResult:
+                     unit_spacing_note: Optional[str] = None,
+                     report: Optional[ReportBuilder] = None) -> RunResult:
     """Predict and score each volume of a data set; write metrics.csv, summary.json (+ NIfTI).
+
+    ``report`` draws each case as it is scored; viewer colour tables go beside predictions.
 
     Raises
     ------
@@ -141,12 +130,17 @@ def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
             path = output / "predictions" / f"{item['case']}.nii.gz"
             result.written.append(write_labels(prediction, _reference_for(item), path))
         seconds.append(time.perf_counter() - start)
-        _write_results(output, per_case, loaded.class_names, options.mode, result,
+        if report is not None:
+            report.add_case(item["case"], prediction, item["image"], item["label"],
+                            item["affine"], item["spacing"], per_case[item["case"]])
+        write_results(output, per_case, loaded.class_names, options.mode, result,
                        complete=False, checkpoint=str(loaded.path), n_listed=len(volumes))
     if not per_case:
         raise InputError("no volumes to evaluate in the selected split")
-    return _write_results(output, per_case, loaded.class_names, options.mode, result,
-                          complete=True, checkpoint=str(loaded.path),
+    if save_nifti:
+        write_viewer_tables(output / "predictions", loaded.class_names)
+    return write_results(output, per_case, loaded.class_names, options.mode, result,
+                          complete=True, report=report, checkpoint=str(loaded.path),
                           seconds_per_volume=float(np.mean(seconds)))
 
 
@@ -166,7 +160,8 @@ def _image_files(folder: Path, what: str) -> dict[str, Path]:
 def evaluate_predictions(predictions: Path, labels: Path, output: Path, mode: str,
                          class_names: Optional[list[str]] = None,
                          progress: bool = True, ignore_geometry: bool = False,
-                         stale: Sequence[Path] = ()) -> RunResult:
+                         stale: Sequence[Path] = (),
+                         report: Optional[ReportBuilder] = None) -> RunResult:
     """Score label files in ``predictions`` against the same-named files in ``labels``.
 
     Spacing comes from the label files' headers. Without ``class_names`` the classes are
@@ -174,6 +169,7 @@ def evaluate_predictions(predictions: Path, labels: Path, output: Path, mode: st
     before anything is scored; ``ignore_geometry`` scores pairs whose affines differ voxel by
     voxel anyway, and ``summary.json`` lists them under ``geometry_ignored``. ``stale`` (an
     earlier run's results, from :func:`check_output`) are removed once the checks pass.
+    ``report`` draws labels without an image.
 
     Raises
     ------
@@ -203,6 +199,8 @@ def evaluate_predictions(predictions: Path, labels: Path, output: Path, mode: st
         result.notes.append(f"classes 1..{len(class_names)} taken from the labels' values "
                             f"(pass --dataset for names)")
     num_classes = len(class_names) + 1
+    if report is not None:
+        report.class_names = list(class_names)  # perhaps named from the labels' values
     remove_results(output, stale)
     output.mkdir(parents=True, exist_ok=True)
     extra = {"predictions": str(predictions), "labels": str(labels),
@@ -217,9 +215,13 @@ def evaluate_predictions(predictions: Path, labels: Path, output: Path, mode: st
                                           spacing=label.spacing, mode=mode)
         except InputError as exc:
             raise exc.at(pred_path if exc.key == "prediction" else label_path) from None
-        _write_results(output, per_case, class_names, mode, result, complete=False,
+        if report is not None:
+            report.add_case(name, pred.array, None, label.array, label.affine, label.spacing,
+                            per_case[name])
+        write_results(output, per_case, class_names, mode, result, complete=False,
                        n_listed=len(pairs), **extra)
-    return _write_results(output, per_case, class_names, mode, result, complete=True, **extra)
+    return write_results(output, per_case, class_names, mode, result, complete=True,
+                          report=report, **extra)
 
 
 def _highest_label(path: Path) -> int:
@@ -234,11 +236,12 @@ def _highest_label(path: Path) -> int:
 
 def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: InferenceOptions,
                    overwrite: bool = False,
-                   normalise: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> RunResult:
+                   normalise: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+                   report: Optional[ReportBuilder] = None) -> RunResult:
     """Segment a user's scans; write ``output/predictions/<case>.nii.gz`` in their geometry.
 
     ``options.mode`` picks the resize procedure of :func:`predict_volume` (``paper``: the
-    published one).
+    published one). Viewer colour tables go beside; ``report`` shows scans and volumes in ml.
 
     Raises
     ------
@@ -252,8 +255,7 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: Inf
         raise InputError(f"{inputs}: two inputs would both be written as {duplicate}.nii.gz")
     folder = output / "predictions"
     targets = [folder / f"{name}.nii.gz" for name in names]
-    stale = check_output(output, overwrite, targets,
-                         keep=[inputs if inputs.is_dir() else inputs.parent])
+    stale = check_output(output, overwrite, targets, keep=[path for _, path, _ in found])
     if normalise is None:
         intensity = resolve_intensity_for(loaded.config)
         window = loaded.config.data.ct_window
@@ -272,11 +274,16 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: Inf
         volume = read_volume(path, name, series)
         if not np.isfinite(volume.array).all():
             raise InputError(f"{path}: image contains NaN or infinite values")
+        image = normalise(volume.array)
         try:
-            prediction = options.predict(loaded, normalise(volume.array))
+            prediction = options.predict(loaded, image)
         except InputError as exc:
             raise exc.at(path) from None
         result.written.append(write_labels(prediction, volume, target))
+        if report is not None:
+            report.add_case(name, prediction, image, None, volume.affine, volume.spacing)
+    write_viewer_tables(folder, loaded.class_names)
+    result.report = report.write(None, result.notes) if report is not None else None
     return result
 
 
@@ -302,6 +309,9 @@ class EvaluationRequest:
     device: str = "auto"
     overrides: Sequence[str] = ()
     progress: bool = True
+    report: bool = True
+    figure_cases: Sequence[str] = ()
+    figure_slices: Optional[Sequence[int]] = None
 
     def kind(self) -> str:
         """Which of the three runs this is: "predictions", "input" or "dataset".
@@ -351,7 +361,8 @@ def run_evaluation(request: EvaluationRequest) -> RunResult:
                  if request.dataset else None)
         return evaluate_predictions(request.predictions, request.labels, output,
                                     request.metric_mode or "mm", names, request.progress,
-                                    request.ignore_geometry, stale)
+                                    request.ignore_geometry, stale,
+                                    report_for(request, output, names or []))
     device = resolve_device(request.device)
     overrides = list(request.overrides) + ([f"data.root={request.root}"] if request.root else [])
     loaded = load_model(request.checkpoint, request.dataset, overrides, device)
@@ -364,7 +375,9 @@ def run_evaluation(request: EvaluationRequest) -> RunResult:
         logger.warning("--amp has an effect on CUDA only; running in float32 on the %s",
                        device.type)
     if kind == "input":
-        return segment_inputs(loaded, request.input, request.output, options, request.overwrite)
+        return segment_inputs(loaded, request.input, request.output, options, request.overwrite,
+                              report=report_for(request, request.output, loaded.class_names,
+                                                options, **{"data set": loaded.config.dataset}))
     output = request.output or Path("outputs") / f"test_{request.dataset}"
     stale = check_output(output, request.overwrite)
     source = datasets.open_dataset(request.dataset, loaded.config.data)
@@ -378,5 +391,7 @@ def run_evaluation(request: EvaluationRequest) -> RunResult:
     if not source.stores_spacing:
         note = (f"{source.layout}: the release stores no voxel spacing; unit spacing is "
                 f"used, so HD95 is in voxels even in mm mode")
+    report = report_for(request, output, loaded.class_names, options,
+                        **{"data root": loaded.config.data.root})
     return evaluate_volumes(loaded, source.volumes(request.split), output, options,
-                            request.save_nifti, note)
+                            request.save_nifti, note, report)

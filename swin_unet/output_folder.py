@@ -1,4 +1,4 @@
-"""test.py's output folder: earlier results refused, or cleared only when asked and safe."""
+"""test.py's output folder: earlier results refused or cleared when asked; results written as they come."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from .errors import InputError
+from .metrics import summarize
+from .report import write_metrics_csv, write_summary_json
 
-__all__ = ["RESULT_FILES", "RESULT_FOLDERS", "result_files", "check_output", "remove_results"]
+__all__ = ["RESULT_FILES", "RESULT_FOLDERS", "result_files", "check_output", "remove_results",
+           "write_results"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,28 +38,35 @@ def check_output(output: Path, overwrite: bool, files: Iterable[Path] = (),
 
     Nothing is removed here: the caller checks its inputs first, then removes the returned
     files with :func:`remove_results`, so a run that fails its checks leaves the earlier
-    results as they were. ``keep`` are the folders being read (``--predictions``,
-    ``--labels``, ``--input``): an output whose clearing would touch them is refused.
+    results as they were. ``files`` are those the run will write; ``keep`` the files and
+    folders it reads (``--predictions``, ``--labels``, the ``--input`` scans): those are inputs,
+    never results, even under ``output/predictions``.
 
     Raises
     ------
     InputError
-        ``output`` is a file, holds results (tables, predictions, figures, or one of
-        ``files``) and ``overwrite`` is not given, or clearing it would touch ``keep``.
+        ``output`` is a file, a file to write is one the run reads, or ``output`` holds
+        results (tables, predictions, figures, or one of ``files``) without ``overwrite``.
     """
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise InputError(f"{output}: --output exists and is not a folder", path=output)
+    inputs = [Path(k).resolve() for k in keep]
+
+    def is_input(path: Path) -> bool:
+        path = path.resolve()
+        return any(k == path or k in path.parents for k in inputs)
+
+    clash = next((f for f in files if f.exists() and is_input(f)), None)
+    if clash is not None:
+        raise InputError(f"{clash}: this run reads it and would write over it; choose another "
+                         f"--output", path=clash)
     existing = result_files(output) if output.is_dir() else []
     existing += [f for f in files if f.is_file() and f not in existing]
+    existing = [p for p in existing if not is_input(p)]
     if existing and not overwrite:
         raise InputError(f"{existing[0]}: exists from an earlier run; pass --overwrite or "
                          f"choose another --output", path=existing[0])
-    for folder in keep:
-        folder = Path(folder).resolve()
-        if any(folder in p.resolve().parents for p in existing):
-            raise InputError(f"{output}: --overwrite would delete files of {folder}, which "
-                             f"this run reads; choose another --output", path=output)
     return existing
 
 
@@ -67,3 +77,23 @@ def remove_results(output: Path, stale: Sequence[Path]) -> None:
     if stale:
         logger.info("--overwrite: removed %d result file(s) of an earlier run in %s",
                     len(stale), output)
+
+
+def write_results(output: Path, per_case: dict, class_names: list[str], mode: str, result,
+                  complete: bool, report=None, **extra):
+    """metrics.csv and summary.json of the cases scored so far (``complete`` False until all).
+
+    Called after every case, so an interrupted run keeps what it scored. ``result`` (an
+    :class:`~swin_unet.evaluation.RunResult`) gets the summary; once ``complete``, also the
+    written paths and ``report``'s page (a :class:`~swin_unet.report_builder.ReportBuilder`).
+    Returns ``result``.
+    """
+    summary = summarize(per_case, class_names, mode)
+    write_metrics_csv(output / "metrics.csv", per_case, class_names)
+    write_summary_json(output / "summary.json", summary, notes=result.notes, complete=complete,
+                       **extra)
+    result.summary, result.per_case = summary, per_case
+    if complete:
+        result.written += [output / "metrics.csv", output / "summary.json"]
+        result.report = report.write(summary, result.notes) if report is not None else None
+    return result

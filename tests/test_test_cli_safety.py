@@ -129,3 +129,22 @@ def test_cli_refuses_unreadable_configs_and_checkpoints_in_one_line(workspace, t
         assert len(lines) == 1 and message in lines[0], done.stderr
         assert "Traceback" not in done.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_files_being_read_are_never_results_to_clear_or_overwrite(workspace, tmp_path, capsys):
+    out = tmp_path / "out"
+    _pairs(tmp_path)
+    shutil.move(tmp_path / "pred", out / "predictions")  # scoring an earlier --input run
+    args = ["--predictions", out / "predictions", "--labels", tmp_path / "gt", "--output", out,
+            "--no-progress"]
+    assert run_cli(args, capsys)[0] == 0
+    assert run_cli(args + ["--overwrite"], capsys)[0] == 0
+    assert sorted(p.name for p in (out / "predictions").iterdir()) == [
+        "a.nii.gz", "b.nii.gz", "c.nii.gz"]
+    shutil.copy(workspace / "phantom/RawData/Training/img/img0001.nii.gz",
+                out / "predictions" / "scan.nii.gz")
+    code, _, err = run_cli(["--checkpoint", workspace / "tiny.pth", "--input",
+                            out / "predictions", "--output", out, "--overwrite",
+                            "--no-progress"], capsys)
+    assert code == 2 and "reads it and would write over it" in err
+    assert (out / "predictions" / "scan.nii.gz").stat().st_size > 1000

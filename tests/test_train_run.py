@@ -119,6 +119,13 @@ def test_tensorboard_holds_the_contract_tags(full_run):
     assert lr[0] == pytest.approx(0.002) and lr[-1] < lr[0]
 
 
+def test_curves_png_is_written_beside_the_run(full_run):
+    curves = full_run / "curves.png"
+    assert curves.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Drawn after the last validation, from the same numbers (loss, lr, Dice per class).
+    assert curves.stat().st_mtime >= (full_run / "checkpoints" / "best.pth").stat().st_mtime
+
+
 def test_best_checkpoint_is_the_best_validated_epoch(full_run):
     best = read_checkpoint(full_run / "checkpoints" / "best.pth")
     last = read_checkpoint(full_run / "checkpoints" / "last.pth")

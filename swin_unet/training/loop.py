@@ -374,6 +374,7 @@ class Trainer:
                     monitor.scalars(validation.scalars(), self.global_step)
                     for tag, panel in validation.overlays.items():
                         monitor.image(tag, panel, self.global_step)
+                    monitor.write_curves()
                     if math.isfinite(validation.mean_dice) and (
                             self.best_metric is None or validation.mean_dice > self.best_metric):
                         self.best_metric, is_best = validation.mean_dice, True

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
+
+from ..palette import grey_image, overlay_labels
 
 __all__ = ["setup_logging", "close_logging", "Monitor", "overlay_panel", "pick_overlay_slices",
            "progress"]
@@ -15,14 +17,6 @@ __all__ = ["setup_logging", "close_logging", "Monitor", "overlay_panel", "pick_o
 logger = logging.getLogger(__name__)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
-
-# Class colours (RGB in [0, 1]) for overlays; background has none. Cycles past 12 classes.
-PALETTE = np.array([
-    [0.90, 0.10, 0.10], [0.10, 0.75, 0.20], [0.15, 0.35, 0.95], [0.95, 0.85, 0.10],
-    [0.85, 0.20, 0.85], [0.10, 0.85, 0.85], [0.95, 0.55, 0.10], [0.55, 0.30, 0.95],
-    [0.60, 0.85, 0.25], [0.95, 0.45, 0.65], [0.35, 0.60, 0.60], [0.70, 0.50, 0.25],
-], dtype=np.float32)
-
 
 # The loggers of the library and of the data layer beside it.
 LOGGERS = ("swin_unet", "datasets")
@@ -78,18 +72,10 @@ def overlay_panel(image: np.ndarray, label: np.ndarray, prediction: np.ndarray,
     np.ndarray
         (3, H, 3 * W) float32 RGB in [0, 1] (TensorBoard's CHW layout).
     """
-    image = np.asarray(image, dtype=np.float32)
-    low, high = float(image.min()), float(image.max())
-    gray = (image - low) / (high - low) if high > low else np.zeros_like(image)
-    rgb = np.repeat(gray[..., None], 3, axis=-1)
-
-    def coloured(labels: np.ndarray) -> np.ndarray:
-        labels = np.asarray(labels).astype(np.int64)
-        colours = PALETTE[(labels - 1) % len(PALETTE)]
-        mask = (labels > 0)[..., None]
-        return np.where(mask, (1 - alpha) * rgb + alpha * colours, rgb)
-
-    panel = np.concatenate([rgb, coloured(label), coloured(prediction)], axis=1)
+    grey = grey_image(image)
+    panel = np.concatenate([np.repeat(grey[..., None], 3, axis=-1),
+                            overlay_labels(grey, label, alpha),
+                            overlay_labels(grey, prediction, alpha)], axis=1)
     return np.ascontiguousarray(panel.transpose(2, 0, 1), dtype=np.float32)
 
 
@@ -110,7 +96,7 @@ def pick_overlay_slices(label: np.ndarray, count: int) -> list[int]:
 
 
 class Monitor:
-    """TensorBoard on the main rank; every method is a no-op elsewhere or when disabled.
+    """TensorBoard and curves.png on the main rank; every method is a no-op elsewhere or disabled.
 
     Parameters
     ----------
@@ -119,13 +105,29 @@ class Monitor:
     purge_step : int or None
         On resume, the global step to continue from: events a killed run wrote after its last
         checkpoint are dropped, so the curves continue without a doubled segment.
+    curves : Path or None
+        ``OUTPUT/curves.png``, drawn by :meth:`write_curves` from the scalars written here.
+    steps_per_epoch : int
+        Iterations per epoch (the curves' x axis is in epochs).
+    class_names : sequence of str
+        Foreground classes in order (their colours in the curves).
     """
 
-    def __init__(self, log_dir: Optional[Path], purge_step: Optional[int] = None) -> None:
+    def __init__(self, log_dir: Optional[Path], purge_step: Optional[int] = None,
+                 curves: Optional[Path] = None, steps_per_epoch: int = 1,
+                 class_names: Sequence[str] = ()) -> None:
         self.writer = None
+        self.curves, self.steps_per_epoch = curves, steps_per_epoch
+        self.class_names = list(class_names)
+        # Every scalar written, tag -> [(step, value)]: what curves.png draws.
+        self.history: dict[str, list[tuple[int, float]]] = {}
         if log_dir is not None:
             from torch.utils.tensorboard import SummaryWriter  # slow import; main rank only
 
+            if purge_step is not None and curves is not None:
+                from .curves import read_scalar_history
+
+                self.history = read_scalar_history(log_dir, before=purge_step)
             self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
 
     def scalars(self, values: dict[str, float], step: int) -> None:
@@ -135,6 +137,15 @@ class Monitor:
         for tag, value in values.items():
             if value is not None and np.isfinite(value):
                 self.writer.add_scalar(tag, float(value), step)
+                self.history.setdefault(tag, []).append((int(step), float(value)))
+
+    def write_curves(self) -> Optional[Path]:
+        """Draw ``curves.png`` from the scalars so far (main rank); returns its path."""
+        if self.writer is None or self.curves is None or not self.history:
+            return None
+        from .curves import write_curves
+
+        return write_curves(self.curves, self.history, self.steps_per_epoch, self.class_names)
 
     def image(self, tag: str, image_chw: np.ndarray, step: int) -> None:
         """Write a (3, H, W) float image in [0, 1]."""

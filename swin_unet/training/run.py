@@ -188,10 +188,14 @@ def train(config: Config, output_dir: Union[str, Path], *, resume: Union[str, Pa
         if context.is_main:
             save_config(config, output_dir / "config.yaml")
             monitor = Monitor(output_dir / "tensorboard",
-                              purge_step=trainer.global_step + 1 if resume is not None else None)
+                              purge_step=trainer.global_step + 1 if resume is not None else None,
+                              curves=output_dir / "curves.png",
+                              steps_per_epoch=trainer.iters_per_epoch,
+                              class_names=source.class_names)
         else:
             monitor = Monitor(None)
         result = trainer.fit(monitor)
+        monitor.write_curves()
         result.config = config
         logger.info("finished %d of %d epochs in %.1f s%s; checkpoints in %s",
                     result.epochs_done, config.train.epochs, time.perf_counter() - started,

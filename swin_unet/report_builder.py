@@ -1,0 +1,173 @@
+"""The visual report of a test.py run: figures drawn case by case, then report.html over them."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .figures import box_plots, case_montage, paper_figure, pick_figure_slices
+from .html_report import write_html_report
+
+__all__ = ["ReportBuilder", "report_for", "REPORT_FILE", "FIGURES_DIR"]
+
+logger = logging.getLogger(__name__)
+
+REPORT_FILE = "report.html"
+FIGURES_DIR = "figures"
+
+
+class ReportBuilder:
+    """Draws each case's figures as the run reaches it (volumes are not kept), then the page.
+
+    Parameters
+    ----------
+    output : Path
+        The run's folder: ``report.html`` and ``figures/`` go there. PNG files an earlier run
+        left in ``figures/`` are removed when the first case is drawn (after test.py's checks:
+        only with ``--overwrite`` or in a folder without results).
+    class_names : sequence of str
+        Foreground class names, class 1 first.
+    settings : dict
+        What the run was, shown at the top of the page.
+    figure_cases : sequence of str
+        Cases that also get a publication figure (``figures/paper_<case>.png``).
+    figure_slices : sequence of int, optional
+        The slices of those figures; default the ones the overlay figure shows.
+    paper_dpi : int
+        Resolution of the publication figures.
+    """
+
+    def __init__(self, output: Path, class_names: Sequence[str], settings: dict,
+                 figure_cases: Sequence[str] = (), figure_slices: Optional[Sequence[int]] = None,
+                 paper_dpi: int = 300) -> None:
+        self.output = Path(output)
+        self.folder = self.output / FIGURES_DIR
+        self.class_names = list(class_names)
+        self.settings = dict(settings)
+        self.figure_cases = list(figure_cases)
+        self.figure_slices = list(figure_slices) if figure_slices else None
+        self.paper_dpi = paper_dpi
+        self.figures: dict[str, str] = {}
+        self.paper_figures: dict[str, str] = {}
+        self.volumes: dict[str, dict[str, float]] = {}
+        self.volume_unit = "ml"
+        self._started = False
+
+    def _start(self) -> None:
+        """Empty ``figures/`` of an earlier run's PNGs (on the first case: after the checks)."""
+        if self.folder.is_dir():
+            for stale in self.folder.glob("*.png"):
+                stale.unlink()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._started = True
+
+    def add_case(self, case: str, prediction: np.ndarray, image: Optional[np.ndarray] = None,
+                 label: Optional[np.ndarray] = None, affine: Optional[np.ndarray] = None,
+                 spacing: Optional[Sequence[float]] = None,
+                 scores: Optional[list[dict]] = None) -> None:
+        """Draw one case's overlay figure (and its publication figure if it was asked for).
+
+        Parameters
+        ----------
+        case : str
+            The case name (``metrics.csv``'s), also the figure's file name.
+        prediction : (X, Y, Z) int
+            Predicted labels; a 2-D image is a volume of one slice.
+        image, label : optional
+            The scan (what the network saw) and the ground truth, when there are.
+        affine, spacing : optional
+            The volume's geometry: display orientation, aspect and (without ground truth) the
+            predicted volumes in ml.
+        scores : list of dict, optional
+            :func:`swin_unet.metrics.case_metrics` rows, for the figure's title.
+        """
+        if not self._started:
+            self._start()
+        slices = pick_figure_slices(prediction, label, self.class_names)
+        title = case
+        if scores:
+            dice = [r["dice"] for r in scores
+                    if r["dice"] is not None and not math.isnan(r["dice"])]
+            if dice:
+                title += f": mean Dice {100.0 * float(np.mean(dice)):.2f} %"
+        name = f"{case}.png"
+        case_montage(self.folder / name, title, prediction, self.class_names, image=image,
+                     label=label, affine=affine, spacing=spacing, slices=slices)
+        self.figures[case] = f"{FIGURES_DIR}/{name}"
+        if label is None:
+            self.volumes[case] = self._sizes(prediction, spacing)
+        if case in self.figure_cases:
+            chosen = self.figure_slices or [z for z, _ in slices]
+            paper = f"paper_{case}.png"
+            paper_figure(self.folder / paper, image, label, prediction, chosen, self.class_names,
+                         affine=affine, spacing=spacing, dpi=self.paper_dpi, case=case)
+            self.paper_figures[case] = f"{FIGURES_DIR}/{paper}"
+
+    def _sizes(self, prediction: np.ndarray, spacing: Optional[Sequence[float]]) -> dict:
+        """Each class's predicted volume in ml (area in px for an image of one slice)."""
+        counts = np.bincount(np.asarray(prediction).ravel().astype(np.int64),
+                             minlength=len(self.class_names) + 1)
+        if prediction.shape[-1] == 1:
+            self.volume_unit, scale = "px", 1.0
+        else:
+            scale = float(np.prod(spacing[:3])) / 1000.0 if spacing is not None else 1.0
+        return {name: float(counts[i]) * scale
+                for i, name in enumerate(self.class_names, start=1)}
+
+    def write(self, summary: Optional[dict] = None, notes: Sequence[str] = ()) -> Path:
+        """Draw the box plots (with a summary) and write ``report.html``; returns its path."""
+        notes = list(notes)
+        missing = [c for c in self.figure_cases if c not in self.figures]
+        if missing:
+            message = (f"--figure-cases: {', '.join(missing)} not among the cases of this run "
+                       f"({', '.join(list(self.figures)[:5])}...)")
+            logger.warning(message)
+            notes.append(message)
+        if not self._started:
+            self._start()
+        box_plot = None
+        if summary is not None:
+            self.settings.update({"metric mode": summary["metric_mode"],
+                                  "HD95 unit": summary["hd95_unit"],
+                                  "cases": summary["n_cases"]})
+        if summary is not None and summary.get("n_cases"):
+            box_plots(self.folder / "boxplots.png", summary)
+            box_plot = f"{FIGURES_DIR}/boxplots.png"
+        return write_html_report(self.output / REPORT_FILE, self.class_names, self.settings,
+                                 self.figures, summary=summary, box_plot=box_plot,
+                                 volumes=self.volumes, volume_unit=self.volume_unit,
+                                 notes=notes, paper_figures=self.paper_figures)
+
+
+def report_for(request, output: Path, class_names: Sequence[str], options=None,
+               **settings) -> Optional[ReportBuilder]:
+    """The report of a test.py run, or None when it asked for none (``--no-report``).
+
+    Parameters
+    ----------
+    request : EvaluationRequest
+        The run's options: ``report``, ``figure_cases``, ``figure_slices`` and what is shown.
+    output : Path
+        The run's folder.
+    class_names : sequence of str
+        Foreground class names, class 1 first.
+    options : InferenceOptions, optional
+        How the network ran (test-time augmentation is shown).
+    **settings
+        More lines for the page's settings table.
+    """
+    if not request.report:
+        return None
+    scored = request.input is None and request.predictions is None
+    shown = {"checkpoint": request.checkpoint, "data set": request.dataset,
+             "split": request.split if scored else None, "input": request.input,
+             "predictions": request.predictions, "labels": request.labels}
+    if options is not None:
+        shown["test-time augmentation"] = "on" if options.tta else "off"
+    shown.update(settings)
+    return ReportBuilder(output, class_names, {k: v for k, v in shown.items() if v is not None},
+                         request.figure_cases, request.figure_slices)
