@@ -61,8 +61,9 @@ def check_output(output: Path, overwrite: bool, files: Iterable[Path] = (),
     if clash is not None:
         raise InputError(f"{clash}: this run reads it and would write over it; choose another "
                          f"--output", path=clash)
-    existing = result_files(output) if output.is_dir() else []
-    existing += [f for f in files if f.is_file() and f not in existing]
+    existing = [f for f in files if f.is_file()]  # named first: what this run would replace
+    existing += [f for f in (result_files(output) if output.is_dir() else [])
+                 if f not in existing]
     existing = [p for p in existing if not is_input(p)]
     if existing and not overwrite:
         raise InputError(f"{existing[0]}: exists from an earlier run; pass --overwrite or "
