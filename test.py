@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--labels", type=Path, help="... against the same-named files here")
     parser.add_argument("--input", type=Path,
                         help="segment your own scans: a NIfTI/NRRD/MHA file, a folder of them, "
-                             "or a DICOM series folder")
+                             "or a DICOM series folder; or 2-D images: a PNG/JPEG/TIFF/BMP file "
+                             "or a folder of them")
     parser.add_argument("--output", type=Path, help="results folder (default: "
                                                     "outputs/test_<dataset>)")
     parser.add_argument("--overwrite", action="store_true",
@@ -51,7 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
                              "differs from its label's voxel by voxel (recorded in "
                              "summary.json) instead of refusing it")
     parser.add_argument("--save-nifti", action="store_true",
-                        help="also write predictions/<case>.nii.gz (uint8, the image's geometry)")
+                        help="also write predictions/<case>.nii.gz (uint8, the image's geometry); "
+                             "2-D images: predictions/<case>.png and overlays/<case>.png")
+    parser.add_argument("--save-probabilities", action="store_true",
+                        help="also write probabilities/<case>.npz (float16 (K, X, Y, Z) in the "
+                             "label map's voxel order, and the affine); with --tta also "
+                             "uncertainty/<case>.nii.gz (entropy of the mean probabilities)")
+    parser.add_argument("--keep-orientation", action="store_true",
+                        help="--input: segment scans in their stored voxel order instead of "
+                             "turning them to the orientation the model was trained in")
     parser.add_argument("--metric-mode", choices=choices(MetricMode),
                         help="default: the checkpoint's inference.metric_mode (mm)")
     parser.add_argument("--batch-size", type=int, help="slices per forward pass (default 16)")
@@ -114,16 +123,21 @@ def report(result) -> None:
     if result.kind == "input":
         for path in result.written:
             print(path)
-        print(f"{len(result.written)} prediction(s) in {folder}: open each over its scan in "
-              f"3D Slicer or ITK-SNAP; {tables}.")
+        if result.notes:  # 2-D images: label PNGs and overlays
+            print("; ".join(result.notes))
+        else:
+            count = sum(1 for path in result.written if path.parent.name == "predictions")
+            print(f"{count} prediction(s) in {folder}: open each over its scan in 3D Slicer or "
+                  f"ITK-SNAP; {tables}.")
     else:
         from swin_unet.report import format_table
 
         print(format_table(result.summary))
         for note in result.notes:
             print(f"note: {note}")
+        tables = f"; {tables}" if (folder / SLICER_TABLE).is_file() else ""
         print(f"wrote {', '.join(str(p) for p in result.written[-2:])}"
-              + (f" and {len(result.written) - 2} prediction(s); {tables}"
+              + (f" and {len(result.written) - 2} prediction(s){tables}"
                  if len(result.written) > 2 else ""))
     if result.report is not None:
         print(f"report: {result.report}")

@@ -7,8 +7,13 @@ image, nearest label). Ours reads the cache (resized once at cache time, float16
 at 224 with MONAI. Both run single-process with one thread (what one DataLoader worker gets),
 batched by a DataLoader; rounds alternate and the medians are compared as a ratio.
 
+The 2-D image part writes ISIC-sized photographs (1024 x 768 JPEG, PNG masks) and measures
+images/s for building the cache at 224 (decoding is the cost) and training slices/s with the
+photo augmentation, the recipe's and none.
+
     python benchmarks/bench_data.py            # about a minute on a 2-core CPU
     python benchmarks/bench_data.py --quick
+    python benchmarks/bench_data.py --only images --images 48
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from datasets import generate_phantom, normalize_intensity, open_dataset  # noqa: E402
 from datasets.phantom import abdomen_case  # noqa: E402
 from datasets.slices import SliceDataset, build_slice_cache  # noqa: E402
+from PIL import Image  # noqa: E402
 from swin_unet.config import DataConfig  # noqa: E402
 
 SYNAPSE_SLICES = 30 * 150  # 30 cases of 512 x 512 x 150
@@ -91,16 +97,81 @@ def phantom_slices(n_cases: int, depth: int):
     return volumes
 
 
+def write_photographs(root: Path, count: int, size=(768, 1024)) -> None:
+    """ISIC-like pairs: images/NAME.jpg (RGB, smooth texture) and masks/NAME_segmentation.png."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    rows, cols = np.ogrid[0:size[0], 0:size[1]]
+    for i in range(count):
+        coarse = rng.integers(90, 230, (size[0] // 32, size[1] // 32, 3), dtype=np.uint8)
+        image = Image.fromarray(coarse).resize((size[1], size[0]), Image.BICUBIC)
+        centre = rng.uniform(0.3, 0.7, 2) * size
+        radius = rng.uniform(0.15, 0.3) * min(size)
+        mask = ((rows - centre[0]) ** 2 + (cols - centre[1]) ** 2) < radius ** 2
+        pixels = np.asarray(image).copy()
+        pixels[mask] //= 2
+        Image.fromarray(pixels).save(root / "images" / f"img{i:04d}.jpg", quality=90)
+        Image.fromarray(mask.astype(np.uint8) * 255).save(
+            root / "masks" / f"img{i:04d}_segmentation.png")
+
+
+def image_benchmarks(args) -> None:
+    """Images/s building the 224 cache from 1024 x 768 JPEGs; training slices/s per worker."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "photos"
+        write_photographs(root, args.images)
+        cache_rates = {}
+        for workers in (1, 2):
+            cfg = DataConfig(root=str(root), num_workers=workers, val_cases=[], test_cases=[],
+                             train_cases=[f"img{i:04d}" for i in range(args.images)])
+            source = open_dataset("folder", cfg)
+            start = time.perf_counter()
+            dataset = source.train_slices(SIZE, seed=0)
+            cache_rates[workers] = args.images / (time.perf_counter() - start)
+            if workers == 1:
+                # The same cache from full-size decodes (what train_slices avoids for JPEGs).
+                start = time.perf_counter()
+                build_slice_cache(source.entries("train"), source._cached_volume, (SIZE, SIZE),
+                                  np.dtype("float16"), workers=1)
+                cache_rates["full_decode"] = args.images / (time.perf_counter() - start)
+    print(json.dumps({"bench": "image_cache_images_per_s", "size": SIZE,
+                      "source": f"{args.images} JPEG 1024x768 + PNG masks",
+                      "threads_1": round(cache_rates[1], 1), "threads_2": round(cache_rates[2], 1),
+                      "full_decode_threads_1": round(cache_rates["full_decode"], 1),
+                      "reduced_decode_speedup": round(cache_rates[1] / cache_rates["full_decode"],
+                                                      2),
+                      "isic_2594_s_threads_2": round(2594 / cache_rates[2], 1)}))
+    variants = {kind: SliceDataset(dataset.cache, augment=kind != "none", seed=1,
+                                   augmentation=kind if kind != "none" else "recipe")
+                for kind in ("photo", "recipe", "none")}
+    rates = {kind: [] for kind in variants}
+    for r in range(args.rounds):
+        for kind, slices in variants.items():
+            rates[kind].append(slices_per_second(slices, args.slices, args.batch_size, r))
+    medians = {k: statistics.median(v) for k, v in rates.items()}
+    print(json.dumps({"bench": "image_train_slices_per_s_per_worker", "size": SIZE,
+                      "channels": 3, "rounds": args.rounds,
+                      **{f"augment_{k}": round(v, 1) for k, v in medians.items()},
+                      "all_rounds": {k: [round(x, 1) for x in v] for k, v in rates.items()}}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--slices", type=int, default=48, help="slices per round and variant")
     parser.add_argument("--batch-size", type=int, default=24)
+    parser.add_argument("--images", type=int, default=24, help="photographs for the 2-D part")
+    parser.add_argument("--only", choices=("volumes", "images"), help="run one part only")
     parser.add_argument("--quick", action="store_true", help="2 rounds of 24 slices")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.slices = 2, 24
     torch.set_num_threads(1)
+    if args.only != "volumes":
+        image_benchmarks(args)
+    if args.only == "images":
+        return
     depth = 24
     volumes = phantom_slices(2, depth)
     images = np.concatenate([np.moveaxis(v[0], -1, 0) for v in volumes])

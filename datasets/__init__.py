@@ -3,7 +3,7 @@
 Usage::
 
     from datasets import open_dataset, DATASET_NAMES, normalize_intensity
-    src = open_dataset("synapse", config.data)   # or "acdc", "phantom", "folder"
+    src = open_dataset("synapse", config.data)   # or "acdc", "phantom", "folder", "phantom2d"
     src.check_integrity()                        # InputError naming the file on any problem
     train = src.train_slices(img_size=224, seed=1234)   # torch Dataset of 2-D slices
     train.set_epoch(epoch)                       # before each epoch's DataLoader iterator
@@ -11,14 +11,17 @@ Usage::
         volume["case"], volume["image"], volume["label"], volume["spacing"], volume["affine"]
 
 Attributes of a source: ``name``, ``layout`` (synapse_raw, synapse_npz, acdc_raw, acdc_npz,
-folder), ``class_names`` (foreground, class i+1 -> class_names[i]), ``num_classes``,
-``in_chans``, ``intensity`` (resolved: ct, zscore or minmax) and ``cases(split)``.
+folder; 2-D images: nnunet_2d, image_pairs), ``class_names`` (foreground, class i+1 ->
+class_names[i]), ``num_classes``, ``in_chans``, ``intensity`` (resolved: ct, zscore, minmax or
+none), ``augmentation`` (recipe or photo), ``distance_unit`` (mm, or px for 2-D images) and
+``cases(split)``.
 
 Training items: {"image": float32 (in_chans, H, W), "label": int64 (1, H, W)}.
 Volume items: {"case": str, "image": float32 (X, Y, Z) or (C, X, Y, Z) normalised as in
-training, "label": uint8 (X, Y, Z) class indices (uint16 above 255) or None, "spacing": (x, y, z) mm,
-"affine": 4x4 float64, "image_path": str}. Arrays keep the file's voxel order (no
-reorientation), so a prediction of the same shape saved with ``affine`` overlays the image.
+training, "label": uint8 (X, Y, Z) class indices (uint16 above 255) or None, "spacing":
+(x, y, z) mm, "affine": 4x4 float64, "image_path": str, "distance_unit": str}. Arrays keep the
+file's voxel order (no reorientation), so a prediction of the same shape saved with ``affine``
+overlays the image. A 2-D image is a volume of one slice: (rows, columns, 1).
 """
 
 from .base import DataSource, RawVolume, VolumeEntry

@@ -18,6 +18,7 @@ from swin_unet.model.network import as_pair
 
 from .cases import SPLITS, resolve_splits
 from .intensity import normalize_intensity, resolve_intensity
+from .readers import read_nifti_header
 from .slices import SliceDataset, VolumeDataset, build_slice_cache
 
 __all__ = ["VolumeEntry", "RawVolume", "DataSource", "label_lookup", "override_class_names"]
@@ -112,6 +113,11 @@ class DataSource(abc.ABC):
     # False for releases without voxel spacing (unit spacing is used: HD95 in voxels).
     stores_spacing: bool = True
     default_intensity: str = "zscore"
+    # The training augmentation (datasets.transforms.AUGMENTATIONS): "recipe" is the published
+    # one for CT and MRI slices, "photo" the one for 2-D photographs and ultrasound.
+    augmentation: str = "recipe"
+    # The unit of distances (HD95) with the data's spacing: mm, or px for 2-D images.
+    distance_unit: str = "mm"
 
     def __init__(self, root: Path, data_cfg: DataConfig,
                  default_splits: dict[str, Sequence[str]], normalize_case):
@@ -189,6 +195,19 @@ class DataSource(abc.ABC):
                     self.name, self.layout, len(unique), ", ".join(splits),
                     time.perf_counter() - start)
 
+    def geometry_headers(self, split: str = "train") -> list[tuple[np.ndarray, tuple]]:
+        """(affine, spatial shape) of each image of ``split``, from NIfTI headers only.
+
+        Empty when the layout stores no geometry (TransUNet's and MT-UNet's npz and HDF5).
+        """
+        headers = []
+        for entry in self.entries(split):
+            if not entry.image_path.name.lower().endswith((".nii", ".nii.gz")):
+                return []
+            header = read_nifti_header(entry.image_path)
+            headers.append((header.affine, tuple(header.shape[:3])))
+        return headers
+
     def volume_item(self, entry: VolumeEntry) -> dict:
         """One whole volume, normalised as in training, at its original size and geometry."""
         raw = self.load(entry)
@@ -196,7 +215,7 @@ class DataSource(abc.ABC):
         return {"case": entry.name, "image": image, "label": raw.label,
                 "spacing": tuple(float(v) for v in raw.spacing),
                 "affine": np.asarray(raw.affine, dtype=np.float64),
-                "image_path": str(raw.image_path)}
+                "image_path": str(raw.image_path), "distance_unit": self.distance_unit}
 
     def volumes(self, split: str) -> VolumeDataset:
         """Whole volumes of ``split``, read lazily one at a time (see :meth:`volume_item`)."""
@@ -206,7 +225,8 @@ class DataSource(abc.ABC):
         """Every slice of every training volume, cached at ``img_size``, as a torch Dataset.
 
         Items are {"image": float32 (in_chans, H, W), "label": int64 (1, H, W)}; augmentation
-        (``data_cfg.augment``) derives its randomness from (seed, epoch, index) only.
+        (``data_cfg.augment``; the kind is :attr:`augmentation`) derives its randomness from
+        (seed, epoch, index) only.
         """
         size = as_pair(img_size)
         entries = self.entries("train")
@@ -216,7 +236,8 @@ class DataSource(abc.ABC):
         cache = build_slice_cache(entries, self._cached_volume, size,
                                   np.dtype(self.data_cfg.cache_dtype),
                                   workers=max(1, int(self.data_cfg.num_workers)))
-        return SliceDataset(cache, augment=self.data_cfg.augment, seed=seed)
+        return SliceDataset(cache, augment=self.data_cfg.augment, seed=seed,
+                            augmentation=self.augmentation)
 
     # ----------------------------------------------------------------- helpers
     def _normalised(self, raw: RawVolume) -> np.ndarray:

@@ -16,6 +16,8 @@ __all__ = ["INTENSITY_MODES", "normalize_intensity", "resolve_intensity"]
 # "zscore": per volume (and per channel) mean 0, standard deviation 1 (nnU-Net's choice for MRI:
 #           unlike min-max it is not dominated by a few bright voxels).
 # "minmax": per volume (and per channel) scaled to [0, 1].
+# "none":   the values as read; 2-D images are read scaled to [0, 1] by their bit depth (8-bit
+#           / 255), which keeps the colours' relations that a per-channel rescaling would change.
 INTENSITY_MODES = tuple(mode for mode in choices(IntensityMode) if mode != "auto")
 
 
@@ -35,7 +37,7 @@ def normalize_intensity(array: np.ndarray, mode: str,
     array : np.ndarray
         Image intensities (HU for CT), any shape, e.g. (X, Y, Z).
     mode : str
-        ``"ct"``, ``"zscore"`` or ``"minmax"`` (see :data:`INTENSITY_MODES`); a data source's
+        ``"ct"``, ``"zscore"``, ``"minmax"`` or ``"none"`` (see :data:`INTENSITY_MODES`); a data source's
         ``intensity`` attribute holds the resolved mode.
     ct_window : pair of float
         (low, high) HU window for ``"ct"``.
@@ -57,6 +59,8 @@ def normalize_intensity(array: np.ndarray, mode: str,
                          + (" (resolve 'auto' through the data set first)" if mode == "auto"
                             else ""))
     array = np.asarray(array)
+    if mode == "none":
+        return array.astype(np.float32)
     with_channels = array if channels_first else array[None]
     if mode == "ct":
         low, high = (float(v) for v in ct_window)

@@ -13,7 +13,7 @@ import numpy as np
 from monai.transforms import LoadImage
 
 from swin_unet.errors import InputError, parsing
-from swin_unet.volume_io import check_declared_size
+from swin_unet.headers import check_declared_size
 
 __all__ = [
     "NiftiHeader",

@@ -22,6 +22,7 @@ from swin_unet.errors import InputError
 from .acdc import ACDC_HELP, AcdcRaw, AcdcRelease, find_acdc_raw, find_acdc_release
 from .base import DataSource, override_class_names
 from .folder import FOLDER_HELP, FolderDataset, find_folder_dataset
+from .images import IMAGES_HELP, ImagePairs, NnUnet2dImages, find_image_pairs, find_nnunet_2d
 from .phantom import ensure_phantom, phantom_splits
 from .synapse import SYNAPSE_HELP, SynapseRaw, SynapseRelease, find_synapse_raw, find_synapse_release
 
@@ -106,9 +107,14 @@ class DatasetEntry:
         value = self.aliases.get(value, value)
         return next(layout for layout in self.layouts if layout.name == value)
 
-    def _reader(self, layout: str) -> type:
-        # Detected layouts of one data set share their classes and modality: the first stands in.
-        return (self.layout(layout) or self.layouts[0]).reader
+    def _reader(self, layout: str, root: Optional[Path] = None) -> type:
+        # "auto": the layout found under root, else the first stands in (detected layouts of
+        # one data set share their classes and modality; a folder's images do not).
+        chosen = self.layout(layout)
+        if chosen is None and root is not None and Path(root).is_dir():
+            chosen = next((lay for lay in self.layouts if lay.find(Path(root)) is not None),
+                          None)
+        return (chosen or self.layouts[0]).reader
 
     def class_names(self, layout: str = "auto", root: Optional[str] = None) -> list[str]:
         """The foreground class names, without reading volumes.
@@ -118,7 +124,7 @@ class DatasetEntry:
         InputError
             A data set whose classes are in its files, without ``root``; an unreadable file.
         """
-        reader = self._reader(layout)
+        reader = self._reader(layout, root)
         if reader.class_names is not None:
             return list(reader.class_names)
         if root is None:
@@ -153,7 +159,15 @@ class DatasetEntry:
         return layout.reader(root, cfg)
 
 
+def _find_volume_folder(root: Path) -> Optional[Path]:
+    """A folder data set of volumes: a ``dataset.json`` that is not one of 2-D images."""
+    if find_nnunet_2d(root) is not None or find_image_pairs(root) is not None:
+        return None
+    return find_folder_dataset(root)
+
+
 _SYNAPSE_RAW = Layout("synapse_raw", find_synapse_raw, SynapseRaw)
+_IMAGE_PAIRS = Layout("image_pairs", find_image_pairs, ImagePairs)
 _ACDC_RAW = Layout("acdc_raw", find_acdc_raw, AcdcRaw)
 
 DATASETS: dict[str, DatasetEntry] = {entry.name: entry for entry in (
@@ -167,8 +181,14 @@ DATASETS: dict[str, DatasetEntry] = {entry.name: entry for entry in (
                  "generated on first use", default_dir="phantom",
                  aliases={"abdomen": "synapse_raw", "cardiac": "acdc_raw"},
                  phantoms={"synapse_raw": "abdomen", "acdc_raw": "cardiac"}),
-    DatasetEntry("folder", "folder", (Layout("folder", find_folder_dataset, FolderDataset),),
-                 FOLDER_HELP),
+    # A user's own data: volumes (Decathlon / nnU-Net) or 2-D images (nnU-Net 2-D, pairs).
+    DatasetEntry("folder", "folder", (Layout("folder", _find_volume_folder, FolderDataset),
+                                      Layout("nnunet_2d", find_nnunet_2d, NnUnet2dImages),
+                                      _IMAGE_PAIRS),
+                 f"{FOLDER_HELP}\nor {IMAGES_HELP}"),
+    # Synthetic RGB skin-lesion photographs, the 2-D demo.
+    DatasetEntry("phantom2d", "2-D phantom", (_IMAGE_PAIRS,), "generated on first use",
+                 default_dir="phantom2d", phantoms={"image_pairs": "lesions"}),
 )}
 DATASET_NAMES = tuple(DATASETS)
 # data.layout values each data set accepts ("auto" detects from the files).

@@ -90,12 +90,14 @@ class SliceDataset(Dataset):
 
     Items are {"image": float32 tensor (C, H, W), "label": int64 tensor (1, H, W)}. With
     ``augment``, each item's randomness is seeded from (seed, epoch, index) alone, so batches
-    do not depend on ``num_workers``, worker order, the sampler or resuming. Call
+    do not depend on ``num_workers``, worker order, the sampler or resuming. ``augmentation``
+    names the chain (:data:`~datasets.transforms.AUGMENTATIONS`). Call
     :meth:`set_epoch` before creating each epoch's DataLoader iterator; the epoch lives in
     shared memory so persistent workers see it too.
     """
 
-    def __init__(self, cache: SliceCache, augment: bool = True, seed: int = 0):
+    def __init__(self, cache: SliceCache, augment: bool = True, seed: int = 0,
+                 augmentation: str = "recipe"):
         self.cache = cache
         self.augment = bool(augment)
         self.seed = int(seed) % 2 ** 32
@@ -103,8 +105,8 @@ class SliceDataset(Dataset):
         # Shared with DataLoader workers (fork or spawn), unlike a plain attribute.
         self._epoch = multiprocessing.Value("q", 0, lock=False)
         shape = cache.labels[0].shape[1:] if cache.labels else (1, 1)
-        self._augmentation = build_augmentation(square=shape[0] == shape[1]) \
-            if self.augment else None
+        self._augmentation = build_augmentation(square=shape[0] == shape[1],
+                                                kind=augmentation) if self.augment else None
 
     def __len__(self) -> int:
         return int(self._offsets[-1])

@@ -8,14 +8,18 @@ from typing import Sequence, Union
 import numpy as np
 import torch
 from monai.data import get_track_meta, set_track_meta
-from monai.transforms import (Compose, Identityd, OneOf, RandFlipd, Randomizable, RandRotate90d,
-                              RandRotated, Resize)
+from monai.transforms import (Compose, Identityd, OneOf, RandAffined, RandFlipd, Randomizable,
+                              RandRotate90d, RandRotated, RandScaleIntensityFixedMeand,
+                              RandShiftIntensityd, Resize)
 
 
-__all__ = ["resize_slices", "volume_to_slices", "build_augmentation",
+__all__ = ["AUGMENTATIONS", "resize_slices", "volume_to_slices", "build_augmentation",
            "apply_seeded"]
 
 KEYS = ("image", "label")
+# "recipe": the published augmentation of CT / MRI slices; "photo": for 2-D photographs and
+# ultrasound (orientation means little, lighting and contrast vary).
+AUGMENTATIONS = ("recipe", "photo")
 
 
 def volume_to_slices(volume: np.ndarray, channels: bool) -> np.ndarray:
@@ -57,17 +61,28 @@ def resize_slices(slices: Union[np.ndarray, torch.Tensor], size: Sequence[int],
     return out.reshape(lead + tuple(size))
 
 
-def build_augmentation(square: bool = True) -> Compose:
-    """The published 2-D augmentation, applied to {"image": (C, H, W), "label": (1, H, W)}.
+def build_augmentation(square: bool = True, kind: str = "recipe") -> Compose:
+    """The training augmentation ``kind``, applied to {"image": (C, H, W), "label": (1, H, W)}.
 
-    With p=0.5 a random rot90 followed by a flip along a random axis; otherwise with p=0.5 a
-    rotation by an angle in [-20, 20] degrees; else nothing. The label is always resampled
-    nearest-neighbour. Deviations from the original code, on purpose: the image is rotated with
-    bilinear (not nearest) interpolation, and augmentation runs after the cache-time resize
-    instead of at the original 512 x 512 (several times cheaper per slice). For a non-square
-    ``img_size`` (``square=False``) the first branch is a flip along a random axis only: an odd
-    rot90 would swap H and W.
+    ``kind="recipe"`` is the published 2-D augmentation: with p=0.5 a random rot90 followed by
+    a flip along a random axis; otherwise with p=0.5 a rotation by an angle in [-20, 20]
+    degrees; else nothing. ``kind="photo"`` is :func:`_photo_augmentation`. The label is
+    always resampled nearest-neighbour. Deviations from the original code, on purpose: the
+    image is rotated with bilinear (not nearest) interpolation, and augmentation runs after the
+    cache-time resize instead of at the original 512 x 512 (several times cheaper per slice).
+    For a non-square ``img_size`` (``square=False``) no odd rot90 is drawn: it would swap H
+    and W (the recipe's first branch is then a flip along a random axis only).
+
+    Raises
+    ------
+    InputError
+        An unknown ``kind``.
     """
+    if kind == "photo":
+        return _photo_augmentation(square)
+    if kind != "recipe":
+        raise InputError(f"unknown augmentation {kind!r} (expected one of "
+                         f"{', '.join(AUGMENTATIONS)})")
     flip = OneOf([RandFlipd(KEYS, prob=1.0, spatial_axis=0),
                   RandFlipd(KEYS, prob=1.0, spatial_axis=1)])
     # rot90 by k in 1..4 (4 == 0) then a flip on either axis gives the 4 reflections, uniformly,
@@ -76,6 +91,23 @@ def build_augmentation(square: bool = True) -> Compose:
     rotate = RandRotated(KEYS, range_x=math.radians(20.0), prob=1.0, keep_size=True,
                          mode=("bilinear", "nearest"), padding_mode="zeros")
     return OneOf([rot90_flip, rotate, Identityd(KEYS)], weights=[0.5, 0.25, 0.25])
+
+
+def _photo_augmentation(square: bool) -> Compose:
+    """For photographs and ultrasound: each with p=0.5, a flip along each axis, a rot90 (square
+    sizes only), a rotation within 15 degrees with a scaling within 10 % (reflected border),
+    a contrast change (x0.85-1.15 about the mean) and a brightness shift (+-0.1).
+    """
+    geometric = [RandFlipd(KEYS, prob=0.5, spatial_axis=0),
+                 RandFlipd(KEYS, prob=0.5, spatial_axis=1)]
+    if square:
+        geometric.append(RandRotate90d(KEYS, prob=0.5, max_k=3))
+    geometric.append(RandAffined(KEYS, prob=0.5, rotate_range=math.radians(15.0),
+                                 scale_range=(0.1, 0.1), mode=("bilinear", "nearest"),
+                                 padding_mode="reflection"))
+    lighting = [RandScaleIntensityFixedMeand("image", factors=0.15, prob=0.5),
+                RandShiftIntensityd("image", offsets=0.1, prob=0.5)]
+    return Compose(geometric + lighting)
 
 
 def _share_state(transform, state: np.random.RandomState) -> None:

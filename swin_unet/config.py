@@ -37,6 +37,7 @@ __all__ = [
     "DataConfig",
     "TrainConfig",
     "InferenceConfig",
+    "GeometryConfig",
     "Config",
     "load_config",
     "config_from_dict",
@@ -51,7 +52,7 @@ CONFIG_DIR = REPO_ROOT / "configs"
 # The choices of the config, each written once: the fields below use these types, and the code
 # that acts on a choice reads its options from them (``choices(MetricMode)``).
 AttentionMode = Literal["auto", "sdpa", "explicit"]
-IntensityMode = Literal["auto", "ct", "zscore", "minmax"]
+IntensityMode = Literal["auto", "ct", "zscore", "minmax", "none"]
 CacheDtype = Literal["float16", "float32"]
 Optimizer = Literal["sgd", "adamw"]
 Schedule = Literal["poly", "cosine"]
@@ -123,11 +124,12 @@ class ModelConfig:
 class DataConfig:
     """Where the data is and how it is read; splits default to the data set's standard one."""
 
-    # None: data/Synapse, data/ACDC or data/phantom under the repository (folder: required).
+    # None: data/Synapse, data/ACDC, data/phantom or data/phantom2d under the repository
+    # (folder: required).
     root: Optional[str] = None
     # "auto" detects the layout from the files under root; or synapse_raw, synapse_npz,
-    # acdc_raw, acdc_npz, folder. For the phantom it picks the kind: synapse_raw (abdominal CT,
-    # the default) or acdc_raw (cardiac MRI).
+    # acdc_raw, acdc_npz, folder, nnunet_2d, image_pairs (2-D images). For the phantom it picks
+    # the kind: synapse_raw (abdominal CT, the default) or acdc_raw (cardiac MRI).
     layout: str = "auto"
     # Case lists override the standard split (None); ids such as 1, 0001, case0001, img0001
     # (Synapse) or 2, 002, patient002 (ACDC) are all accepted. An empty val list: no validation.
@@ -137,14 +139,15 @@ class DataConfig:
     # DataLoader workers; also the threads that read volumes into the cache and check them.
     num_workers: int = 2
     # "auto" (from the data set / modality), "ct" (clip to ct_window, scale to [0, 1]),
-    # "zscore" or "minmax" (per volume).
+    # "zscore" or "minmax" (per volume), "none" (as read; 2-D images come in [0, 1]).
     intensity: IntensityMode = "auto"
     ct_window: list[float] = field(default_factory=lambda: [-125.0, 275.0])
     # dtype of cached, resized training volumes: "float16" or "float32".
     cache_dtype: CacheDtype = "float16"
     augment: bool = True
     # Foreground class names in label order, overriding the layout's (e.g. for a release made
-    # by a script that numbers the organs by raw BTCV label); None: the layout's own names.
+    # by a script that numbers the organs by raw BTCV label); None: the layout's own names
+    # (2-D image pairs without a dataset.json: one class, "foreground").
     class_names: Optional[list[str]] = None
     # Releases stored slice by slice: stack a case with missing slice numbers (the gap is
     # logged) instead of refusing it. Off: a gap would shrink distances along z unnoticed.
@@ -198,6 +201,24 @@ class InferenceConfig:
 
 
 @dataclass
+class GeometryConfig:
+    """How the training volumes lie: recorded by train.py, used by test.py --input.
+
+    A record missing (None), as in checkpoints of the original code, keeps scans in the
+    voxel order they are stored in.
+    """
+
+    # Axis codes of the voxel axes in the RAS+ world (nibabel's aff2axcodes), e.g. "LPS".
+    axcodes: Optional[str] = None
+    # The voxel axis (0, 1 or 2) the 2-D slices are cut across.
+    slice_axis: int = 2
+    # [smallest, largest] in-plane voxel size (mm) and in-plane field of view (mm) of the
+    # training volumes.
+    inplane_spacing: Optional[list[float]] = None
+    field_of_view: Optional[list[float]] = None
+
+
+@dataclass
 class Config:
     """Everything a run needs; written to OUTPUT/config.yaml and stored in checkpoints."""
 
@@ -206,6 +227,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
+    geometry: GeometryConfig = field(default_factory=GeometryConfig)
 
 
 def _type_name(tp: Any) -> str:
@@ -444,8 +466,26 @@ def check_train_config(train: "TrainConfig") -> None:
         raise InputError("config keys 'train.ce_weight' and 'train.dice_weight' are both 0")
 
 
+def _check_geometry(geometry: GeometryConfig) -> None:
+    codes = geometry.axcodes
+    if codes is not None and (len(codes) != 3 or sorted(
+            {"L": 0, "R": 0, "A": 1, "P": 1, "S": 2, "I": 2}.get(c, 9) for c in codes.upper())
+            != [0, 1, 2]):
+        raise InputError(f"config key 'geometry.axcodes': {codes!r} is not three axis codes "
+                         f"with one of L/R, A/P and S/I each (e.g. LPS, RAS)",
+                         key="geometry.axcodes")
+    if geometry.slice_axis not in (0, 1, 2):
+        raise InputError(f"config key 'geometry.slice_axis': must be 0, 1 or 2, got "
+                         f"{geometry.slice_axis}", key="geometry.slice_axis")
+    for key in ("inplane_spacing", "field_of_view"):
+        value = getattr(geometry, key)
+        if value is not None and not (len(value) == 2 and 0 < value[0] <= value[1]):
+            raise InputError(f"config key 'geometry.{key}': expected [low, high] in mm with "
+                             f"0 < low <= high, got {value}", key=f"geometry.{key}")
+
+
 def check_config(config: Config, sections: Sequence[str] = ("model", "data", "train",
-                                                            "inference")) -> None:
+                                                            "inference", "geometry")) -> None:
     """Validate a whole config once, before any work, naming the first bad key.
 
     Choices (``Literal`` fields), ranges, and the model's sizes through the model's own
@@ -462,6 +502,8 @@ def check_config(config: Config, sections: Sequence[str] = ("model", "data", "tr
         check_train_config(config.train)
     if "inference" in sections:
         _at_least(config.inference, "inference", ("batch_size",), 1, "be at least 1")
+    if "geometry" in sections:
+        _check_geometry(config.geometry)
     if "model" in sections:
         model = config.model
         for key in ("drop_rate", "attn_drop_rate", "drop_path_rate"):

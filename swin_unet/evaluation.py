@@ -8,28 +8,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-import nibabel as nib
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from .data_layer import project_datasets
 from .errors import InputError
-from .inference import predict_volume, resolve_device
+from .image_io import read_image
+from .image_segmentation import find_image_inputs, image_targets, segment_images, \
+    write_image_prediction
+from .inference import resolve_device
 from .metrics import case_metrics
+from .orientation import Reorientation
 from .output_folder import check_output, remove_results, write_results
 from .report_builder import ReportBuilder, report_for
+from .scan_outputs import OutputKinds, orient_scan, output_paths, segment_volume
 from .trained import LoadedModel, load_model, resolve_intensity_for
-from .volume_io import (NIFTI_SUFFIXES, Volume, find_inputs, read_geometry, read_volume,
-                        same_grid, write_labels)
 from .viewer_tables import write_viewer_tables
+from .volume_io import (Volume, find_inputs, read_geometry, read_volume, reference_of_item,
+                        same_grid)
 
 __all__ = ["InferenceOptions", "EvaluationRequest", "RunResult", "run_evaluation", "check_output",
-           "remove_results",
            "evaluate_volumes", "evaluate_predictions", "segment_inputs", "LoadedModel",
            "load_model", "resolve_intensity_for"]
 
 logger = logging.getLogger(__name__)
+
+PIXEL_NOTE = "2-D images store no spacing: HD95 is in pixels (px)"
+
 
 @dataclass
 class InferenceOptions:
@@ -42,7 +48,7 @@ class InferenceOptions:
     mode : {"mm", "paper"}
         The resize procedure and, where volumes are scored, the metric convention.
     tta : bool
-        Average the logits over the four in-plane flips.
+        Average the probabilities of the four in-plane flips.
     device : torch.device, optional
         Where to run (default: where the model is).
     amp : bool
@@ -58,9 +64,12 @@ class InferenceOptions:
     amp: bool = False
     progress: bool = True
 
-    def predict(self, loaded: LoadedModel, image: np.ndarray) -> np.ndarray:
-        """The label volume of ``image`` (normalised as in training) by ``loaded``'s model."""
-        return predict_volume(loaded.model, image, loaded.config.model.img_size,
+    def segment(self, loaded: LoadedModel, image: np.ndarray, reference: Optional[Volume],
+                plan: Optional[Reorientation] = None,
+                paths: Optional[dict[str, Path]] = None) -> tuple[np.ndarray, list[Path]]:
+        """The labels of ``image`` and the files of ``paths`` (``scan_outputs.segment_volume``)."""
+        return segment_volume(loaded.model, image, reference, loaded.config.model.img_size,
+                              len(loaded.class_names) + 1, plan, paths,
                               batch_size=self.batch_size, mode=self.mode, tta=self.tta,
                               device=self.device, amp=self.amp)
 
@@ -78,31 +87,18 @@ class RunResult:
     report: Optional[Path] = None  # report.html, unless the run was asked for none
 
 
-def _reference_for(item: dict) -> Volume:
-    """The geometry to write a data set's prediction with: its NIfTI header when it has one.
-
-    The header keeps qform/sform codes and units exactly; otherwise (TransUNet's HDF5 and
-    other releases) the data set's affine is all there is.
-    """
-    path = Path(item["image_path"])
-    shape = tuple(np.shape(item["image"])[-3:])
-    reference = None
-    if path.name.lower().endswith(NIFTI_SUFFIXES):
-        header_only = nib.load(str(path))  # the voxels are not read
-        if tuple(header_only.shape[:3]) == shape and np.allclose(
-                header_only.affine, item["affine"], atol=1e-4):
-            reference = header_only
-    return Volume(item["case"], item["image"], tuple(item["spacing"]),
-                  np.asarray(item["affine"]), path, reference)
-
-
 def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
                      options: InferenceOptions, save_nifti: bool = False,
                      unit_spacing_note: Optional[str] = None,
-                     report: Optional[ReportBuilder] = None) -> RunResult:
+                     report: Optional[ReportBuilder] = None,
+                     probabilities: bool = False) -> RunResult:
     """Predict and score each volume of a data set; write metrics.csv, summary.json (+ NIfTI).
 
+    With ``save_nifti``, a 2-D image's prediction is written as ``predictions/<case>.png``
+    (palette PNG) with ``overlays/<case>.png`` instead.
+
     ``report`` draws each case as it is scored; viewer colour tables go beside predictions.
+    ``probabilities``: also probabilities/ and, with TTA, uncertainty/ (see segment_inputs).
 
     Raises
     ------
@@ -114,34 +110,41 @@ def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
     num_classes = len(loaded.class_names) + 1
     per_case: dict[str, list[dict]] = {}
     seconds = []
+    unit = "mm"
     for item in tqdm(volumes, desc="volumes", unit="vol", disable=not options.progress):
+        unit = item.get("distance_unit", unit)
         if item["label"] is None:
             raise InputError(f"{item['image_path']}: case {item['case']} has no label to score "
                              f"against (use --input to segment unlabelled scans)")
         start = time.perf_counter()
+        paths = output_paths(output, item["case"], OutputKinds(
+            save_nifti and unit != "px", probabilities, probabilities and options.tta))
         try:
-            prediction = options.predict(loaded, item["image"])
+            prediction, written = options.segment(
+                loaded, item["image"], reference_of_item(item) if paths else None, paths=paths)
             per_case[item["case"]] = case_metrics(prediction, item["label"], num_classes,
                                                   spacing=item["spacing"], mode=options.mode)
         except InputError as exc:
             raise exc.at(item["image_path"]) from None
-        if save_nifti:
-            (output / "predictions").mkdir(exist_ok=True)
-            path = output / "predictions" / f"{item['case']}.nii.gz"
-            result.written.append(write_labels(prediction, _reference_for(item), path))
+        if save_nifti and unit == "px":  # a 2-D image: a label PNG and an overlay
+            result.written += write_image_prediction(
+                prediction, read_image(item["image_path"]), output, item["case"], num_classes)
+        result.written += written
         seconds.append(time.perf_counter() - start)
         if report is not None:
             report.add_case(item["case"], prediction, item["image"], item["label"],
                             item["affine"], item["spacing"], per_case[item["case"]])
-        write_results(output, per_case, loaded.class_names, options.mode, result,
-                       complete=False, checkpoint=str(loaded.path), n_listed=len(volumes))
+        write_results(output, per_case, loaded.class_names, options.mode, result, False,
+                      distance_unit=unit, checkpoint=str(loaded.path), n_listed=len(volumes))
     if not per_case:
         raise InputError("no volumes to evaluate in the selected split")
-    if save_nifti:
+    if unit == "px":
+        result.notes.append(PIXEL_NOTE)
+    elif save_nifti:
         write_viewer_tables(output / "predictions", loaded.class_names)
-    return write_results(output, per_case, loaded.class_names, options.mode, result,
-                          complete=True, report=report, checkpoint=str(loaded.path),
-                          seconds_per_volume=float(np.mean(seconds)))
+    return write_results(output, per_case, loaded.class_names, options.mode, result, True,
+                         report, distance_unit=unit, checkpoint=str(loaded.path),
+                         seconds_per_volume=float(np.mean(seconds)))
 
 
 def _image_files(folder: Path, what: str) -> dict[str, Path]:
@@ -159,17 +162,16 @@ def _image_files(folder: Path, what: str) -> dict[str, Path]:
 
 def evaluate_predictions(predictions: Path, labels: Path, output: Path, mode: str,
                          class_names: Optional[list[str]] = None,
-                         progress: bool = True, ignore_geometry: bool = False,
-                         stale: Sequence[Path] = (),
-                         report: Optional[ReportBuilder] = None) -> RunResult:
+                         progress: bool = True,
+                         report: Optional[ReportBuilder] = None, ignore_geometry: bool = False,
+                         stale: Sequence[Path] = ()) -> RunResult:
     """Score label files in ``predictions`` against the same-named files in ``labels``.
 
     Spacing comes from the label files' headers. Without ``class_names`` the classes are
-    1..max label found, named ``class_1``... Every pair's geometry is checked from the headers
-    before anything is scored; ``ignore_geometry`` scores pairs whose affines differ voxel by
-    voxel anyway, and ``summary.json`` lists them under ``geometry_ignored``. ``stale`` (an
-    earlier run's results, from :func:`check_output`) are removed once the checks pass.
-    ``report`` draws labels without an image.
+    1..max label found, named ``class_1``... ``report`` draws labels without an image. Every
+    pair's grid is checked from the headers before anything is scored; ``ignore_geometry``
+    scores pairs whose affines differ voxel by voxel (``summary.json``: ``geometry_ignored``).
+    ``stale`` (an earlier run's results, from :func:`check_output`) go once the checks pass.
 
     Raises
     ------
@@ -218,44 +220,41 @@ def evaluate_predictions(predictions: Path, labels: Path, output: Path, mode: st
         if report is not None:
             report.add_case(name, pred.array, None, label.array, label.affine, label.spacing,
                             per_case[name])
-        write_results(output, per_case, class_names, mode, result, complete=False,
-                       n_listed=len(pairs), **extra)
-    return write_results(output, per_case, class_names, mode, result, complete=True,
-                          report=report, **extra)
+        write_results(output, per_case, class_names, mode, result, False, n_listed=len(pairs),
+                      **extra)
+    return write_results(output, per_case, class_names, mode, result, True, report, **extra)
 
 
 def _highest_label(path: Path) -> int:
     """The largest value of a label file, which must be finite."""
     array = read_volume(path, dtype=None).array
-    if array.size == 0:
-        return 0
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
         raise InputError(f"{path}: label contains NaN or infinite values", path=path)
-    return int(np.max(array))
+    return int(np.max(array)) if array.size else 0
 
 
 def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: InferenceOptions,
                    overwrite: bool = False,
                    normalise: Optional[Callable[[np.ndarray], np.ndarray]] = None,
-                   report: Optional[ReportBuilder] = None) -> RunResult:
+                   report: Optional[ReportBuilder] = None, probabilities: bool = False,
+                   keep_orientation: bool = False) -> RunResult:
     """Segment a user's scans; write ``output/predictions/<case>.nii.gz`` in their geometry.
 
+    Each scan is turned to the model's orientation (its ``geometry`` record; as stored with
+    ``keep_orientation`` or no record), segmented, and written back in its own voxel order.
+    2-D images (an image file, or a folder of PNG/JPEG/TIFF/BMP files) give
+    ``output/predictions/<name>.png`` at the image's own size and ``output/overlays/<name>.png``.
     ``options.mode`` picks the resize procedure of :func:`predict_volume` (``paper``: the
     published one). Viewer colour tables go beside; ``report`` shows scans and volumes in ml.
+    ``probabilities`` also writes ``probabilities/<case>.npz`` and, with TTA,
+    ``uncertainty/<case>.nii.gz``. nnU-Net's per-channel files (``CASE_0000``, ``CASE_0001``)
+    are one multi-channel case.
 
     Raises
     ------
     InputError
         An empty or unreadable input, a prediction file that exists (without ``overwrite``).
     """
-    found = find_inputs(inputs)
-    names = [name for name, _, _ in found]
-    duplicate = next((n for n in names if names.count(n) > 1), None)
-    if duplicate:
-        raise InputError(f"{inputs}: two inputs would both be written as {duplicate}.nii.gz")
-    folder = output / "predictions"
-    targets = [folder / f"{name}.nii.gz" for name in names]
-    stale = check_output(output, overwrite, targets, keep=[path for _, path, _ in found])
     if normalise is None:
         intensity = resolve_intensity_for(loaded.config)
         window = loaded.config.data.ct_window
@@ -263,26 +262,49 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: Inf
 
         def normalise(array: np.ndarray) -> np.ndarray:
             return normalize_intensity(array, intensity, window, channels_first=array.ndim == 4)
+    images = find_image_inputs(inputs)
+    if images:  # 2-D images: a label PNG and an overlay each, at the image's own size
+        remove_results(output, check_output(output, overwrite, image_targets(
+            output, [name for name, _ in images]), keep=[path for _, path in images]))
+        result = RunResult(kind="input", output=output, notes=[
+            f"label PNGs (values 0..{len(loaded.class_names)}, class colours) in "
+            f"{output / 'predictions'}, the images with their classes in {output / 'overlays'}"])
+        result.written = segment_images(
+            images, output, loaded.config.model.in_chans, len(loaded.class_names) + 1,
+            lambda volume: options.segment(loaded, volume, None)[0], normalise,
+            options.progress)
+        return result
+    found = find_inputs(inputs, channels=True)
+    names = [name for name, _, _ in found]
+    duplicate = next((n for n in names if names.count(n) > 1), None)
+    if duplicate:
+        raise InputError(f"{inputs}: two inputs would both be written as {duplicate}.nii.gz")
+    kinds = OutputKinds(probabilities=probabilities, uncertainty=probabilities and options.tta)
+    targets = [output_paths(output, name, kinds) for name in names]
+    stale = check_output(output, overwrite, [p for paths in targets for p in paths.values()],
+                         keep=[path for _, path, _ in found])
     for _, path, series in found:
-        if series is None:
-            read_geometry(path)  # every header readable before the first scan is segmented
+        for file in ([] if series is not None else path if isinstance(path, list) else [path]):
+            read_geometry(file)  # every header readable before the first scan is segmented
     remove_results(output, stale)
-    folder.mkdir(parents=True, exist_ok=True)
+    (output / "predictions").mkdir(parents=True, exist_ok=True)
     result = RunResult(kind="input", output=output)
-    for (name, path, series), target in tqdm(list(zip(found, targets)), desc="scans",
-                                             unit="scan", disable=not options.progress):
+    for (name, path, series), paths in tqdm(list(zip(found, targets)), desc="scans",
+                                            unit="scan", disable=not options.progress):
         volume = read_volume(path, name, series)
         if not np.isfinite(volume.array).all():
-            raise InputError(f"{path}: image contains NaN or infinite values")
-        image = normalise(volume.array)
+            raise InputError(f"{volume.path}: image contains NaN or infinite values")
+        plan = orient_scan(volume, loaded.config.geometry, keep_orientation)
+        # The raw voxels are not needed again (only their shape, to write): one copy fewer.
+        volume.array = image = normalise(volume.array)
         try:
-            prediction = options.predict(loaded, image)
+            prediction, written = options.segment(loaded, image, volume, plan, paths)
         except InputError as exc:
-            raise exc.at(path) from None
-        result.written.append(write_labels(prediction, volume, target))
+            raise exc.at(volume.path) from None
+        result.written += written
         if report is not None:
             report.add_case(name, prediction, image, None, volume.affine, volume.spacing)
-    write_viewer_tables(folder, loaded.class_names)
+    write_viewer_tables(output / "predictions", loaded.class_names)
     result.report = report.write(None, result.notes) if report is not None else None
     return result
 
@@ -302,6 +324,8 @@ class EvaluationRequest:
     overwrite: bool = False
     ignore_geometry: bool = False
     save_nifti: bool = False
+    save_probabilities: bool = False
+    keep_orientation: bool = False
     metric_mode: Optional[str] = None
     batch_size: Optional[int] = None
     tta: bool = False
@@ -361,8 +385,8 @@ def run_evaluation(request: EvaluationRequest) -> RunResult:
                  if request.dataset else None)
         return evaluate_predictions(request.predictions, request.labels, output,
                                     request.metric_mode or "mm", names, request.progress,
-                                    request.ignore_geometry, stale,
-                                    report_for(request, output, names or []))
+                                    report_for(request, output, names or []),
+                                    request.ignore_geometry, stale)
     device = resolve_device(request.device)
     overrides = list(request.overrides) + ([f"data.root={request.root}"] if request.root else [])
     loaded = load_model(request.checkpoint, request.dataset, overrides, device)
@@ -377,7 +401,9 @@ def run_evaluation(request: EvaluationRequest) -> RunResult:
     if kind == "input":
         return segment_inputs(loaded, request.input, request.output, options, request.overwrite,
                               report=report_for(request, request.output, loaded.class_names,
-                                                options, **{"data set": loaded.config.dataset}))
+                                                options, **{"data set": loaded.config.dataset}),
+                              probabilities=request.save_probabilities,
+                              keep_orientation=request.keep_orientation)
     output = request.output or Path("outputs") / f"test_{request.dataset}"
     stale = check_output(output, request.overwrite)
     source = datasets.open_dataset(request.dataset, loaded.config.data)
@@ -394,4 +420,4 @@ def run_evaluation(request: EvaluationRequest) -> RunResult:
     report = report_for(request, output, loaded.class_names, options,
                         **{"data root": loaded.config.data.root})
     return evaluate_volumes(loaded, source.volumes(request.split), output, options,
-                            request.save_nifti, note, report)
+                            request.save_nifti, note, report, request.save_probabilities)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Sequence, Union
+import math
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -68,20 +69,21 @@ def _autocast(device: torch.device, amp: bool):
 
 
 def flip_tta_logits(model: nn.Module, batch: torch.Tensor, tta: bool) -> torch.Tensor:
-    """The model's float32 logits for ``batch``, averaged over the four in-plane flips if ``tta``.
+    """The model's float32 logits for ``batch``; with ``tta``, the log of the mean probabilities.
 
-    Logits (not probabilities) are averaged so that the same resize-then-argmax path follows
-    with or without TTA.
+    With ``tta`` the softmax probabilities of the four in-plane flips are averaged and returned
+    as their logarithm: a softmax of it gives the mean probabilities exactly, so the same
+    resize, argmax and softmax follow with or without TTA, and the entropy of the result is
+    that of the mean probabilities.
     """
     if not tta:
         return model(batch).float()
-    total = None
+    parts = []
     for dims in _TTA_FLIPS:
         flipped = torch.flip(batch, dims) if dims else batch
-        logits = model(flipped).float()
-        logits = torch.flip(logits, dims) if dims else logits
-        total = logits if total is None else total + logits
-    return total / len(_TTA_FLIPS)
+        log_probs = torch.log_softmax(model(flipped).float(), dim=1)
+        parts.append(torch.flip(log_probs, dims) if dims else log_probs)
+    return torch.logsumexp(torch.stack(parts), dim=0) - math.log(len(_TTA_FLIPS))
 
 
 def _paper_resize_in(slices: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -98,18 +100,42 @@ def _paper_resize_in(slices: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def _paper_resize_out(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(N, H, W) labels -> (N, X, Y) with scipy's nearest zoom (the original's order=0)."""
-    n, h, w = labels.shape
+    """(N, H, W) labels -> (N, X, Y) with scipy's nearest zoom (the original's order=0).
+
+    Also (N, K, H, W) probabilities: each map is sampled at the same pixels as the labels.
+    """
+    h, w = labels.shape[-2:]
     if (h, w) == size:
         return labels
     factors = (size[0] / h, size[1] / w)
-    return np.stack([ndimage.zoom(labels[i], factors, order=0) for i in range(n)])
+    flat = labels.reshape((-1, h, w))
+    out = np.stack([ndimage.zoom(flat[i], factors, order=0) for i in range(len(flat))])
+    return out.reshape(labels.shape[:-2] + size)
+
+
+def _store_probabilities(probs: torch.Tensor, start: int, stop: int,
+                         probabilities: Optional[np.ndarray],
+                         entropy: Optional[np.ndarray]) -> None:
+    """Write (n, K, X, Y) probabilities of slices start..stop into the caller's arrays."""
+    if probabilities is not None:
+        if probabilities.ndim != 4 or probabilities.shape[0] != probs.shape[1]:
+            raise InputError(f"probabilities: expected an array of shape (K={probs.shape[1]}, "
+                             f"X, Y, Z), got {probabilities.shape}")
+        # Converted by torch first: numpy's casting copy into a strided float16 view took
+        # 4-6 s per 16 slices of 9x512x512, torch's conversion and a plain copy 1 s.
+        dtype = torch.from_numpy(np.empty(0, dtype=probabilities.dtype)).dtype
+        probabilities[..., start:stop] = np.moveaxis(probs.to(dtype).cpu().numpy(), 0, -1)
+    if entropy is not None:
+        # Nats; 0 * log 0 is 0.
+        values = -torch.special.xlogy(probs, probs).sum(dim=1)
+        entropy[..., start:stop] = np.moveaxis(values.clamp_min(0).cpu().numpy(), 0, -1)
 
 
 def predict_volume(model: nn.Module, image: np.ndarray, img_size: Union[int, Sequence[int]],
                    batch_size: int = 16, mode: str = "mm", tta: bool = False,
                    device: Union[str, torch.device, None] = None,
-                   amp: bool = False) -> np.ndarray:
+                   amp: bool = False, probabilities: Optional[np.ndarray] = None,
+                   entropy: Optional[np.ndarray] = None) -> np.ndarray:
     """Segment a volume slice by slice along its last axis.
 
     Parameters
@@ -128,11 +154,20 @@ def predict_volume(model: nn.Module, image: np.ndarray, img_size: Union[int, Seq
         then argmax. ``paper``: the published procedure: cubic spline zoom in, argmax,
         nearest zoom of the labels back.
     tta : bool
-        Average the logits over the four in-plane flips (4x the compute).
+        Average the probabilities of the four in-plane flips (4x the compute).
     device : str or torch.device, optional
         Where to run; default the device of the model's parameters. The model is moved there.
     amp : bool
         Mixed precision on CUDA (bfloat16, or float16 where unsupported); ignored on the CPU.
+    probabilities : np.ndarray, optional
+        A writable (K, X, Y, Z) array (any float dtype; a view such as a transposed one is
+        fine) that receives the class probabilities, slab by slab, so that no float32 copy of
+        the whole map exists. Their argmax is the returned labels: in ``mm`` mode the softmax
+        of the resized logits, in ``paper`` mode the model-size probabilities zoomed like the
+        labels.
+    entropy : np.ndarray, optional
+        A writable (X, Y, Z) array that receives the entropy (nats) of the probabilities,
+        computed before any rounding to the dtype of ``probabilities``.
 
     Returns
     -------
@@ -163,6 +198,10 @@ def predict_volume(model: nn.Module, image: np.ndarray, img_size: Union[int, Seq
     model.to(device)
     channels, x, y, z = volume.shape
     labels = None  # uint8, or uint16 for more than 256 classes: known from the first logits
+    want_probabilities = probabilities is not None or entropy is not None
+    for name, array in (("probabilities", probabilities), ("entropy", entropy)):
+        if array is not None and tuple(array.shape[-3:]) != (x, y, z):
+            raise InputError(f"{name}: expected spatial shape {(x, y, z)}, got {array.shape}")
     was_training = model.training
     model.eval()
     try:
@@ -178,6 +217,10 @@ def predict_volume(model: nn.Module, image: np.ndarray, img_size: Union[int, Seq
                     dtype = label_dtype(logits.shape[1])
                     small = logits.argmax(dim=1).to(torch.int32).cpu().numpy().astype(dtype)
                     out = _paper_resize_out(small, (x, y))
+                    if want_probabilities:
+                        probs = _paper_resize_out(torch.softmax(logits, 1).cpu().numpy(), (x, y))
+                        _store_probabilities(torch.from_numpy(probs), start, stop,
+                                             probabilities, entropy)
                 else:
                     batch = torch.from_numpy(chunk).to(device)
                     if (x, y) != size:
@@ -195,6 +238,9 @@ def predict_volume(model: nn.Module, image: np.ndarray, img_size: Union[int, Seq
                     dtype = label_dtype(logits.shape[1])
                     out = logits.argmax(dim=1).to(
                         torch.uint8 if dtype == np.uint8 else torch.int32).cpu().numpy()
+                    if want_probabilities:
+                        _store_probabilities(torch.softmax(logits, dim=1), start, stop,
+                                             probabilities, entropy)
                 if labels is None:
                     labels = np.empty((x, y, z), dtype=dtype)
                 labels[..., start:stop] = np.moveaxis(out, 0, -1)

@@ -205,7 +205,8 @@ def case_metrics(pred: np.ndarray, label: np.ndarray, num_classes: int,
     Parameters
     ----------
     pred, label : np.ndarray
-        Label maps of the same shape (any dimension), values in ``[0, num_classes)``.
+        Label maps of the same shape (any dimension), values in ``[0, num_classes)``. Axes of
+        length 1 are dropped (down to 2-D): a 2-D image stored as one slice is scored in 2-D.
     num_classes : int
         Number of classes including background (class 0, not scored).
     spacing : sequence of float, optional
@@ -237,6 +238,11 @@ def case_metrics(pred: np.ndarray, label: np.ndarray, num_classes: int,
                          key="prediction")
     unit = (np.ones(label.ndim) if mode == "paper"
             else _normalise_spacing(spacing, label.ndim))
+    # A 2-D image is a volume of one slice: it is scored in 2-D (an erosion across an axis of
+    # length 1 would make every pixel a surface pixel). Axes of length 1 go, down to two.
+    drop = tuple([axis for axis, n in enumerate(label.shape) if n == 1][:max(label.ndim - 2, 0)])
+    if drop:
+        pred, label, unit = np.squeeze(pred, drop), np.squeeze(label, drop), np.delete(unit, drop)
     diagonal = volume_diagonal(label.shape, unit)
     # One pass over each volume finds every class's box; all later work stays in the boxes.
     pred_boxes = ndimage.find_objects(pred, max_label=num_classes - 1)
@@ -287,7 +293,8 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(finite)) if finite else math.nan
 
 
-def summarize(per_case: dict[str, list[dict]], class_names: list[str], mode: str) -> dict:
+def summarize(per_case: dict[str, list[dict]], class_names: list[str], mode: str,
+              distance_unit: str = "mm") -> dict:
     """Mean over cases per class, then over classes, with counts of each empty-mask case.
 
     Parameters
@@ -298,6 +305,9 @@ def summarize(per_case: dict[str, list[dict]], class_names: list[str], mode: str
         Names of the foreground classes, class 1 first.
     mode : {"mm", "paper"}
         The convention the rows were computed with.
+    distance_unit : str
+        The unit of the data's spacing: "mm", or "px" for 2-D images (which store none, in
+        either mode). ``paper`` mode ignores a spacing in mm: its unit is then "voxel".
 
     Returns
     -------
@@ -347,7 +357,8 @@ def summarize(per_case: dict[str, list[dict]], class_names: list[str], mode: str
     mean_hd95 = _mean(class_hd95) if hd95_computed else None
     return {
         "metric_mode": mode,
-        "hd95_unit": "voxel" if mode == "paper" else "mm",
+        "hd95_unit": ("px" if distance_unit == "px" else "voxel" if mode == "paper"
+                      else distance_unit),
         "n_cases": len(per_case),
         "mean_dice": mean_dice,
         "mean_hd95": mean_hd95,

@@ -18,7 +18,8 @@ logger = logging.getLogger(__name__)
 RESULT_FILES = ("metrics.csv", "summary.json", "report.html")
 # Result folders and the files test.py writes in them.
 RESULT_FOLDERS = {"predictions": ("*.nii.gz", "*.png", "*.ctbl", "*.txt"),
-                  "figures": ("*.png", "*.svg", "*.pdf"), "overlays": ("*.png",)}
+                  "figures": ("*.png", "*.svg", "*.pdf"), "overlays": ("*.png",),
+                  "probabilities": ("*.npz",), "uncertainty": ("*.nii.gz",)}
 
 
 def result_files(output: Path) -> list[Path]:
@@ -81,7 +82,7 @@ def remove_results(output: Path, stale: Sequence[Path]) -> None:
 
 
 def write_results(output: Path, per_case: dict, class_names: list[str], mode: str, result,
-                  complete: bool, report=None, **extra):
+                  complete: bool, report=None, distance_unit: str = "mm", **extra):
     """metrics.csv and summary.json of the cases scored so far (``complete`` False until all).
 
     Called after every case, so an interrupted run keeps what it scored. ``result`` (an
@@ -89,7 +90,7 @@ def write_results(output: Path, per_case: dict, class_names: list[str], mode: st
     written paths and ``report``'s page (a :class:`~swin_unet.report_builder.ReportBuilder`).
     Returns ``result``.
     """
-    summary = summarize(per_case, class_names, mode)
+    summary = summarize(per_case, class_names, mode, distance_unit)
     write_metrics_csv(output / "metrics.csv", per_case, class_names)
     write_summary_json(output / "summary.json", summary, notes=result.notes, complete=complete,
                        **extra)

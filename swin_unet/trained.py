@@ -104,7 +104,7 @@ def load_model(path: Path, dataset: Optional[str] = None, overrides: Sequence[st
         raise InputError(f"{path}: the model predicts {config.model.num_classes} classes but "
                          f"{len(class_names)} class names are known ({', '.join(class_names)})")
     try:
-        check_config(config, ("model", "data", "inference"))
+        check_config(config, ("model", "data", "inference", "geometry"))
     except InputError as exc:
         raise InputError(f"{path}: stored config: {exc}", path=path, key=exc.key) from None
     model = build_model(config.model)

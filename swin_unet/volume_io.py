@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -13,58 +14,15 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError, parsing
+from .headers import (ITK_SUFFIXES, NIFTI_SUFFIXES, check_declared_size, itk_affine,
+                      itk_storage, label_dtype, list_folder, read_geometry, same_grid)
 
-__all__ = ["Volume", "read_volume", "find_inputs", "write_labels", "case_name", "NIFTI_SUFFIXES",
+__all__ = ["Volume", "read_volume", "find_inputs", "write_labels", "write_map",
+           "write_probabilities", "reference_of_item", "case_name", "NIFTI_SUFFIXES",
            "ITK_SUFFIXES", "check_declared_size", "label_dtype", "list_folder", "read_geometry",
            "same_grid"]
-
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-ITK_SUFFIXES = (".nrrd", ".mha", ".mhd")
-# Deflate (gzip, zip, HDF5's and ITK's zlib) cannot compress better than about 1032:1, so a
-# compressed file of n bytes never holds more than this many times n bytes of data.
-DEFLATE_MAX_RATIO = 1032
-
-
-def label_dtype(num_classes: int) -> np.dtype:
-    """The unsigned type of a label map with classes 0..num_classes-1: uint8, or uint16 above 256."""
-    if num_classes > 65536:
-        raise InputError(f"{num_classes} classes: label maps hold at most 65536 (uint16)")
-    return np.dtype(np.uint8 if num_classes <= 256 else np.uint16)
-
-
-def check_declared_size(path: Union[str, Path], shape, dtype, compressed: bool,
-                        available: Optional[int] = None, what: str = "the header") -> None:
-    """Refuse a header whose declared array the file cannot hold, before anything is allocated.
-
-    A damaged header can declare terabytes; reading it would exhaust memory rather than fail.
-    ``available`` is the number of data bytes the file holds (default: the file's size); a
-    compressed file may hold up to :data:`DEFLATE_MAX_RATIO` times that.
-
-    Raises
-    ------
-    InputError
-        A negative dimension, or more declared bytes than the file can hold; names the file.
-    """
-    path = Path(path)
-    shape = tuple(int(v) for v in shape)
-    if any(v < 0 for v in shape):
-        raise InputError(f"{path}: {what} declares a negative size {shape}", path=path)
-    declared = int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize
-    available = path.stat().st_size if available is None else int(available)
-    limit = available * DEFLATE_MAX_RATIO if compressed else available
-    if declared > limit:
-        raise InputError(f"{path}: {what} declares shape {shape} of {np.dtype(dtype)} "
-                         f"({declared} bytes), more than the file's {available} bytes can hold "
-                         f"(a damaged or truncated file)", path=path)
-
-
-def list_folder(folder: Path) -> list[Path]:
-    """The entries of ``folder``, sorted; InputError naming it when it cannot be listed."""
-    try:
-        return sorted(folder.iterdir())
-    except OSError as exc:
-        raise InputError(f"{folder}: cannot list the folder ({exc.strerror or exc})",
-                         path=folder) from None
+# nnU-Net names the channels of a case CASE_0000, CASE_0001, ...
+_CHANNEL_NAME = re.compile(r"^(.+)_(\d{4})$")
 
 
 @dataclass
@@ -109,6 +67,32 @@ def _is_image_file(path: Path) -> bool:
     return path.is_file() and path.name.lower().endswith(NIFTI_SUFFIXES + ITK_SUFFIXES)
 
 
+def _visible(paths) -> list[Path]:
+    """Without hidden files and folders (``.name``; macOS writes ``._name`` beside copies)."""
+    return sorted(p for p in paths if not p.name.startswith("."))
+
+
+def _channel_groups(files: list[Path]) -> Optional[list[tuple[str, list[Path], None]]]:
+    """nnU-Net's per-channel files as cases, or None when the folder does not follow it.
+
+    Every file must be named ``CASE_NNNN`` and every case's channels must run 0000, 0001, ...
+    without a gap; otherwise each file is a case of its own.
+    """
+    groups: dict[str, list[tuple[int, Path]]] = {}
+    for path in files:
+        match = _CHANNEL_NAME.match(case_name(path))
+        if match is None:
+            return None
+        groups.setdefault(match.group(1), []).append((int(match.group(2)), path))
+    cases = []
+    for case, members in sorted(groups.items()):
+        members.sort()
+        if [index for index, _ in members] != list(range(len(members))):
+            return None
+        cases.append((case, [p for _, p in members], None))
+    return cases
+
+
 def _dicom_series(folder: Path) -> list[str]:
     reader = sitk.ImageSeriesReader()
     try:
@@ -117,11 +101,14 @@ def _dicom_series(folder: Path) -> list[str]:
         return []
 
 
-def find_inputs(path: Union[str, Path]) -> list[tuple[str, Path, Optional[str]]]:
+def find_inputs(path: Union[str, Path], channels: bool = False
+                ) -> list[tuple[str, Union[Path, list[Path]], Optional[str]]]:
     """The volumes under ``path``: (case name, file or folder, DICOM series id or None).
 
     ``path`` may be an image file, a folder of image files, a DICOM series folder, or a folder
-    of DICOM series folders.
+    of DICOM series folders. Hidden files and folders are skipped. With ``channels``, a folder
+    of nnU-Net per-channel files (``CASE_0000.nii.gz``, ``CASE_0001.nii.gz``) gives one case
+    ``CASE`` per group, with the list of its channel files in channel order.
 
     Raises
     ------
@@ -136,10 +123,11 @@ def find_inputs(path: Union[str, Path]) -> list[tuple[str, Path, Optional[str]]]
             raise InputError(f"{path}: not an image file (expected "
                              f"{', '.join(NIFTI_SUFFIXES + ITK_SUFFIXES)})")
         return [(case_name(path), path, None)]
-    entries = list_folder(path)
+    entries = _visible(list_folder(path))
     files = [p for p in entries if _is_image_file(p)]
     if files:
-        return [(case_name(p), p, None) for p in files]
+        groups = _channel_groups(files) if channels else None
+        return groups or [(case_name(p), p, None) for p in files]
     found = []
     for folder in [path] + [p for p in entries if p.is_dir()]:
         series = _dicom_series(folder)
@@ -155,95 +143,14 @@ def find_inputs(path: Union[str, Path]) -> list[tuple[str, Path, Optional[str]]]
 def _itk_to_volume(image: sitk.Image, case: str, path: Path) -> Volume:
     """SimpleITK image -> Volume with nibabel's (X, Y, Z) axis order and RAS+ affine."""
     if image.GetDimension() != 3:
-        raise InputError(f"{path}: expected a 3-D image, got {image.GetDimension()}-D", path=path)
+        raise InputError(f"{path}: expected a 3-D image, got {image.GetDimension()}-D")
     array = sitk.GetArrayFromImage(image)  # (Z, Y, X[, C])
     array = np.moveaxis(array, -1, 0) if image.GetNumberOfComponentsPerPixel() > 1 else array[None]
     array = np.transpose(array, (0, 3, 2, 1))
     array = array[0] if array.shape[0] == 1 else array
     spacing = tuple(float(s) for s in image.GetSpacing())
-    affine = _itk_affine(spacing, image.GetDirection(), image.GetOrigin())
+    affine = itk_affine(spacing, image.GetDirection(), image.GetOrigin())
     return Volume(case, array, spacing, affine, path, image)
-
-
-def _itk_affine(spacing, direction, origin) -> np.ndarray:
-    """ITK's spacing, direction and origin (LPS) as a voxel-to-RAS affine."""
-    affine = np.eye(4)
-    affine[:3, :3] = np.asarray(direction, dtype=np.float64).reshape(3, 3) * np.asarray(spacing)
-    affine[:3, 3] = origin
-    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine  # ITK's LPS world -> RAS
-
-
-def read_geometry(path: Union[str, Path]) -> tuple[tuple[int, ...], np.ndarray]:
-    """Spatial shape (X, Y, Z) and affine of a NIfTI/NRRD/MHA file, from its header only.
-
-    Raises
-    ------
-    InputError
-        The header cannot be read; names the file.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: file not found", path=path)
-    if path.name.lower().endswith(NIFTI_SUFFIXES):
-        with parsing(path, "NIfTI header"):
-            image = nib.load(str(path))
-            shape, affine = tuple(int(v) for v in image.shape), np.asarray(image.affine)
-        return shape[:3], affine.astype(np.float64)
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    with parsing(path, "image header"):
-        reader.ReadImageInformation()
-        size = tuple(int(v) for v in reader.GetSize())
-        geometry = reader.GetSpacing(), reader.GetDirection(), reader.GetOrigin()
-    if len(size) != 3:
-        raise InputError(f"{path}: expected a 3-D image, got {len(size)}-D", path=path)
-    return size, _itk_affine(*geometry)
-
-
-def same_grid(path: Union[str, Path], reference: Union[str, Path], ignore_affine: bool) -> bool:
-    """Whether ``path`` (a prediction) has the voxel grid of ``reference`` (its label).
-
-    Compared from the headers: the shapes must match; affines that differ beyond float rounding
-    between writers (1e-3 mm, 1e-4 relative, as the data sets' integrity check) are an error
-    unless ``ignore_affine``, which returns False for them instead.
-
-    Raises
-    ------
-    InputError
-        The shapes differ, or (without ``ignore_affine``) the affines; names both files.
-    """
-    shape, affine = read_geometry(path)
-    ref_shape, ref_affine = read_geometry(reference)
-    if shape != ref_shape:
-        raise InputError(f"{path}: shape {shape} does not match the label {reference} of "
-                         f"shape {ref_shape}", path=path)
-    if np.allclose(affine, ref_affine, rtol=1e-4, atol=1e-3):
-        return True
-    if not ignore_affine:
-        worst = float(np.max(np.abs(affine - ref_affine)))
-        raise InputError(f"{path}: geometry differs from its label {reference} (affines differ "
-                         f"by up to {worst:.4g} mm); pass --ignore-geometry to score voxel by "
-                         f"voxel anyway", path=path)
-    return False
-
-
-def _itk_storage(path: Path) -> tuple[int, bool]:
-    """Bytes that can hold an NRRD/MHA/MHD file's voxels and whether they may be compressed.
-
-    Read from the text header: a detached data file (``ElementDataFile``, ``data file``) adds
-    its size; ``CompressedData = True`` or a gzip/bzip2 ``encoding`` allows compression.
-    """
-    with open(path, "rb") as handle:
-        head = handle.read(1 << 16).decode("latin-1")
-    available = path.stat().st_size
-    detached = re.search(r"^(?:ElementDataFile\s*=|data ?file:)\s*(\S+)", head, re.M | re.I)
-    if detached and detached.group(1).upper() not in ("LOCAL", "LIST"):
-        data_file = path.parent / detached.group(1)
-        if data_file.is_file():
-            available += data_file.stat().st_size
-    compressed = bool(re.search(r"^(CompressedData\s*=\s*True|encoding:\s*(gz|gzip|bz2|bzip2))",
-                                head, re.M | re.I))
-    return available, compressed
 
 
 def _read_itk(path: Path, case: str) -> Volume:
@@ -255,7 +162,7 @@ def _read_itk(path: Path, case: str) -> Volume:
         size, components = tuple(reader.GetSize()), reader.GetNumberOfComponents()
         sample = sitk.Image([1] * len(size), reader.GetPixelID())
     itemsize = sitk.GetArrayViewFromImage(sample).dtype.itemsize * components
-    available, compressed = _itk_storage(path)
+    available, compressed = itk_storage(path)
     check_declared_size(path, size, np.dtype(f"V{max(itemsize, 1)}"), compressed, available)
     with parsing(path, "or truncated image"):
         image = reader.Execute()
@@ -289,14 +196,15 @@ def _read_nifti(path: Path, case: str, dtype: Any) -> Volume:
     return Volume(case, array, spacing, affine, path, image)
 
 
-def read_volume(path: Union[str, Path], case: Optional[str] = None,
+def read_volume(path: Union[str, Path, list[Path]], case: Optional[str] = None,
                 series_id: Optional[str] = None, dtype: Any = np.float32) -> Volume:
     """Read a NIfTI file (nibabel), an NRRD/MHA file or a DICOM series (SimpleITK).
 
     Parameters
     ----------
-    path : str or Path
-        The file, or the folder of a DICOM series.
+    path : str or Path or list of Path
+        The file, or the folder of a DICOM series; a list: one 3-D file per channel, read as
+        one (C, X, Y, Z) volume with the first file's geometry.
     case : str, optional
         The case name; default from the file or folder name.
     series_id : str, optional
@@ -308,8 +216,10 @@ def read_volume(path: Union[str, Path], case: Optional[str] = None,
     ------
     InputError
         A file that cannot be read as an image, or whose header declares more data than the
-        file holds, naming it.
+        file holds, naming it; channel files of another grid.
     """
+    if isinstance(path, (list, tuple)):
+        return _read_channels([Path(p) for p in path], case, dtype)
     path = Path(path)
     case = case or case_name(path)
     if path.is_dir():
@@ -335,31 +245,83 @@ def read_volume(path: Union[str, Path], case: Optional[str] = None,
     return volume
 
 
+def _read_channels(paths: list[Path], case: Optional[str], dtype: Any) -> Volume:
+    """One volume from per-channel 3-D files that share a voxel grid."""
+    first = read_volume(paths[0], case, dtype=dtype)
+    arrays = [first.array]
+    for path in paths[1:]:
+        other = read_volume(path, case, dtype=dtype)
+        if other.array.shape != first.array.shape or other.array.ndim != 3:
+            raise InputError(f"{path}: channel of shape {other.array.shape}; {paths[0]} has "
+                             f"{first.array.shape} (each channel file holds one 3-D image)")
+        if not np.allclose(other.affine, first.affine, rtol=1e-4, atol=1e-3):
+            raise InputError(f"{path}: affine differs from that of the channel {paths[0]}")
+        arrays.append(other.array)
+    if len(arrays) > 1:
+        first.array = np.stack(arrays)
+    return first
+
+
+def reference_of_item(item: dict) -> Volume:
+    """The geometry to write a data set's volume's results with: its NIfTI header if it has one.
+
+    ``item`` is a data set's volume (``case``, ``image``, ``affine``, ``spacing``,
+    ``image_path``). The header keeps qform/sform codes and units exactly; otherwise
+    (TransUNet's HDF5 and other releases) the data set's affine is all there is.
+    """
+    path = Path(item["image_path"])
+    shape = tuple(np.shape(item["image"])[-3:])
+    reference = None
+    if path.name.lower().endswith(NIFTI_SUFFIXES):
+        header_only = nib.load(str(path))  # the voxels are not read
+        if tuple(header_only.shape[:3]) == shape and np.allclose(
+                header_only.affine, item["affine"], atol=1e-4):
+            reference = header_only
+    return Volume(item["case"], item["image"], tuple(item["spacing"]),
+                  np.asarray(item["affine"]), path, reference)
+
+
 def write_labels(labels: np.ndarray, reference: Volume, path: Union[str, Path]) -> Path:
     """Write ``labels`` (X, Y, Z) as NIfTI with ``reference``'s exact geometry.
 
     Stored as uint8, or uint16 when a label exceeds 255. A NIfTI reference keeps its header
     (affine, qform and sform with their codes, units); an ITK reference (DICOM, NRRD, MHA) its
-    origin, spacing and direction. The file is written to a temporary name first, then renamed;
-    a failed write removes the temporary file.
+    origin, spacing and direction. The file is written to a temporary name first, then
+    renamed; a failed write removes the temporary file.
 
     Raises
     ------
     InputError
         ``labels`` does not match the reference's spatial shape.
     """
-    path = Path(path)
     labels = np.asarray(labels)
-    shape = reference.array.shape[-3:]
-    if labels.shape != shape:
-        raise InputError(f"{path}: labels of shape {labels.shape} do not match the image's "
-                         f"{shape}", path=path)
     dtype = label_dtype(int(labels.max()) + 1 if labels.size else 1)
-    labels = labels.astype(dtype, copy=False)
+    return _write_volume(labels, reference, path, dtype, (0.0, 0.0))
+
+
+def write_map(values: np.ndarray, reference: Volume, path: Union[str, Path],
+              display_range: tuple[float, float] = (0.0, 0.0)) -> Path:
+    """Write float32 ``values`` (X, Y, Z) as NIfTI with ``reference``'s geometry (see write_labels).
+
+    ``display_range`` goes to the header's cal_min/cal_max, which viewers use as the initial
+    window ((0, 0): none).
+    """
+    return _write_volume(values, reference, path, np.float32, display_range)
+
+
+def _write_volume(values: np.ndarray, reference: Volume, path: Union[str, Path], dtype: Any,
+                  display_range: tuple[float, float]) -> Path:
+    path = Path(path)
+    values = np.asarray(values)
+    shape = reference.array.shape[-3:]
+    if values.shape != shape:
+        raise InputError(f"{path}: labels of shape {values.shape} do not match the image's "
+                         f"{shape}")
+    values = values.astype(dtype, copy=False)
     # The temporary name keeps the real suffix, from which both writers choose the format.
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     try:
-        _write_nifti_like(labels, reference, tmp)
+        _write_image(values, reference, tmp, dtype, display_range)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -367,24 +329,53 @@ def write_labels(labels: np.ndarray, reference: Volume, path: Union[str, Path]) 
     return path
 
 
-def _write_nifti_like(labels: np.ndarray, reference: Volume, path: Path) -> None:
+def _write_image(values: np.ndarray, reference: Volume, tmp: Path, dtype: Any,
+                 display_range: tuple[float, float]) -> None:
     source = reference.reference
     if isinstance(source, sitk.Image):
-        image = sitk.GetImageFromArray(np.ascontiguousarray(labels.transpose(2, 1, 0)))
+        image = sitk.GetImageFromArray(np.ascontiguousarray(values.transpose(2, 1, 0)))
         image.SetOrigin(source.GetOrigin())
         image.SetSpacing(source.GetSpacing())
         image.SetDirection(source.GetDirection())
-        sitk.WriteImage(image, str(path), True)
-        return
-    if isinstance(source, nib.Nifti1Image):
-        header = source.header.copy()
-        header.set_data_dtype(labels.dtype)
-        header.set_slope_inter(1.0, 0.0)  # labels are stored as they are, not rescaled
-        header["cal_min"] = header["cal_max"] = 0.0  # the scan's display range hides labels
-        image = nib.Nifti1Image(labels, source.affine, header=header)
-        image.set_qform(*source.get_qform(coded=True))
-        image.set_sform(*source.get_sform(coded=True))
-    else:  # geometry known only as an affine (a data set's volume)
-        image = nib.Nifti1Image(labels, reference.affine)
-        image.header.set_xyzt_units("mm")
-    nib.save(image, str(path))
+        sitk.WriteImage(image, str(tmp), True)
+    else:
+        if isinstance(source, nib.Nifti1Image):
+            header = source.header.copy()
+            header.set_data_dtype(dtype)
+            header.set_slope_inter(1.0, 0.0)  # values are stored as they are, not rescaled
+            # The scan's display range would hide labels or a probability-like map.
+            header["cal_min"], header["cal_max"] = display_range
+            image = nib.Nifti1Image(values, source.affine, header=header)
+            image.set_qform(*source.get_qform(coded=True))
+            image.set_sform(*source.get_sform(coded=True))
+        else:  # geometry known only as an affine (a data set's volume)
+            image = nib.Nifti1Image(values, reference.affine)
+            image.header.set_xyzt_units("mm")
+            image.header["cal_min"], image.header["cal_max"] = display_range
+        nib.save(image, str(tmp))
+
+
+def write_probabilities(probabilities: np.ndarray, affine: np.ndarray,
+                        path: Union[str, Path]) -> Path:
+    """Write ``probabilities`` (K, X, Y, Z) and ``affine`` to a compressed ``.npz`` file.
+
+    ``probabilities`` is stored in its dtype (float16 from test.py), written to the archive in
+    chunks (no second copy in memory), deflated at level 1: on 9x256x256x20 float16
+    probabilities it was 1.3-3x faster than numpy's savez_compressed (level 6), the file at
+    most 18 % larger. ``np.load`` reads it. The file appears under its name only when complete.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    arrays = {"probabilities": np.asanyarray(probabilities),
+              "affine": np.asarray(affine, dtype=np.float64)}
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED,
+                             compresslevel=1) as archive:
+            for key, array in arrays.items():
+                with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, array, allow_pickle=False)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path

@@ -28,7 +28,7 @@ def test_synapse_config_is_the_published_recipe():
     assert config.data.ct_window == [-125.0, 275.0]
 
 
-@pytest.mark.parametrize("name", ["synapse", "acdc", "phantom"])
+@pytest.mark.parametrize("name", ["synapse", "acdc", "phantom", "phantom2d"])
 def test_shipped_configs_are_valid(name):
     config = load_config(CONFIGS / f"{name}.yaml")
     assert config.dataset == name

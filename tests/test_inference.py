@@ -88,7 +88,7 @@ def test_paper_mode_equals_the_original_slice_loop():
     np.testing.assert_array_equal(pred, original_procedure(model, image, 32))
 
 
-def test_tta_averages_the_four_flips_of_a_real_model():
+def test_tta_averages_the_probabilities_of_the_four_flips_of_a_real_model():
     torch.manual_seed(0)
     model = SwinUnet(img_size=64, in_chans=1, num_classes=3, embed_dim=12, depths=(1, 1, 1, 1),
                      num_heads=(1, 1, 1, 1), window_size=2)
@@ -96,15 +96,16 @@ def test_tta_averages_the_four_flips_of_a_real_model():
     plain = predict_volume(model, image, 64, batch_size=2)
     tta = predict_volume(model, image, 64, batch_size=2, tta=True)
     assert plain.shape == tta.shape == (48, 56, 3) and tta.dtype == np.uint8
-    # The reference: average of the un-flipped logits of the flipped inputs.
+    # The reference: the log of the mean of the un-flipped probabilities of the flipped inputs.
     with torch.no_grad():
         batch = torch.nn.functional.interpolate(
             torch.from_numpy(np.moveaxis(image, -1, 0)[:, None].copy()), size=(64, 64),
             mode="bicubic", align_corners=False)
         model.eval()
-        mean = sum(torch.flip(model(torch.flip(batch, d)), d) if d else model(batch)
+        mean = sum(torch.flip(torch.softmax(model(torch.flip(batch, d)), 1), d) if d
+                   else torch.softmax(model(batch), 1)
                    for d in ((), (-2,), (-1,), (-2, -1))) / 4
-        mean = torch.nn.functional.interpolate(mean, size=(48, 56), mode="bilinear",
+        mean = torch.nn.functional.interpolate(torch.log(mean), size=(48, 56), mode="bilinear",
                                                align_corners=False)
     expected = np.moveaxis(mean.argmax(1).numpy().astype(np.uint8), 0, -1)
     assert (tta == expected).mean() > 0.999

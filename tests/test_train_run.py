@@ -90,6 +90,10 @@ def test_run_writes_the_contract_outputs_and_the_loss_falls(full_run):
     assert checkpoint["config"]["model"]["num_classes"] == 9
     # "auto" resolved from the data (CT window), so test.py --input can apply it to new scans.
     assert checkpoint["config"]["data"]["intensity"] == "ct"
+    # The training volumes' orientation and in-plane scale, for test.py --input.
+    geometry = checkpoint["config"]["geometry"]
+    assert geometry["axcodes"] == "LPS" and geometry["slice_axis"] == 2  # the phantom's affine
+    assert geometry["inplane_spacing"][0] > 0 and len(geometry["field_of_view"]) == 2
     saved = yaml.safe_load((full_run / "config.yaml").read_text())
     assert saved == checkpoint["config"]
     assert saved["model"]["embed_dim"] == 8 and saved["dataset"] == "phantom"

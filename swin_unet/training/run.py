@@ -15,6 +15,7 @@ from ..config import Config, check_config, save_config
 from ..data_layer import project_datasets
 from ..errors import InputError
 from ..model import build_model, load_pretrained
+from ..orientation import training_geometry
 from .distributed import (DistributedContext, broadcast_object, cleanup_distributed,
                           configure_cpu_threads, setup_distributed)
 from .loop import Trainer, TrainResult
@@ -85,6 +86,22 @@ def _fit_model_config(config: Config, source) -> Config:
     # to a user's scans, and a folder data set's modality is not stored anywhere else.
     data_cfg = dataclasses.replace(config.data, intensity=source.intensity)
     return dataclasses.replace(config, model=model_cfg, data=data_cfg)
+
+
+def _record_geometry(config: Config, source) -> Config:
+    """The config with the training volumes' orientation, spacing and field of view.
+
+    test.py --input turns each scan to this orientation and compares its scale with it.
+    """
+    record, notes = training_geometry(source.geometry_headers("train"))
+    for note in notes:
+        logger.info("geometry: %s", note)
+    if not record:
+        return config
+    logger.info("geometry: training volumes stored as %s, slices across axis %d, in-plane "
+                "spacing %s mm, field of view %s mm", record["axcodes"], record["slice_axis"],
+                record["inplane_spacing"], record["field_of_view"])
+    return dataclasses.replace(config, geometry=dataclasses.replace(config.geometry, **record))
 
 
 def _build_model(config: Config, device: torch.device) -> torch.nn.Module:
@@ -163,7 +180,7 @@ def train(config: Config, output_dir: Union[str, Path], *, resume: Union[str, Pa
 
         source = _open_data(config, context)
         _on_rank0_first(lambda: _check_data(source), context)
-        config = _fit_model_config(config, source)
+        config = _record_geometry(_fit_model_config(config, source), source)
         torch.manual_seed(config.train.seed)  # same initial weights on every rank
         model = _build_model(config, context.device)
         if pretrained is not None and resume is None:

@@ -115,8 +115,10 @@ class Validator:
         mode = self.inference.metric_mode
         rows: dict[str, list[dict]] = {}
         overlays: dict[str, np.ndarray] = {}
+        unit = "mm"  # the data's distance unit: px for 2-D images
         for index in self.mine:
             item = self._volume(index)
+            unit = item.get("distance_unit", unit)
             prediction = predict_volume(model, item["image"], self.img_size,
                                         batch_size=self.inference.batch_size, mode=mode,
                                         tta=self.inference.tta, device=device, amp=amp)
@@ -133,7 +135,8 @@ class Validator:
                  for i in range(len(self.volumes))]
         if all(name in per_case for name in order):
             per_case = {name: per_case[name] for name in order}
-        summary = summarize(per_case, self.class_names, mode) if self.context.is_main else None
+        summary = (summarize(per_case, self.class_names, mode, unit) if self.context.is_main
+                   else None)
         summary = broadcast_object(summary, self.context)
         return ValidationResult(summary=summary, overlays=overlays)
 

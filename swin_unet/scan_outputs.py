@@ -1,0 +1,125 @@
+"""Segment one scan in the model's orientation; write its labels, probabilities and uncertainty."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from .config import GeometryConfig
+from .inference import predict_volume
+from .orientation import Reorientation, inplane_geometry, plan_reorientation, scale_warnings
+from .volume_io import Volume, write_labels, write_map, write_probabilities
+
+__all__ = ["OutputKinds", "output_paths", "orient_scan", "segment_volume"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OutputKinds:
+    """Which files to write per case: the label map, the probabilities, the entropy map."""
+
+    labels: bool = True
+    probabilities: bool = False
+    uncertainty: bool = False
+
+    def folders(self) -> list[str]:
+        """The sub-folders of OUTPUT these files go to."""
+        return [name for name, wanted in (("predictions", self.labels),
+                                          ("probabilities", self.probabilities),
+                                          ("uncertainty", self.uncertainty)) if wanted]
+
+
+_SUFFIX = {"predictions": ".nii.gz", "probabilities": ".npz", "uncertainty": ".nii.gz"}
+
+
+def output_paths(output: Path, case: str, kinds: OutputKinds) -> dict[str, Path]:
+    """``{"predictions": OUTPUT/predictions/<case>.nii.gz, ...}`` for the kinds asked for."""
+    return {folder: Path(output) / folder / f"{case}{_SUFFIX[folder]}"
+            for folder in kinds.folders()}
+
+
+def orient_scan(volume: Volume, geometry: GeometryConfig,
+                keep_orientation: bool = False) -> Reorientation:
+    """The reorientation of a user's scan to the model's, logging what is done and any doubt.
+
+    Logs (INFO) what is done with the scan's voxel order, and warns about oblique slices and
+    an in-plane spacing or field of view far from the training data's.
+    """
+    shape = volume.array.shape[-3:]
+    if keep_orientation:
+        plan, warnings = Reorientation(note="--keep-orientation: used as stored"), []
+    else:
+        plan, warnings = plan_reorientation(volume.affine, geometry.axcodes,
+                                            geometry.slice_axis)
+    logger.info("%s: %s", volume.case, plan.note)
+    # The scale in the model's frame: the in-plane axes are the ones it will see as rows and
+    # columns.
+    spacing, fov = inplane_geometry(volume.affine, shape, plan.permutation[plan.slice_axis])
+    warnings += scale_warnings(spacing, fov, geometry.inplane_spacing, geometry.field_of_view)
+    for warning in warnings:
+        logger.warning("%s (%s): %s", volume.case, volume.path, warning)
+    return plan
+
+
+def segment_volume(model: torch.nn.Module, image: np.ndarray, reference: Optional[Volume],
+                   img_size: Union[int, Sequence[int]], num_classes: int,
+                   plan: Optional[Reorientation] = None,
+                   paths: Optional[dict[str, Path]] = None, *, batch_size: int = 16,
+                   mode: str = "mm", tta: bool = False,
+                   device: Optional[torch.device] = None,
+                   amp: bool = False) -> tuple[np.ndarray, list[Path]]:
+    """Segment ``image`` (normalised, the scan's voxel order) and write the files of ``paths``.
+
+    The volume is seen through ``plan`` (a view, not a copy) so that the model gets its own
+    voxel order; labels, probabilities and entropy are written back through the inverse, in
+    the scan's voxel order and geometry. Probabilities are held as float16 (K, X, Y, Z) and
+    filled slab by slab: the largest array of the run.
+
+    Parameters
+    ----------
+    reference : Volume or None
+        The geometry files are written in (None when ``paths`` is empty).
+    paths : dict, optional
+        From :func:`output_paths`: ``predictions``, ``probabilities`` (npz with
+        ``probabilities`` float16 (K, X, Y, Z) and ``affine``), ``uncertainty`` (float32
+        entropy in nats of the (TTA-mean) probabilities, as NIfTI).
+
+    Returns
+    -------
+    np.ndarray, list of Path
+        uint8 labels in the scan's voxel order, and the files written.
+    """
+    plan = plan or Reorientation()
+    paths = paths or {}
+    slice_axis = plan.slice_axis  # moved last: predict_volume slices along the last axis
+    shape = tuple(image.shape[-3:])
+
+    def model_view(array: np.ndarray) -> np.ndarray:
+        return np.moveaxis(plan.forward(array), -3 + slice_axis, -1)
+
+    probabilities = (np.empty((num_classes,) + shape, dtype=np.float16)
+                     if "probabilities" in paths else None)
+    entropy = np.empty(shape, dtype=np.float32) if "uncertainty" in paths else None
+    labels = predict_volume(
+        model, model_view(image), img_size, batch_size=batch_size, mode=mode, tta=tta,
+        device=device, amp=amp,
+        probabilities=None if probabilities is None else model_view(probabilities),
+        entropy=None if entropy is None else model_view(entropy))
+    labels = np.ascontiguousarray(plan.backward(np.moveaxis(labels, -1, -3 + slice_axis)))
+    written = []
+    for folder, path in paths.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if folder == "predictions":
+            written.append(write_labels(labels, reference, path))
+        elif folder == "probabilities":
+            written.append(write_probabilities(probabilities, reference.affine, path))
+        else:
+            written.append(write_map(entropy, reference, path, (0.0, math.log(num_classes))))
+    return labels, written
