@@ -281,10 +281,11 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: Inf
         raise InputError(f"{inputs}: two inputs would both be written as {duplicate}.nii.gz")
     kinds = OutputKinds(probabilities=probabilities, uncertainty=probabilities and options.tta)
     targets = [output_paths(output, name, kinds) for name in names]
+    read = [f for _, path, _ in found for f in (path if isinstance(path, list) else [path])]
     stale = check_output(output, overwrite, [p for paths in targets for p in paths.values()],
-                         keep=[path for _, path, _ in found])
-    for _, path, series in found:
-        for file in ([] if series is not None else path if isinstance(path, list) else [path]):
+                         keep=read)
+    for file in read:
+        if file.is_file():
             read_geometry(file)  # every header readable before the first scan is segmented
     remove_results(output, stale)
     (output / "predictions").mkdir(parents=True, exist_ok=True)
