@@ -19,7 +19,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from swin_unet.config import Device, MetricMode, Split, choices
 from swin_unet.data_layer import add_dataset_option
-from swin_unet.errors import InputError, one_line
+from swin_unet.errors import InputError, format_error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,8 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="default: the checkpoint's inference.metric_mode (mm)")
     parser.add_argument("--batch-size", type=int, help="slices per forward pass (default 16)")
     parser.add_argument("--tta", action="store_true", help="average the four in-plane flips")
-    parser.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
-    parser.add_argument("--device", choices=choices(Device), default="auto")
+    parser.add_argument("--amp", action="store_true",
+                        help="mixed precision: bf16 on CUDA (fp16 where unsupported) and on CPUs "
+                             "with native bf16 (AMX, AVX-512 BF16); float32 on other CPUs")
+    parser.add_argument("--device", choices=choices(Device), default="auto",
+                        help="where to run the model (default auto: CUDA when there is a GPU)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override the checkpoint's config, e.g. "
                                                   "--set data.test_cases=[1,2]")
@@ -106,7 +109,7 @@ def main(argv=None) -> int:
         result = run_evaluation(EvaluationRequest(**options, progress=not args.no_progress,
                                                   report=not args.no_report))
     except InputError as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
+        print(format_error(exc), file=sys.stderr)
         return 2
     report(result)
     return 0

@@ -21,7 +21,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from swin_unet.config import Device, choices
 from swin_unet.data_layer import add_dataset_option
-from swin_unet.errors import InputError, one_line
+from swin_unet.errors import InputError, format_error
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -47,12 +47,25 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--overwrite", action="store_true",
                         help="the output folder holds an earlier run: delete its config, log, "
                              "checkpoints and TensorBoard events and start afresh")
-    parser.add_argument("--device", default="auto", choices=choices(Device))
+    parser.add_argument("--device", default="auto", choices=choices(Device),
+                        help="where to train (default auto: CUDA when there is a GPU)")
     parser.add_argument("--amp", action="store_true",
-                        help="mixed precision (bf16 where supported, else fp16 with a scaler)")
+                        help="mixed precision: on CUDA bf16 where supported, else fp16 with a "
+                             "scaler; on CPUs with native bf16 (AMX, AVX-512 BF16) bf16; float32 "
+                             "on other CPUs (train.amp_dtype=bf16 forces bf16)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--quiet", action="store_true", help="log to train.log only")
     return parser.parse_args(argv)
+
+
+def _script(name: str) -> str:
+    """``name`` beside this file, as a path from the current folder: printed commands run as
+    printed from where the user stands (runs/ and data/ are relative to it as well)."""
+    path = Path(__file__).resolve().parent / name
+    try:
+        return os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return str(path)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -72,21 +85,26 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 1
     except InputError as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
+        print(format_error(exc), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    if result.already_finished:
+        if rank == 0:
+            print(f"{output}: all {result.epochs_done} epochs of this run are done already; "
+                  f"nothing to do (to train longer: --resume --set train.epochs=N)")
+        return 0
     if result.interrupted:
         if rank == 0:
-            print(f"stopped; continue with: python train.py --dataset {args.dataset} "
-                  f"--output {output} --resume", file=sys.stderr)
+            print(f"stopped; continue with: python {_script('train.py')} --dataset "
+                  f"{args.dataset} --output {output} --resume", file=sys.stderr)
         return 130
     if rank == 0:
         best = output / "checkpoints" / "best.pth"
         root = result.config.data.root
         print(f"done: {best}\n"
-              f"  evaluate: python test.py --volume --dataset {args.dataset} "
+              f"  evaluate: python {_script('test.py')} --volume --dataset {args.dataset} "
               f"{'--root ' + str(root) + ' ' if root else ''}"
               f"--checkpoint {best} --output {output / 'test'}\n"
               f"  curves:   {output / 'curves.png'} (or tensorboard --logdir "

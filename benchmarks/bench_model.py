@@ -3,8 +3,10 @@
 Prints JSON lines: one per (task, variant) with images/s (median over rounds), then the ratio
 fast / reference per task, then parameters, GFLOP per image and peak memory.
 
-    python benchmarks/bench_model.py                  # CPU, 2 threads, fp32, 5 rounds
-    python benchmarks/bench_model.py --device cuda    # + bf16 autocast and SDPA variants
+    python benchmarks/bench_model.py                  # CPU, 2 threads, fp32 (+ bf16 on CPUs
+                                                      # with AMX / AVX-512 BF16), 5 rounds
+    python benchmarks/bench_model.py --device cuda --variants fast-sdpa,fast-explicit,reference
+                                                      # fp32 and bf16 autocast, SDPA
 
 Rounds alternate the variants so that drifts of a shared machine hit both alike. Speed-ups
 are ratios of wall-clock medians; the process CPU time is printed beside them because on a
@@ -33,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.reference_model import ReferenceSwinUnet  # noqa: E402
 from swin_unet import SwinUnet  # noqa: E402
+from swin_unet.precision import cpu_bf16_support  # noqa: E402
 
 MODEL = dict(img_size=224, in_chans=1, num_classes=9, embed_dim=96, depths=(2, 2, 2, 2),
              num_heads=(3, 6, 12, 24), window_size=7, drop_path_rate=0.1)
@@ -158,6 +161,9 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=2, help="iterations per round and variant")
     parser.add_argument("--variants", default="fast,reference")
     parser.add_argument("--tasks", default="eval:1,eval:8,train:8")
+    parser.add_argument("--precisions", default="auto",
+                        help="fp32,bf16 or fp32; auto: bf16 beside fp32 on CUDA and on CPUs "
+                             "with native bf16")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--peak-memory-child", nargs=2, metavar=("VARIANT", "BATCH"),
                         help=argparse.SUPPRESS)
@@ -177,11 +183,21 @@ def main() -> None:
            "iters": args.iters}
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
+    else:
+        env["cpu_native_bf16"] = cpu_bf16_support()
     print(json.dumps({"bench": "model", "env": env}), flush=True)
 
     precisions = [("fp32", None)]
-    if device.type == "cuda":
+    wanted = args.precisions.split(",")
+    native = device.type == "cuda" or cpu_bf16_support() is not None
+    if "bf16" in wanted or (args.precisions == "auto" and native):
         precisions.append(("bf16", torch.bfloat16))
+    elif args.precisions == "auto":
+        # Emulated bf16 (no AMX / AVX-512 BF16) runs matmuls some 60x slower than fp32: a row
+        # that says so instead of minutes of timing (--precisions fp32,bf16 forces it).
+        print(json.dumps({"precision": "bf16", "skipped": "this CPU has no native bf16 "
+                          "(AMX or AVX-512 BF16); --precisions fp32,bf16 forces the row"}),
+              flush=True)
     for precision, dtype in precisions:
         results = time_tasks(variants, tasks, device, args.rounds, args.iters, dtype)
         for (task, batch, variant), (median, samples, cpu_median) in results.items():

@@ -13,6 +13,8 @@ alternating, and report medians and ratios as JSON lines:
   ours_mm      swin_unet.evaluation.evaluate_volumes on the data set read by datasets/ (what
                ``test.py --volume --save-nifti`` does per volume), default mm metric mode
   ours_paper   the same with --metric-mode paper (the original's resizing and metric rules)
+  ours_mm_bf16 ours_mm with --amp: bf16 autocast, on CPUs with native bf16 (AMX, AVX-512 BF16);
+               on other CPUs a line says it was skipped (--amp runs float32 there)
 
 An untrained network predicts noise, which no trained model does and which would make the
 metrics' cost unrepresentative (every voxel a surface voxel). So the network used by both
@@ -44,6 +46,7 @@ from datasets import open_dataset  # noqa: E402
 from swin_unet import SwinUnet  # noqa: E402
 from swin_unet.config import Config, DataConfig  # noqa: E402
 from swin_unet.evaluation import InferenceOptions, LoadedModel, evaluate_volumes  # noqa: E402
+from swin_unet.precision import cpu_bf16_support  # noqa: E402
 
 CLASS_TO_RAW = {1: 8, 2: 4, 3: 3, 4: 2, 5: 6, 6: 11, 7: 1, 8: 7}  # inverse of the 8-organ map
 WINDOW = (-125.0, 275.0)
@@ -97,6 +100,7 @@ def write_case(root: Path, shape: tuple[int, int, int]) -> Path:
 
 def original_procedure(model: nn.Module, root: Path, out: Path) -> list:
     """The published per-volume test loop, as the original code runs it on one GPU."""
+    device = next(model.parameters()).device
     from medpy.metric import binary
     folder = root / "RawData" / "Training"
     image_file = nib.load(str(folder / "img/img0001.nii.gz"))
@@ -111,8 +115,8 @@ def original_procedure(model: nn.Module, root: Path, out: Path) -> list:
     with torch.no_grad():
         for z in range(image.shape[2]):
             small = ndimage.zoom(image[:, :, z], (224 / x, 224 / y), order=3)
-            logits = model(torch.from_numpy(small).float()[None, None])
-            out_slice = torch.argmax(torch.softmax(logits, dim=1), dim=1)[0].numpy()
+            logits = model(torch.from_numpy(small).float()[None, None].to(device))
+            out_slice = torch.argmax(torch.softmax(logits, dim=1), dim=1)[0].cpu().numpy()
             prediction[:, :, z] = ndimage.zoom(out_slice, (x / 224, y / 224), order=0)
     scores = []
     for index in range(1, NUM_CLASSES):
@@ -128,11 +132,13 @@ def original_procedure(model: nn.Module, root: Path, out: Path) -> list:
     return scores
 
 
-def ours(loaded: LoadedModel, root: Path, out: Path, mode: str, batch_size: int) -> list:
+def ours(loaded: LoadedModel, root: Path, out: Path, mode: str, batch_size: int,
+         amp: bool = False) -> list:
     """What test.py does per volume: data set read, inference, metrics, NIfTI written."""
     source = open_dataset("synapse", DataConfig(root=str(root), test_cases=["1"]))
-    options = InferenceOptions(batch_size=batch_size, mode=mode, progress=False)
-    result = evaluate_volumes(loaded, source.volumes("test"), out / mode, options, save_nifti=True)
+    options = InferenceOptions(batch_size=batch_size, mode=mode, progress=False, amp=amp)
+    result = evaluate_volumes(loaded, source.volumes("test"), out / f"{mode}{amp:d}", options,
+                              save_nifti=True)
     return [(r["dice"], r["hd95"]) for r in result.per_case["case0001"]]
 
 
@@ -141,9 +147,11 @@ def main() -> None:
     parser.add_argument("--shape", type=int, nargs=3, default=(512, 512, 100))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     args = parser.parse_args()
     torch.manual_seed(0)
-    model = PriorSwinUnet().eval()
+    device = torch.device(args.device)
+    model = PriorSwinUnet().eval().to(device)
     config = Config(dataset="synapse")
     loaded = LoadedModel(model, config, [f"class_{i}" for i in range(1, NUM_CLASSES)],
                          "project", Path("<random weights>"))
@@ -156,6 +164,14 @@ def main() -> None:
             "ours_mm": lambda: ours(loaded, root, out, "mm", args.batch_size),
             "ours_paper": lambda: ours(loaded, root, out, "paper", args.batch_size),
         }
+        if device.type == "cuda" or cpu_bf16_support():
+            # test.py --amp: bf16 autocast on this GPU or CPU (swin_unet.precision).
+            variants["ours_mm_bf16"] = lambda: ours(loaded, root, out, "mm", args.batch_size,
+                                                    amp=True)
+        else:
+            print(json.dumps({"bench": "test_volume", "variant": "ours_mm_bf16",
+                              "skipped": "this CPU has no native bf16 (AMX or AVX-512 BF16): "
+                                         "test.py --amp runs float32 here"}), flush=True)
         times, values = run_alternating(variants, args.rounds)
     base = statistics.median(times["original"])
     for name in variants:
@@ -166,6 +182,7 @@ def main() -> None:
         dice = [d for d, _ in values[name] if d is not None and not np.isnan(d)]
         print(json.dumps({
             "bench": "test_volume", "variant": name, "shape": list(args.shape),
+            "device": args.device,
             "rounds": args.rounds, "threads": torch.get_num_threads(),
             "median_s": round(median, 2), "times_s": [round(t, 2) for t in times[name]],
             "speedup_vs_original": round(base / median, 2),

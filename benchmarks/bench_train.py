@@ -4,9 +4,10 @@ Prints JSON lines: the environment, one line per variant (slices/s from the medi
 rounds, process CPU time beside it), the speed-up of each variant over the first, and the
 peak memory of one training step per variant (each in its own process for a clean peak).
 
-    python benchmarks/bench_train.py                       # CPU: fp32 and bf16 autocast
+    python benchmarks/bench_train.py                       # CPU: fp32 and --amp (bf16 on
+                                                           # CPUs with native bf16)
     python benchmarks/bench_train.py --device cuda         # fp32 explicit attention (the
-                                                           # baseline), fp32 SDPA, --amp
+                                                           # baseline), fp32 SDPA, bf16, fp16
     python benchmarks/bench_train.py --device cuda --variants fp32-explicit,amp,amp-compile
 
 A step is the training loop's own (swin_unet.training.Trainer): forward under autocast, the
@@ -38,17 +39,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from swin_unet import build_model  # noqa: E402
 from swin_unet.config import Config  # noqa: E402
+from swin_unet.precision import cpu_bf16_support  # noqa: E402
 from swin_unet.training import Trainer  # noqa: E402
 from swin_unet.training.distributed import DistributedContext  # noqa: E402
 
-# name: (model.attention, train.amp, train.compile)
+# name: (model.attention, train.amp, train.compile, train.amp_dtype). "amp" is what --amp
+# runs on the device (bf16 on CUDA and on CPUs with native bf16, float32 on other CPUs);
+# "bf16" and "fp16" force that autocast dtype (bf16 on a CPU without it is emulated, slow).
 VARIANTS = {
-    "fp32-explicit": ("explicit", False, False),
-    "fp32": ("auto", False, False),
-    "amp": ("auto", True, False),
-    "amp-compile": ("auto", True, True),
+    "fp32-explicit": ("explicit", False, False, "auto"),
+    "fp32": ("auto", False, False, "auto"),
+    "fp32-sdpa": ("sdpa", False, False, "auto"),
+    "amp": ("auto", True, False, "auto"),
+    "bf16": ("auto", True, False, "bf16"),
+    "fp16": ("auto", True, False, "fp16"),
+    "amp-compile": ("auto", True, True, "auto"),
 }
-DEFAULTS = {"cpu": "fp32,amp", "cuda": "fp32-explicit,fp32,amp"}
+DEFAULTS = {"cpu": "fp32,amp", "cuda": "fp32-explicit,fp32,bf16,fp16"}
 
 
 class RandomSlices(torch.utils.data.Dataset):
@@ -70,11 +77,12 @@ class RandomSlices(torch.utils.data.Dataset):
 
 def make_trainer(variant: str, device: torch.device, batch: int, output: Path) -> Trainer:
     """A Trainer on the published Synapse recipe, its model configured as ``variant``."""
-    attention, amp, compile_ = VARIANTS[variant]
+    attention, amp, compile_, amp_dtype = VARIANTS[variant]
     config = Config()
     config = dataclasses.replace(
         config, model=dataclasses.replace(config.model, attention=attention),
-        train=dataclasses.replace(config.train, amp=amp, compile=compile_, batch_size=batch),
+        train=dataclasses.replace(config.train, amp=amp, compile=compile_, batch_size=batch,
+                                  amp_dtype=amp_dtype),
         data=dataclasses.replace(config.data, num_workers=0))
     torch.manual_seed(0)
     model = build_model(config.model).to(device)
@@ -185,6 +193,8 @@ def main() -> None:
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
         env["bf16_supported"] = torch.cuda.is_bf16_supported()
+    else:
+        env["cpu_native_bf16"] = cpu_bf16_support()
     print(json.dumps({"bench": "train", "env": env}), flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -29,8 +29,19 @@ from .intensity import INTENSITY_MODES, normalize_intensity, resolve_intensity
 from .phantom import generate_phantom
 from .registry import (DATASET_NAMES, DATASETS, LAYOUTS, DatasetEntry, Layout, class_names_for,
                        dataset_entry, default_intensity_for, default_root, open_dataset)
-from .slices import SliceDataset, VolumeDataset
-from .transforms import resize_slices
+
+# torch and MONAI come with these: loaded on first use, so that a command that only reads the
+# data-set table (test.py --help, --predictions) does not pay seconds of imports.
+_LAZY = {"SliceDataset": ".slices", "VolumeDataset": ".slices", "resize_slices": ".transforms"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "DATASET_NAMES",

@@ -107,7 +107,7 @@ class AcdcRaw(DataSource):
                  default_splits: Optional[dict] = None):
         folder = find_acdc_raw(Path(root))
         if folder is None:
-            raise InputError(f"{root}: no ACDC raw data here; {ACDC_HELP}")
+            raise InputError(f"{root}: no ACDC raw data here", path=root, details=ACDC_HELP)
         self.name = name
         self.folder = folder
         self._entries: dict[str, list[VolumeEntry]] = {}
@@ -171,7 +171,8 @@ class AcdcRelease(DataSource):
     def __init__(self, root: Path, data_cfg: DataConfig):
         folder = find_acdc_release(Path(root))
         if folder is None:
-            raise InputError(f"{root}: no MT-UNet ACDC release here; {ACDC_HELP}")
+            raise InputError(f"{root}: no MT-UNet ACDC release here", path=root,
+                             details=ACDC_HELP)
         self.folder = folder
         self._files: dict[tuple[str, str], dict] = {}
         self._ordered: dict[tuple[str, str], list[Path]] = {}

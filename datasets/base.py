@@ -8,18 +8,19 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 import numpy as np
 
 from swin_unet.config import DataConfig, check_choices
 from swin_unet.errors import InputError
-from swin_unet.model.network import as_pair
 
 from .cases import SPLITS, resolve_splits
 from .intensity import normalize_intensity, resolve_intensity
 from .readers import read_nifti_header
-from .slices import SliceDataset, VolumeDataset, build_slice_cache
+
+if TYPE_CHECKING:
+    from .slices import SliceDataset, VolumeDataset
 
 __all__ = ["VolumeEntry", "RawVolume", "DataSource", "label_lookup", "override_class_names"]
 
@@ -219,6 +220,9 @@ class DataSource(abc.ABC):
 
     def volumes(self, split: str) -> VolumeDataset:
         """Whole volumes of ``split``, read lazily one at a time (see :meth:`volume_item`)."""
+        # torch and MONAI load with the slices module, not with the data-set table.
+        from .slices import VolumeDataset
+
         return VolumeDataset(self.entries(split), self.volume_item)
 
     def train_slices(self, img_size: Union[int, Sequence[int]], seed: int = 0) -> SliceDataset:
@@ -228,6 +232,10 @@ class DataSource(abc.ABC):
         (``data_cfg.augment``; the kind is :attr:`augmentation`) derives its randomness from
         (seed, epoch, index) only.
         """
+        from swin_unet.model.network import as_pair
+
+        from .slices import SliceDataset, build_slice_cache
+
         size = as_pair(img_size)
         entries = self.entries("train")
         if not entries:

@@ -49,7 +49,7 @@ def read_dataset_json(path: Path) -> dict:
         Missing or invalid file, region-based labels, or labels that are not 0..K.
     """
     if not path.is_file():
-        raise InputError(f"{path}: file not found; {FOLDER_HELP}", path=path)
+        raise InputError(f"{path}: file not found", path=path, details=FOLDER_HELP)
     meta = read_json(path)
     labels = meta.get("labels") if isinstance(meta, dict) else None
     if not isinstance(labels, dict) or not labels:
@@ -161,7 +161,8 @@ class FolderDataset(DataSource):
         self.default_intensity = "ct" if self.modalities[0].strip().upper() == "CT" else "zscore"
         labels_dir = root / "labelsTr"
         if not labels_dir.is_dir():
-            raise InputError(f"{labels_dir}: folder not found; {FOLDER_HELP}")
+            raise InputError(f"{labels_dir}: folder not found", path=labels_dir,
+                             details=FOLDER_HELP)
         # MSD archives carry macOS "._name" files next to the real ones.
         self._labelled = sorted(p.name[:-len(self.file_ending)]
                                 for p in labels_dir.glob(f"*{self.file_ending}")

@@ -12,7 +12,7 @@ import logging
 import re
 from collections import defaultdict
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 import numpy as np
 
@@ -20,13 +20,14 @@ from swin_unet.config import DataConfig
 from swin_unet.errors import InputError
 from swin_unet.image_io import (IMAGE_SUFFIXES, image_name, is_image_file, read_image,
                                 read_image_header, read_mask)
-from swin_unet.model.network import as_pair
 
 from .base import DataSource, RawVolume, VolumeEntry
 from .cases import deterministic_split
 from .folder import _case_id, _read_splits, read_dataset_json
 from .readers import check_label_values
-from .slices import SliceDataset
+
+if TYPE_CHECKING:
+    from .slices import SliceDataset
 
 __all__ = ["IMAGES_HELP", "MASK_SUFFIXES", "find_nnunet_2d", "find_image_pairs",
            "ImageSource", "NnUnet2dImages", "ImagePairs"]
@@ -261,6 +262,8 @@ class ImageSource(DataSource):
         so JPEGs decode at a reduced scale (see ``read_image``'s ``at_least``): on ISIC-sized
         photographs a fraction of a full decode and normalisation
         (``benchmarks/bench_data.py``). Masks are read in full."""
+        from swin_unet.model.network import as_pair  # torch: only when training
+
         self._decode_at_least = as_pair(img_size)
         try:
             return super().train_slices(img_size, seed)

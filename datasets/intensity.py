@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from monai.transforms import NormalizeIntensity, ScaleIntensity, ScaleIntensityRange
 
 from swin_unet.config import IntensityMode, choices
 from swin_unet.errors import InputError
@@ -58,6 +57,10 @@ def normalize_intensity(array: np.ndarray, mode: str,
         raise InputError(f"intensity mode {mode!r} is not one of {', '.join(INTENSITY_MODES)}"
                          + (" (resolve 'auto' through the data set first)" if mode == "auto"
                             else ""))
+    # MONAI (seconds to import) only where volumes are normalised, not where a command
+    # merely reads the data-set table (test.py --predictions, --help).
+    from monai.transforms import NormalizeIntensity, ScaleIntensity, ScaleIntensityRange
+
     array = np.asarray(array)
     if mode == "none":
         return array.astype(np.float32)

@@ -10,7 +10,6 @@ from typing import Optional, Sequence
 import h5py
 import nibabel as nib
 import numpy as np
-from monai.transforms import LoadImage
 
 from swin_unet.errors import InputError, parsing
 from swin_unet.headers import check_declared_size
@@ -125,6 +124,8 @@ def read_nifti(path: Path, dtype=np.float32) -> tuple[np.ndarray, np.ndarray, tu
         check_declared_size(path, header.shape, header.dtype, compressed=True)
     else:
         check_nifti_complete(header)
+    from monai.transforms import LoadImage  # seconds to import: only when reading
+
     with parsing(path, "or truncated NIfTI file"):
         array, meta = LoadImage(reader="NibabelReader", image_only=False, dtype=dtype)(str(path))
     array = np.asarray(array)

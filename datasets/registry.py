@@ -69,7 +69,7 @@ class DatasetEntry:
     help : str
         The expected layouts and where the data is published, shown when the root is missing.
     default_dir : str or None
-        ``data/<default_dir>`` under the repository when ``data.root`` is unset; None: the
+        ``data/<default_dir>`` under the current folder when ``data.root`` is unset; None: the
         root is required.
     aliases : mapping
         Further ``data.layout`` values and the layout each names.
@@ -138,7 +138,7 @@ class DatasetEntry:
 
     def missing(self, root: Path) -> InputError:
         """The error for a root that holds none of the layouts."""
-        return InputError(f"{root}: {self.title} data not found; {self.help}")
+        return InputError(f"{root}: {self.title} data not found", path=root, details=self.help)
 
     def open(self, root: Path, cfg: DataConfig) -> DataSource:
         """The data source under ``root`` (generated first for a phantom that is not there)."""
@@ -209,9 +209,11 @@ def dataset_entry(name: str) -> DatasetEntry:
 
 
 def default_root(name: str) -> Optional[Path]:
-    """Where ``name`` is looked for when ``data.root`` is not set: ``data/...`` in the repo."""
+    """Where ``name`` is looked for when ``data.root`` is not set: ``data/...`` under the
+    current folder, the one rule for every path the tools read or write by default (``runs/``
+    and ``outputs/`` too)."""
     folder = dataset_entry(name).default_dir
-    return REPO_ROOT / "data" / folder if folder else None
+    return Path("data") / folder if folder else None
 
 
 def class_names_for(name: str, layout: str = "auto", root: Optional[str] = None,
@@ -238,7 +240,7 @@ def default_intensity_for(name: str, layout: str = "auto") -> Optional[str]:
 def open_dataset(name: str, data_cfg: Optional[DataConfig] = None) -> DataSource:
     """The data source for ``name`` (one of :data:`DATASET_NAMES`) configured by ``data_cfg``.
 
-    ``data_cfg.root`` None means ``data/<Synapse|ACDC|phantom>/`` under the repository; the
+    ``data_cfg.root`` None means ``data/<Synapse|ACDC|phantom>/`` under the current folder; the
     phantom is generated there on first use (seconds). ``data_cfg.layout`` "auto" detects the
     layout from the files.
 
@@ -253,7 +255,8 @@ def open_dataset(name: str, data_cfg: Optional[DataConfig] = None) -> DataSource
     entry.layout(cfg.layout)  # an unknown layout is named before the root is looked at
     if cfg.root is None:
         if entry.default_dir is None:
-            raise InputError(f"--dataset {name} needs --root (data.root); {entry.help}")
+            raise InputError(f"--dataset {name} needs --root (data.root)", key="data.root",
+                             details=entry.help)
         root = default_root(name)
     else:
         root = Path(cfg.root).expanduser()

@@ -81,7 +81,8 @@ class SynapseRaw(DataSource):
                  default_splits: Optional[dict] = None):
         folder = find_synapse_raw(Path(root))
         if folder is None:
-            raise InputError(f"{root}: no Synapse raw data here; {SYNAPSE_HELP}")
+            raise InputError(f"{root}: no Synapse raw data here", path=root,
+                             details=SYNAPSE_HELP)
         self.name = name
         self.folder = folder
         self._lookup = label_lookup(SYNAPSE_RAW_TO_CLASS, SYNAPSE_RAW_MAX)
@@ -130,7 +131,8 @@ class SynapseRelease(DataSource):
     def __init__(self, root: Path, data_cfg: DataConfig):
         folder = find_synapse_release(Path(root))
         if folder is None:
-            raise InputError(f"{root}: no TransUNet Synapse release here; {SYNAPSE_HELP}")
+            raise InputError(f"{root}: no TransUNet Synapse release here", path=root,
+                             details=SYNAPSE_HELP)
         self.folder = folder
         self._slices: dict[str, list[tuple[int, Path]]] = {}
         for path in sorted((folder / "train_npz").glob("*.npz")):

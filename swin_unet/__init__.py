@@ -1,6 +1,15 @@
 """Swin-Unet for 2-D medical image segmentation: the model, its checkpoints, training and evaluation."""
 
-from .model import LoadReport, SwinUnet, build_model, load_pretrained, read_checkpoint
-
 __all__ = ["SwinUnet", "build_model", "load_pretrained", "read_checkpoint", "LoadReport"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # The model (and torch) load on first use: importing swin_unet.errors or swin_unet.config,
+    # as the command lines do before parsing their arguments, must not cost torch's import.
+    if name in __all__:
+        from . import model
+        value = getattr(model, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,6 +9,7 @@ wrong type raise :class:`~swin_unet.errors.InputError` naming the key.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -124,7 +125,7 @@ class ModelConfig:
 class DataConfig:
     """Where the data is and how it is read; splits default to the data set's standard one."""
 
-    # None: data/Synapse, data/ACDC, data/phantom or data/phantom2d under the repository
+    # None: data/Synapse, data/ACDC, data/phantom or data/phantom2d under the current folder
     # (folder: required).
     root: Optional[str] = None
     # "auto" detects the layout from the files under root; or synapse_raw, synapse_npz,
@@ -288,9 +289,7 @@ def _fill(cls: type, values: dict, prefix: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names, key=str)  # YAML keys may be numbers too
     if unknown:
-        raise InputError(f"unknown config key '{prefix}{unknown[0]}' "
-                         f"(known keys under '{prefix.rstrip('.') or 'the top level'}': "
-                         f"{', '.join(sorted(names))})")
+        raise unknown_key(f"{prefix}{unknown[0]}", [f"{prefix}{n}" for n in names])
     kwargs = {}
     for name, value in values.items():
         tp = hints[name]
@@ -299,6 +298,41 @@ def _fill(cls: type, values: dict, prefix: str) -> Any:
         else:
             kwargs[name] = _coerce(value, tp, f"{prefix}{name}")
     return cls(**kwargs)
+
+
+def _dotted_keys(values: dict, prefix: str = "") -> list[str]:
+    """Every section and key of a nested dict as a dotted path."""
+    keys = []
+    for name, value in values.items():
+        keys.append(f"{prefix}{name}")
+        if isinstance(value, dict):
+            keys.extend(_dotted_keys(value, f"{prefix}{name}."))
+    return keys
+
+
+def unknown_key(key: str, known: Sequence[str]) -> InputError:
+    """The error for an unknown config ``key``, suggesting the nearest of ``known`` (dotted).
+
+    The key's last part is compared with the names in its section (``train.epoch`` ->
+    ``train.epochs``); in a section that does not exist, with every key's last part
+    (``epochs`` -> ``train.epochs``). Without a close match the section's keys are listed.
+    """
+    section, _, name = key.rpartition(".")
+    siblings = {k.rpartition(".")[2]: k for k in sorted(known) if k.rpartition(".")[0] == section}
+    in_section = bool(siblings) or any(k == section for k in known)
+    pool = siblings if in_section else {k.rpartition(".")[2]: k for k in sorted(known)}
+    near = difflib.get_close_matches(name, list(pool), n=1, cutoff=0.6 if in_section else 0.8)
+    if not near and not section:  # a top-level name: perhaps a key with its section left out
+        pool = {k.rpartition(".")[2]: k for k in sorted(known)}
+        near = difflib.get_close_matches(name, list(pool), n=1, cutoff=0.8)
+    if near:
+        return InputError(f"unknown config key '{key}' (did you mean '{pool[near[0]]}'?)",
+                          key=key)
+    if not in_section:
+        section = ""
+        siblings = {k: k for k in sorted(known) if "." not in k}
+    return InputError(f"unknown config key '{key}' (known keys under "
+                      f"'{section or 'the top level'}': {', '.join(siblings.values())})", key=key)
 
 
 def config_to_dict(config: Config) -> dict:
@@ -372,7 +406,7 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
         node = defaults
         for i, part in enumerate(key.split(".")):
             if not isinstance(node, dict) or part not in node:
-                raise InputError(f"unknown config key '{key}'")
+                raise unknown_key(key, _dotted_keys(defaults))
             node = node[part]
     return config_from_dict(update, base=config)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import ModuleType
 
 from .config import REPO_ROOT
-from .errors import InputError, one_line
+from .errors import InputError, format_error
 
 __all__ = ["project_datasets", "add_dataset_option"]
 
@@ -61,5 +61,5 @@ def add_dataset_option(parser: argparse.ArgumentParser, **kwargs) -> None:
     try:
         names = project_datasets().DATASET_NAMES
     except InputError as exc:
-        parser.exit(2, f"error: {one_line(exc)}\n")
+        parser.exit(2, format_error(exc) + "\n")
     parser.add_argument("--dataset", choices=names, **kwargs)

@@ -13,7 +13,8 @@ class InputError(ValueError):
     """A problem with something the user gave: a file, a folder, a config key or value.
 
     The message names the file or key and says what is wrong, in one line. Library code raises
-    it; the command-line tools turn it into one line on stderr and exit status 2.
+    it; the command-line tools turn it into one line on stderr (followed by the indented
+    ``details`` block, when there is one) and exit status 2.
 
     Parameters
     ----------
@@ -24,20 +25,24 @@ class InputError(ValueError):
         than from the message.
     key : str, optional
         The offending config key or option, when there is one.
+    details : str, optional
+        Help that needs lines of its own (the layouts a data set may have and where it is
+        published), shown under the one-line message.
     """
 
     def __init__(self, message: str, *, path: Union[str, Path, None] = None,
-                 key: Optional[str] = None) -> None:
+                 key: Optional[str] = None, details: Optional[str] = None) -> None:
         super().__init__(message)
         self.path = Path(path) if path is not None else None
         self.key = key
+        self.details = details
 
     def at(self, path: Union[str, Path]) -> "InputError":
         """This error as one about ``path``: itself when it names a file already, else the same
         message prefixed with ``path`` (the key kept)."""
         if self.path is not None:
             return self
-        return InputError(f"{path}: {self}", path=path, key=self.key)
+        return InputError(f"{path}: {self}", path=path, key=self.key, details=self.details)
 
 
 def one_line(exc: BaseException) -> str:
@@ -72,3 +77,12 @@ def parsing(path: Union[str, Path], what: str) -> Iterator[None]:
         raise
     except Exception as exc:  # noqa: BLE001 - see the docstring: the parser's own failures
         raise InputError(f"{path}: unreadable {what} ({_reason(exc)})", path=path) from None
+def format_error(exc: BaseException) -> str:
+    """What the command-line tools print for ``exc``: ``error:`` and its one line, then its
+    ``details`` (if any) indented by two spaces, their lines kept."""
+    text = f"error: {one_line(exc)}"
+    details = getattr(exc, "details", None)
+    if details:
+        text += "".join(f"\n  {line}" if line.strip() else "\n"
+                        for line in str(details).strip("\n").splitlines())
+    return text

@@ -6,10 +6,9 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from .data_layer import project_datasets
@@ -17,13 +16,10 @@ from .errors import InputError
 from .image_io import read_image
 from .image_segmentation import find_image_inputs, image_targets, segment_images, \
     write_image_prediction
-from .inference import resolve_device
 from .metrics import case_metrics
 from .orientation import Reorientation
 from .output_folder import check_output, remove_results, write_results
 from .report_builder import ReportBuilder, report_for
-from .scan_outputs import OutputKinds, orient_scan, output_paths, segment_volume
-from .trained import LoadedModel, load_model, resolve_intensity_for
 from .viewer_tables import write_viewer_tables
 from .volume_io import (Volume, find_inputs, read_geometry, read_volume, reference_of_item,
                         same_grid)
@@ -31,6 +27,19 @@ from .volume_io import (Volume, find_inputs, read_geometry, read_volume, referen
 __all__ = ["InferenceOptions", "EvaluationRequest", "RunResult", "run_evaluation", "check_output",
            "evaluate_volumes", "evaluate_predictions", "segment_inputs", "LoadedModel",
            "load_model", "resolve_intensity_for"]
+
+if TYPE_CHECKING:
+    import torch
+
+    from .trained import LoadedModel
+
+
+def __getattr__(name: str):
+    """The model-loading names, on first use: scoring predictions needs no torch nor model."""
+    if name in ("LoadedModel", "load_model", "resolve_intensity_for"):
+        from . import trained
+        return getattr(trained, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +61,7 @@ class InferenceOptions:
     device : torch.device, optional
         Where to run (default: where the model is).
     amp : bool
-        Mixed precision on CUDA.
+        Mixed precision (``--amp``) as :func:`swin_unet.precision.autocast_dtype` chooses it.
     progress : bool
         Show a progress bar.
     """
@@ -68,6 +77,8 @@ class InferenceOptions:
                 plan: Optional[Reorientation] = None,
                 paths: Optional[dict[str, Path]] = None) -> tuple[np.ndarray, list[Path]]:
         """The labels of ``image`` and the files of ``paths`` (``scan_outputs.segment_volume``)."""
+        from .scan_outputs import segment_volume
+
         return segment_volume(loaded.model, image, reference, loaded.config.model.img_size,
                               len(loaded.class_names) + 1, plan, paths,
                               batch_size=self.batch_size, mode=self.mode, tta=self.tta,
@@ -105,6 +116,8 @@ def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
     InputError
         A volume without a label, or a label that does not fit the model's classes.
     """
+    from .scan_outputs import OutputKinds, output_paths  # torch: with the model only
+
     output.mkdir(parents=True, exist_ok=True)
     result = RunResult(notes=[unit_spacing_note] if unit_spacing_note else [], output=output)
     num_classes = len(loaded.class_names) + 1
@@ -255,7 +268,10 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: Inf
     InputError
         An empty or unreadable input, a prediction file that exists (without ``overwrite``).
     """
+    from .scan_outputs import OutputKinds, orient_scan, output_paths  # torch: with the model
+
     if normalise is None:
+        from .trained import resolve_intensity_for
         intensity = resolve_intensity_for(loaded.config)
         window = loaded.config.data.ct_window
         normalize_intensity = project_datasets().normalize_intensity
@@ -388,6 +404,9 @@ def run_evaluation(request: EvaluationRequest) -> RunResult:
                                     request.metric_mode or "mm", names, request.progress,
                                     report_for(request, output, names or []),
                                     request.ignore_geometry, stale)
+    from .inference import resolve_device
+    from .trained import load_model
+
     device = resolve_device(request.device)
     overrides = list(request.overrides) + ([f"data.root={request.root}"] if request.root else [])
     loaded = load_model(request.checkpoint, request.dataset, overrides, device)
@@ -396,9 +415,9 @@ def run_evaluation(request: EvaluationRequest) -> RunResult:
                                request.metric_mode or inference.metric_mode,
                                request.tta or inference.tta, device, request.amp,
                                request.progress)
-    if request.amp and device.type != "cuda":
-        logger.warning("--amp has an effect on CUDA only; running in float32 on the %s",
-                       device.type)
+    from .precision import autocast_dtype, precision_name
+    logger.info("precision: %s", precision_name(device, autocast_dtype(device, request.amp),
+                                                request.amp))
     if kind == "input":
         return segment_inputs(loaded, request.input, request.output, options, request.overwrite,
                               report=report_for(request, request.output, loaded.class_names,

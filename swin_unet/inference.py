@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Optional, Sequence, Union
 
@@ -16,6 +15,7 @@ from .config import MetricMode, choices, look_up_option
 from .errors import InputError
 from .model.network import as_pair
 from .volume_io import label_dtype
+from .precision import autocast, autocast_dtype
 
 __all__ = ["predict_volume", "resolve_device", "flip_tta_logits"]
 
@@ -27,7 +27,8 @@ def resolve_device(device: Union[str, torch.device, None] = "auto",
                    local_rank: int = 0) -> torch.device:
     """``"auto"``/None -> CUDA when available, else CPU; ``"cuda"`` -> this process's GPU.
 
-    ``local_rank`` picks the GPU of a process started by torchrun when no index is given.
+    ``local_rank`` picks the GPU of a process started by torchrun when no index is given; a
+    process that sees a single GPU uses it whatever its local rank.
 
     Raises
     ------
@@ -49,23 +50,14 @@ def resolve_device(device: Union[str, torch.device, None] = "auto",
                              "(use --device cpu or auto)")
         if device.index is None:
             count = torch.cuda.device_count()
-            if local_rank >= count:
+            # A cluster that gives each process its own GPU (CUDA_VISIBLE_DEVICES per rank)
+            # shows every process one device, whatever its local rank.
+            index = 0 if count == 1 else local_rank
+            if index >= count:
                 raise InputError(f"--device cuda: local rank {local_rank} has no GPU ({count} "
                                  f"visible); start at most {count} processes per node")
-            device = torch.device("cuda", local_rank)
+            device = torch.device("cuda", index)
     return device
-
-
-def _autocast(device: torch.device, amp: bool):
-    """Autocast on CUDA when asked (bfloat16 where supported, else float16); a no-op elsewhere.
-
-    bfloat16 first, like training's ``amp_dtype: auto``: its range matches float32, so logits
-    of a model trained in bfloat16 cannot overflow as they could in float16.
-    """
-    if amp and device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return contextlib.nullcontext()
 
 
 def flip_tta_logits(model: nn.Module, batch: torch.Tensor, tta: bool) -> torch.Tensor:
@@ -133,8 +125,9 @@ def _store_probabilities(probs: torch.Tensor, start: int, stop: int,
 
 def predict_volume(model: nn.Module, image: np.ndarray, img_size: Union[int, Sequence[int]],
                    batch_size: int = 16, mode: str = "mm", tta: bool = False,
-                   device: Union[str, torch.device, None] = None,
-                   amp: bool = False, probabilities: Optional[np.ndarray] = None,
+                   device: Union[str, torch.device, None] = None, amp: bool = False,
+                   amp_dtype: Optional[torch.dtype] = None,
+                   probabilities: Optional[np.ndarray] = None,
                    entropy: Optional[np.ndarray] = None) -> np.ndarray:
     """Segment a volume slice by slice along its last axis.
 
@@ -158,7 +151,11 @@ def predict_volume(model: nn.Module, image: np.ndarray, img_size: Union[int, Seq
     device : str or torch.device, optional
         Where to run; default the device of the model's parameters. The model is moved there.
     amp : bool
-        Mixed precision on CUDA (bfloat16, or float16 where unsupported); ignored on the CPU.
+        Mixed precision as :func:`swin_unet.precision.autocast_dtype` chooses it: on CUDA
+        bfloat16 (float16 where unsupported), on a CPU with native bf16 (AMX, AVX-512 BF16)
+        bfloat16, on other CPUs float32.
+    amp_dtype : torch.dtype, optional
+        This autocast dtype instead (validation passes its training run's); overrides ``amp``.
     probabilities : np.ndarray, optional
         A writable (K, X, Y, Z) array (any float dtype; a view such as a transposed one is
         fine) that receives the class probabilities, slab by slab, so that no float32 copy of
@@ -205,7 +202,8 @@ def predict_volume(model: nn.Module, image: np.ndarray, img_size: Union[int, Seq
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), _autocast(device, amp):
+        dtype = amp_dtype if amp_dtype is not None else autocast_dtype(device, amp)
+        with torch.inference_mode(), autocast(device, dtype):
             for start in range(0, z, batch_size):
                 stop = min(start + batch_size, z)
                 # (C, X, Y, n) -> (n, C, X, Y): the layout of the training slices.

@@ -92,8 +92,11 @@ def write_results(output: Path, per_case: dict, class_names: list[str], mode: st
     """
     summary = summarize(per_case, class_names, mode, distance_unit)
     write_metrics_csv(output / "metrics.csv", per_case, class_names)
+    # The values predictions hold: the data set's class order (Synapse: the 8-organ order,
+    # not BTCV's raw label numbers).
+    labels = {"0": "background", **{str(i): name for i, name in enumerate(class_names, 1)}}
     write_summary_json(output / "summary.json", summary, notes=result.notes, complete=complete,
-                       **extra)
+                       label_values=labels, **extra)
     result.summary, result.per_case = summary, per_case
     if complete:
         result.written += [output / "metrics.csv", output / "summary.json"]

@@ -17,6 +17,9 @@ __all__ = ["SLICER_TABLE", "ITKSNAP_TABLE", "write_slicer_table", "write_itksnap
            "write_viewer_tables"]
 
 SLICER_TABLE = "labels.ctbl"
+# Which numbering the predictions use (Synapse: the 8-organ order, not BTCV's raw labels).
+NUMBERING = ("values: class indices in the data set's class order, not the raw label numbers "
+             "of its source files")
 ITKSNAP_TABLE = "labels_itksnap.txt"
 
 
@@ -39,7 +42,7 @@ def write_slicer_table(path: Union[str, Path], class_names: Sequence[str]) -> Pa
     colour table under Volumes > Display > Lookup Table.
     """
     lines = [f"# Color table file {Path(path).name}: Swin-Unet classes",
-             f"# {len(class_names) + 1} values", "0 Background 0 0 0 0"]
+             f"# {NUMBERING}", f"# {len(class_names) + 1} values", "0 Background 0 0 0 0"]
     for index, name in enumerate(class_names, start=1):
         r, g, b = class_colour(index)
         lines.append(f"{index} {_slicer_name(name)} {r} {g} {b} 255")
@@ -51,6 +54,7 @@ def write_itksnap_labels(path: Union[str, Path], class_names: Sequence[str]) -> 
     lines = [
         "################################################",
         "# ITK-SnAP Label Description File",
+        f"# {NUMBERING}",
         "# File format:",
         "# IDX   -R-  -G-  -B-  -A--  VIS MSH  LABEL",
         "# Fields:",

@@ -106,8 +106,9 @@ def test_msd_four_dimensional_multichannel_image(tmp_path):
 def test_folder_errors_name_the_file(tmp_path):
     with pytest.raises(InputError, match="needs --root"):
         open_dataset("folder", DataConfig())
-    with pytest.raises(InputError, match=r"(?s)data not found.*imagesTr/"):
+    with pytest.raises(InputError, match=r"data not found") as exc_info:
         open_dataset("folder", DataConfig(root=str(tmp_path)))
+    assert "imagesTr/" in exc_info.value.details
     (tmp_path / "dataset.json").write_text(json.dumps({"labels": {"0": "background",
                                                                   "2": "liver"}}))
     with pytest.raises(InputError, match=r"dataset\.json: label indices \[0, 2\] are not 0\.\.K"):

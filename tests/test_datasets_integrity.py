@@ -141,14 +141,14 @@ def test_missing_case_and_missing_root(tmp_path):
     missing = tmp_path / "nowhere"
     with pytest.raises(InputError) as exc_info:
         open_dataset("synapse", DataConfig(root=str(missing)))
-    message = str(exc_info.value)
-    assert message.startswith(f"{missing}: Synapse data not found")
-    assert "RawData/Training/img/img0001.nii.gz" in message and "train_npz/" in message
-    assert "synapse.org" in message
+    message, details = str(exc_info.value), exc_info.value.details
+    assert message == f"{missing}: Synapse data not found"
+    assert "RawData/Training/img/img0001.nii.gz" in details and "train_npz/" in details
+    assert "synapse.org" in details
     with pytest.raises(InputError) as exc_info:
         open_dataset("acdc", DataConfig(root=str(missing)))
-    assert "patient001_frame01_gt.nii.gz" in str(exc_info.value)
-    assert "creatis.insa-lyon.fr" in str(exc_info.value)
+    assert "patient001_frame01_gt.nii.gz" in exc_info.value.details
+    assert "creatis.insa-lyon.fr" in exc_info.value.details
 
 
 def test_bad_names_and_config_values(tmp_path):

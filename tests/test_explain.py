@@ -51,8 +51,11 @@ def test_pictured_mask_is_the_models_own_buffer(explained):
         n, (rows, cols) = view.window ** 2, view.grid
         for i, window in enumerate(buffer):
             r, c = divmod(i, cols)
+            # -inf (blocked) is drawn as -1; 0 (may attend) as itself.
             np.testing.assert_array_equal(image[r * (n + 1):r * (n + 1) + n,
-                                                c * (n + 1):c * (n + 1) + n], window.numpy())
+                                                c * (n + 1):c * (n + 1) + n],
+                                          np.where(np.isneginf(window.numpy()), -1.0,
+                                                   window.numpy()))
         assert np.isnan(image[n, :]).all() and image.shape == (rows * (n + 1) - 1,
                                                                cols * (n + 1) - 1)
 

@@ -9,7 +9,7 @@ from torch import nn
 from datasets.transforms import resize_slices
 from swin_unet import SwinUnet
 from swin_unet.errors import InputError
-from swin_unet.inference import predict_volume
+from swin_unet.inference import predict_volume, resolve_device
 from swin_unet.metrics import case_metrics
 
 K = 4
@@ -135,3 +135,49 @@ def test_bad_arguments_raise_input_error(kwargs, message):
         predict_volume(IntensityClassifier(), image, 8, **kwargs)
     with pytest.raises(InputError, match="shape"):
         predict_volume(IntensityClassifier(), image[..., 0], 8)
+
+
+class _AutocastProbe(torch.nn.Module):
+    """Identity-like model recording the autocast state its forward runs in."""
+
+    in_chans = 1
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 3, 1)
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(torch.get_autocast_dtype("cpu")
+                         if torch.is_autocast_enabled("cpu") else None)
+        return self.conv(x)
+
+
+@pytest.mark.parametrize("native,amp,amp_dtype,expected", [
+    (None, True, None, None),                      # --amp on a CPU without bf16: float32
+    ("avx512_bf16", True, None, torch.bfloat16),   # --amp on a CPU with bf16
+    ("amx_bf16", False, None, None),               # no --amp
+    (None, False, torch.bfloat16, torch.bfloat16),  # validation passes its run's dtype
+])
+def test_predict_volume_runs_in_the_precision_asked(monkeypatch, native, amp, amp_dtype, expected):
+    from swin_unet import precision
+    monkeypatch.setattr(precision, "cpu_bf16_support", lambda: native)
+    model = _AutocastProbe()
+    predict_volume(model, np.zeros((8, 8, 3), np.float32), 8, batch_size=2, device="cpu",
+                   amp=amp, amp_dtype=amp_dtype)
+    assert model.seen == [expected, expected]
+
+
+@pytest.mark.parametrize("count,local_rank,expected", [(1, 3, 0), (4, 3, 3), (2, 0, 0)])
+def test_cuda_device_of_a_process_follows_its_local_rank_unless_it_sees_one_gpu(
+        monkeypatch, count, local_rank, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    assert resolve_device("cuda", local_rank) == torch.device("cuda", expected)
+
+
+def test_more_local_processes_than_gpus_is_an_input_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(InputError, match="local rank 2 has no GPU"):
+        resolve_device("cuda", 2)

@@ -7,7 +7,7 @@ import torch
 
 from benchmarks.reference_model import RefDropPath, ReferenceSwinUnet
 from swin_unet import SwinUnet
-from swin_unet.model.attention import DropPath, shift_region_labels, window_partition
+from swin_unet.model.attention import DropPath, shift_mask, shift_region_labels, window_partition
 from swin_unet.model.layers import permute_tokens
 
 TINY = dict(embed_dim=12, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), drop_path_rate=0.0)
@@ -157,7 +157,10 @@ def test_shift_mask_separates_sub_regions_and_only_them():
     windows = window_partition(labels.view(1, h, w, 1), g.window).flatten(1)
     same = windows[:, :, None] == windows[:, None, :]
     assert torch.equal(mask == 0, same)
-    assert torch.all(mask[~same] == -100.0)
+    assert torch.all(mask[~same] == float("-inf"))
+    # The original's value, from which the plan's -inf mask is derived.
+    original = shift_mask(h, w, g.window, 2)
+    assert torch.equal(original == 0, same) and torch.all(original[~same] == -100.0)
     # Windows away from the wrapped border see a single region: no masking at all.
     assert (mask[0] == 0).all()
     assert (mask[-1] != 0).any()
@@ -330,3 +333,109 @@ def test_residual_stream_keeps_its_precision_under_autocast(training):
     with torch.no_grad():
         exact = block(x)
     assert (out.float() - exact).abs().max() < 0.05 * exact.abs().max()
+
+
+class _RecordSDPA(torch.overrides.TorchFunctionMode):
+    """Records the arguments of every scaled_dot_product_attention call."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.nn.functional.scaled_dot_product_attention:
+            self.calls.append((args[:3], kwargs.get("attn_mask")))
+        return func(*args, **kwargs)
+
+
+def _blocks(model):
+    return [b for stage in list(model.layers) + list(model.layers_up)[1:] for b in stage.blocks]
+
+
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("amp", [False, True])
+def test_every_block_hands_sdpa_4d_inputs_and_an_aligned_bias_of_the_compute_dtype(training, amp):
+    """What the fused CUDA kernels need (flash, memory-efficient, cuDNN): 4-D q/k/v with a
+    stride-1 last dimension, and a 4-D additive mask of q's dtype whose last dimension has
+    stride 1 and whose other strides are multiples of 16 (else the memory-efficient kernel pads
+    a copy per call), broadcastable to (B * nW, heads, N, N)."""
+    model = tiny(img_size=64, window_size=4, num_heads=(1, 2, 2, 4), in_chans=1,
+                 attention="sdpa").train(training)
+    x = torch.randn(3, 1, 64, 64)
+    recorder = _RecordSDPA()
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp)
+    with recorder, autocast, torch.set_grad_enabled(training):
+        model(x)
+    blocks = _blocks(model)
+    assert len(recorder.calls) == len(blocks) == 14
+    shifted = 0
+    for ((q, k, v), mask), block in zip(recorder.calls, blocks):
+        n = block.window ** 2
+        assert q.dtype == (torch.bfloat16 if amp else torch.float32)
+        for t in (q, k, v):
+            assert t.ndim == 4 and t.stride(-1) == 1
+            assert t.shape == (q.shape[0], block.attn.num_heads, n, t.shape[-1])
+        assert mask is not None and mask.ndim == 4 and mask.dtype == q.dtype
+        assert mask.stride(-1) == 1
+        assert all(s % 16 == 0 for s, size in zip(mask.stride()[:-1], mask.shape) if size > 1)
+        assert mask.shape[1:] == (block.attn.num_heads, n, n)
+        assert mask.shape[0] == (q.shape[0] if block.shift else 1)
+        shifted += bool(block.shift)
+    assert shifted == 4  # stages at 16x16 and 8x8 shift, in the encoder and the decoder
+
+
+def test_attention_bias_is_built_once_and_rebuilt_when_the_dtype_or_the_table_changes(monkeypatch):
+    from swin_unet.model.attention import WindowAttention
+    model = tiny(img_size=64, window_size=4, num_heads=(1, 2, 2, 4), in_chans=1,
+                 attention="sdpa")
+    builds = []
+    original = WindowAttention._combine
+    monkeypatch.setattr(WindowAttention, "_combine",
+                        lambda self, *a: builds.append(self) or original(self, *a))
+    x = torch.randn(2, 1, 64, 64)
+    recorder = _RecordSDPA()
+    with torch.no_grad(), recorder:
+        first = model(x)
+        assert len(builds) == 14
+        second = model(x)
+        assert len(builds) == 14  # no mask building in the second forward
+        half = torch.randn(1, 1, 64, 64)
+        model(half)  # another batch: shifted blocks re-expand the cached bias, nothing is rebuilt
+        assert len(builds) == 14
+    assert torch.equal(first, second)
+    masks = [mask for _, mask in recorder.calls]
+    assert all(a.data_ptr() == b.data_ptr() for a, b in zip(masks[:14], masks[14:28]))
+    block = model.layers[0].blocks[1].attn
+    with torch.no_grad():
+        model(x)
+        before = block.attn_bias.clone()
+        block.relative_position_bias_table.add_(1.0)  # what an optimiser step does
+        model(x)
+    assert builds[14:] == [block]
+    # The -inf entries stay -inf; the others moved by the change of the table.
+    finite = before.isfinite()
+    assert torch.equal(block.attn_bias.isfinite(), finite)
+    assert torch.allclose(block.attn_bias[finite], before[finite] + 1.0, atol=1e-6)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(x)
+    assert len(builds) == 15 + 14
+    assert block.attn_bias.dtype == torch.bfloat16
+
+
+def test_sdpa_equals_explicit_attention_with_gradients_in_training():
+    torch.manual_seed(0)
+    model = tiny(img_size=64, window_size=4, num_heads=(1, 2, 2, 4), in_chans=1).train()
+    x = torch.randn(3, 1, 64, 64)
+    target = torch.randn(3, 9, 64, 64)
+    outputs, grads = {}, {}
+    for mode in ("explicit", "sdpa"):
+        model.attention = mode
+        model.zero_grad()
+        out = model(x)
+        (out * target).sum().backward()
+        outputs[mode] = out.detach()
+        grads[mode] = {n: p.grad.clone() for n, p in model.named_parameters()}
+    assert (outputs["explicit"] - outputs["sdpa"]).abs().max() < 1e-5
+    for name, grad in grads["explicit"].items():
+        assert (grad - grads["sdpa"][name]).abs().max() <= 1e-5 * (1 + grad.abs().max()), name

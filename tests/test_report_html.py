@@ -159,6 +159,9 @@ def test_colour_tables_beside_the_predictions_name_and_colour_every_class(run):
         assert slicer[index][1] == (*PALETTE[index - 1], 255)  # the report's colours
         assert snap[index][1] == tuple(PALETTE[index - 1]) and snap[index][2] == 1.0
     assert len({slicer[i][1] for i in range(1, len(SYNAPSE) + 1)}) == len(SYNAPSE)
+    for table in ("labels.ctbl", "labels_itksnap.txt"):  # the numbering is said
+        assert "# values: class indices in the data set's class order" in \
+            (folder / table).read_text()
 
 
 def test_no_report_writes_neither_page_nor_figures(workspace, tmp_path, capsys):  # noqa: F811

@@ -80,6 +80,10 @@ def test_dataset_run_writes_metrics_summary_and_predictions_in_the_scan_geometry
     assert [r["class_name"] for r in rows] == SYNAPSE and {r["case"] for r in rows} == {"case0003"}
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["metric_mode"], summary["n_cases"]) == ("mm", 1)
+    # The numbering of the predictions is stated: the 8-organ order, not BTCV's raw one.
+    assert summary["label_values"] == {"0": "background", **{str(i): n for i, n in
+                                                             enumerate(SYNAPSE, 1)}}
+    assert summary["label_values"]["1"] == "aorta"
     assert "Aorta" in stdout and "Kidney(R)" in stdout
     # The prediction overlays the scan: same shape and affine, uint8; its scores are the CSV's.
     image = nib.load(workspace / "phantom/RawData/Training/img/img0003.nii.gz")
@@ -278,12 +282,14 @@ def test_cli_errors_exit_2_with_one_line_naming_the_file(workspace, tmp_path, ca
     assert code == 2 and err.strip() == "error: --predictions and --labels go together"
     code, _, err = run_cli(["--dataset", "phantom"], capsys)
     assert code == 2 and "give --dataset and --checkpoint" in err
-    # A missing data root explains the expected layout: still one line.
+    # A missing data root: one line naming it, then the expected layouts as an indented block.
     code, _, err = run_cli(["--dataset", "synapse", "--root", tmp_path / "no-such-folder",
                             "--checkpoint", workspace / "tiny.pth", "--output", tmp_path / "m"],
                            capsys)
-    assert code == 2 and len(err.strip().splitlines()) == 1, err
-    assert str(tmp_path / "no-such-folder") in err
+    first, *block = err.strip().splitlines()
+    assert code == 2 and first == f"error: {tmp_path / 'no-such-folder'}: Synapse data not found"
+    assert block and all(line.startswith("  ") for line in block if line)
+    assert any("test_vol_h5/case0001.npy.h5" in line for line in block)
     # A 4-D scan whose channels the model does not take: the message names the file.
     write_nifti(tmp_path / "cine.nii.gz", np.zeros((40, 36, 4, 3), np.int16), np.eye(4))
     code, _, err = run_cli(["--checkpoint", workspace / "tiny.pth", "--input",

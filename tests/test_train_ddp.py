@@ -3,6 +3,7 @@
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,45 @@ def test_torchrun_missing_root_is_one_line_per_rank_without_a_traceback(tmp_path
     # broken-connection traceback from the collective it was waiting in.
     assert "[rank1]: Traceback" not in result.stderr and "[rank0]: Traceback" not in result.stderr
     assert "Connection closed by peer" not in result.stderr
+
+
+# train.py where rank 1 alone sees a non-finite loss from its 3rd iteration on (its gradients
+# stay finite, so rank 0's own loss never turns NaN through the all-reduce).
+_DIVERGING = textwrap.dedent("""
+    import os, sys, time
+    sys.path.insert(0, {repo!r})
+    import torch
+    import train
+    from swin_unet.training import loop
+
+    original, calls = loop.Trainer._step, []
+
+    def step(self, *args, **kwargs):
+        losses = original(self, *args, **kwargs)
+        calls.append(1)
+        if os.environ["RANK"] == "1" and len(calls) >= 3:
+            if len(calls) == 3:
+                with open({stamp!r}, "w") as handle:
+                    handle.write(str(time.time()))
+            losses = losses * float("nan")
+        return losses
+
+    loop.Trainer._step = step
+    sys.exit(train.main(sys.argv[1:]))
+""")
+
+
+def test_torchrun_divergence_on_one_rank_stops_every_rank_at_once(phantom, tmp_path):
+    stamp = tmp_path / "diverged_at"
+    script = tmp_path / "diverging.py"
+    script.write_text(_DIVERGING.format(repo=str(REPO), stamp=str(stamp)))
+    result = torchrun(script, phantom, tmp_path / "run")
+    ended = time.time()
+    assert result.returncode != 0
+    # Both ranks stop at the same iteration with the same one line naming the rank.
+    line = "error: training diverged: the loss is not finite on rank 1 at iteration 3"
+    assert result.stderr.count("error: training diverged") == result.stderr.count(line) == 2
+    # No worker traceback (torchrun's own report of the failed workers has no frame of ours).
+    assert f'File "{REPO}' not in result.stderr
+    # Stopped within seconds (process teardown included), not after a collective's timeout.
+    assert ended - float(stamp.read_text()) < 30

@@ -256,10 +256,29 @@ def test_pretrained_start_loads_the_weights_and_logs_the_report(phantom, full_ru
     assert started[0].value == pytest.approx(fresh[-1].value, rel=0.5)
 
 
-def test_amp_on_the_cpu_trains_in_bfloat16(phantom, tmp_path):
+@pytest.mark.parametrize("native", ["amx_bf16", None])
+def test_amp_on_the_cpu_is_bf16_where_the_cpu_has_it_and_validation_uses_the_same(
+        phantom, tmp_path, monkeypatch, native):
+    """--amp on the CPU: bf16 autocast where the CPU computes bf16 natively (simulated here:
+    this test machine may have no AMX), float32 elsewhere; said in the log; validation runs in
+    the training run's precision."""
+    from swin_unet import precision
+    from swin_unet.training import validation
+    monkeypatch.setattr(precision, "cpu_bf16_support", lambda: native)
+    seen, original = [], validation.predict_volume
+
+    def predict(*args, **kwargs):
+        seen.append(kwargs["amp_dtype"])
+        return original(*args, **kwargs)
+    monkeypatch.setattr(validation, "predict_volume", predict)
     assert train_cli.main(tiny_args(phantom, tmp_path, "--amp", "--set", "train.epochs=1")) == 0
     log = (tmp_path / "train.log").read_text()
-    assert "AMP bfloat16" in log
+    if native:
+        assert "precision bfloat16 autocast (amx_bf16)" in log
+        assert seen and all(dtype == torch.bfloat16 for dtype in seen)
+    else:
+        assert "precision float32 (--amp: this CPU has no AMX or AVX-512 BF16" in log
+        assert seen and all(dtype is None for dtype in seen)
     checkpoint = read_checkpoint(tmp_path / "checkpoints" / "last.pth")
     assert checkpoint["config"]["train"]["amp"] is True
     # Weights stay float32 (autocast only lowers the matmuls' precision).
@@ -346,3 +365,14 @@ def test_a_folder_in_use_by_a_live_process_refuses_and_a_dead_ones_lock_is_taken
     assert (tmp_path / "train.lock").read_text().split()[0] == str(os.getpid())
     lock.release()
     assert not (tmp_path / "train.lock").exists()
+def test_deterministic_run_errors_on_nondeterministic_ops_and_restores_the_settings(
+        phantom, tmp_path, monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    assert train_cli.main(tiny_args(phantom, tmp_path, "--set", "train.epochs=1",
+                                    "--set", "train.deterministic=true")) == 0
+    log = (tmp_path / "train.log").read_text()
+    assert ("deterministic algorithms (errors for non-deterministic operations), "
+            "CUBLAS_WORKSPACE_CONFIG=:4096:8, cuDNN benchmark off, TF32 off") in log
+    # Process-wide settings are the caller's again once train() returns.
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert not torch.backends.cudnn.deterministic

@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from ..errors import InputError, one_line
+from ..errors import InputError, format_error
 from ..model import SwinUnet
 from .analysis import explain_model
 from .document import write_explanation
@@ -110,7 +110,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         explanation = explain_model(model)
         files = write_explanation(explanation, args.output, command_line(settings, args.output))
     except InputError as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
+        print(format_error(exc), file=sys.stderr)
         return 2
     log.info("%.2f M parameters, %.2f G multiply-adds per image; wrote %d files to %s",
              explanation.params / 1e6, explanation.flops / 2e9, len(files), args.output)

@@ -106,7 +106,8 @@ def _shift_section(e: Explanation, figures: dict[str, str]) -> list[str]:
         "neighbours across it. Instead of cutting extra, smaller windows at the border, the model "
         "rolls the map by (-s, -s) (`torch.roll`), attends in the regular grid, and rolls back. "
         "After the roll, the windows along the bottom and right edges hold tokens that came from "
-        "opposite sides of the image; the shift mask adds -100 to the attention logits between "
+        "opposite sides of the image; the shift mask adds -inf (the original code: -100) to the "
+        "attention logits between "
         "tokens of different regions, so they do not attend to each other. The regions are the "
         "row and column slices [0, H-M), [H-M, H-s), [H-s, H) of the rolled map "
         "(`shift_region_labels`).", "",

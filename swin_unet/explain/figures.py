@@ -134,9 +134,12 @@ def mask_figure(view: ShiftView):
     fig = _figure(side, side * mosaic.shape[0] / mosaic.shape[1] + 0.9)
     ax = fig.subplots()
     cmap = ListedColormap(["#2b2b2b", "#f4f4f4"]).with_extremes(bad="#e0b040")
-    # Values are the mask's own: 0 where a query may attend to a key, -100 where it may not.
-    low = min(float(view.mask.min()), -1.0)
-    ax.imshow(mosaic, cmap=cmap, vmin=low, vmax=0.0, interpolation="nearest")
+    # Values are the mask's own: 0 where a query may attend to a key, -inf where it may not
+    # (drawn as -1: imshow treats infinities as missing, the colour of the gaps).
+    low = float(view.mask.min())
+    shown = np.where(np.isneginf(mosaic), np.float32(-1.0), mosaic)
+    ax.imshow(shown, cmap=cmap, vmin=min(float(np.nanmin(shown)), -1.0), vmax=0.0,
+              interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
     n = view.window ** 2

@@ -137,7 +137,15 @@ class Mlp(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
-        hidden = self.drop(self.act(self.fc1(x)))
+        hidden = self.fc1(x)
+        if torch.is_grad_enabled() and hidden.requires_grad:
+            hidden = self.act(hidden)  # the backward needs the GELU's input
+        else:
+            # In place without autograd: a fresh (B*N, 4C) output costs more than the GELU
+            # itself on the CPU (page faults of new memory: 45 ms against 12 ms in place for
+            # stage 0 at batch 8, one thread, on the machine we measured).
+            hidden = torch.ops.aten.gelu_(hidden, approximate=self.act.approximate)
+        hidden = self.drop(hidden)
         if residual is not None and not (self.training and self.drop.p > 0):
             return residual_linear(residual, hidden, self.fc2)
         out = self.drop(self.fc2(hidden))
@@ -147,10 +155,17 @@ class Mlp(nn.Module):
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside windows, with a learned relative position bias.
 
-    Input (B * num_windows, M^2, C), windows contiguous per image. ``mask`` is the shift mask
-    (num_windows, M^2, M^2) or None for an unshifted block. ``fused`` picks
-    ``F.scaled_dot_product_attention`` (bias and mask as an additive attention mask) or the
-    explicit softmax(q k^T * scale + bias + mask) v; both compute the same values.
+    Input (B * num_windows, M^2, C), windows contiguous per image. ``mask`` is the stage's
+    additive shift mask (num_windows, M^2, M^2) with ``-inf`` between sub-regions (see
+    :meth:`~swin_unet.model.plan.TokenPlan.mask`), or None for an unshifted block. ``fused``
+    picks ``F.scaled_dot_product_attention`` or the explicit softmax(q k^T * scale + bias) v;
+    both compute the same values.
+
+    The relative position bias and the shift mask are combined into one additive attention
+    bias (:meth:`attention_bias`). Without autograd (evaluation) it is built once per input
+    size, dtype and device and kept in the non-persistent buffer ``attn_bias``; it is rebuilt
+    when the bias table changes (a training step, a loaded checkpoint). With autograd the
+    combination is part of the graph (the table is a parameter) and is built per forward.
     """
 
     def __init__(self, dim: int, window: int, num_heads: int, qkv_bias: bool = True,
@@ -165,60 +180,115 @@ class WindowAttention(nn.Module):
         self.relative_position_bias_table = nn.Parameter(
             torch.zeros((2 * window - 1) ** 2, num_heads))
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
-        self.register_buffer("relative_position_index", relative_position_index(window),
+        index = relative_position_index(window)
+        self.register_buffer("relative_position_index", index, persistent=False)
+        # Index into the flattened table, head-major: one gather writes (heads, M^2, M^2)
+        # contiguous, with no permute of a (M^2, M^2, heads) result.
+        heads = torch.arange(num_heads).view(-1, 1)
+        self.register_buffer("bias_index", index.view(1, -1) * num_heads + heads,
                              persistent=False)
+        self.register_buffer("attn_bias", None, persistent=False)
+        self._attn_bias_key: Optional[tuple] = None
+        self._attn_bias_base: Optional[torch.Tensor] = None
+        self._attn_bias_shape: Optional[tuple] = None
+        self._attn_bias_mask: Optional[torch.Tensor] = None
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.attn_drop = attn_drop
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def position_bias(self) -> torch.Tensor:
-        """(heads, M^2, M^2) relative position bias."""
+        """(heads, M^2, M^2) relative position bias, contiguous."""
         n = self.window * self.window
-        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        return bias.view(n, n, self.num_heads).permute(2, 0, 1)
+        table = self.relative_position_bias_table.reshape(-1)
+        return table[self.bias_index].view(self.num_heads, n, n)
+
+    def _combine(self, mask: Optional[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+        """Bias plus mask in ``dtype``: (heads, N, N), or (num_windows, heads, N, N) with a mask."""
+        bias = self.position_bias().to(dtype)
+        if mask is not None:
+            bias = bias.unsqueeze(0) + mask.to(dtype).unsqueeze(1)
+        return bias
+
+    @staticmethod
+    def _fit(bias: torch.Tensor, windows: int, fused: bool) -> torch.Tensor:
+        """The combined bias in the shape the attention path takes.
+
+        Explicit: as it is (the caller broadcasts it over the batch). SDPA: 4-D,
+        (1, heads, N, N) or, with a mask, one bias per window of the batch (B * nW, heads, N, N):
+        PyTorch's fused kernels take 4-D inputs and broadcast only dimensions of size 1. Its rows
+        are padded to a multiple of 16 elements (last-dimension stride 1, every other stride a
+        multiple of 16): the memory-efficient CUDA kernel copies a bias not so aligned into a
+        padded one on every call.
+        """
+        if not fused:
+            return bias
+        n = bias.shape[-1]
+        if bias.ndim == 4:
+            n_windows = bias.shape[0]
+            bias = bias.unsqueeze(0).expand(windows // n_windows, -1, -1, -1, -1)
+        padded = F.pad(bias, (0, -n % 16))  # one copy, contiguous
+        return padded.reshape((-1,) + padded.shape[-3:])[..., :n]
+
+    def attention_bias(self, mask: Optional[torch.Tensor], dtype: torch.dtype,
+                       windows: int, fused: bool) -> torch.Tensor:
+        """The additive attention bias for ``windows`` windows of ``dtype`` queries.
+
+        Returns
+        -------
+        torch.Tensor
+            See :meth:`_fit`. Cached without autograd; rebuilt when the bias table, the mask,
+            the dtype, the device or (SDPA with a mask) the number of windows changes.
+        """
+        table = self.relative_position_bias_table
+        if torch.is_grad_enabled() and table.requires_grad:
+            return self._fit(self._combine(mask, dtype), windows, fused)
+        # The mask itself, not its address, is compared: the key holds it, so a mask of another
+        # input size can never reuse its memory and look the same.
+        key = (dtype, table.device, table._version, table.data_ptr())
+        if key != self._attn_bias_key or mask is not self._attn_bias_mask:
+            self._attn_bias_base = self._combine(mask, dtype)
+            self._attn_bias_key, self._attn_bias_mask = key, mask
+            self.attn_bias = None
+        shape = (fused, windows if fused and mask is not None else None)
+        if self.attn_bias is None or shape != self._attn_bias_shape:
+            self.attn_bias = self._fit(self._attn_bias_base, windows, fused)
+            self._attn_bias_shape = shape
+        return self.attn_bias
 
     def attend(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
                fused: bool = False) -> torch.Tensor:
         """Attention of (B * num_windows, M^2, C) tokens, before the output projection."""
         windows, n, c = x.shape
         heads, head_dim = self.num_heads, c // self.num_heads
-        # The scale multiplies the query rows of the qkv weights (3C^2 products) instead of the
-        # queries themselves (one pass over all tokens).
-        scale = x.new_ones(3 * c)
-        scale[:c] = self.scale
-        bias = self.qkv.bias * scale if self.qkv.bias is not None else None
-        qkv = F.linear(x, self.qkv.weight * scale[:, None], bias)
-        qkv = qkv.view(windows, n, 3, heads, head_dim)
-        position_bias = self.position_bias()
+        qkv = self.qkv(x).view(windows, n, 3, heads, head_dim)
         drop = self.attn_drop if self.training else 0.0
-        if mask is not None:
-            # exp(-100) is a float32 denormal (3.7e-44), and x86 CPUs compute with denormals
-            # slowly: attn @ v of a shifted stage-0 block at batch 8 took 86 ms instead of
-            # 2.5 ms. -inf gives exact zeros; outputs differ from -100's by less than float32
-            # resolution (0.0 in our measurement). Every row keeps its own token, so none is -inf.
-            mask = mask.masked_fill(mask < 0, float("-inf"))
+        bias = self.attention_bias(mask, qkv.dtype, windows, fused)
         if fused:
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B*nW, heads, N, d) views
-            if mask is not None:
-                # (B, nW, heads, N, d) so that the (nW, heads, N, N) mask broadcasts over B.
-                q, k, v = (t.reshape(-1, mask.shape[0], heads, n, head_dim) for t in (q, k, v))
-                position_bias = position_bias.unsqueeze(0) + mask.unsqueeze(1).to(q.dtype)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=position_bias.to(q.dtype),
-                                                 dropout_p=drop, scale=1.0)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=drop,
+                                                 scale=self.scale)
         else:
-            # One layout copy per tensor, writing k already transposed: a batched matmul with a
-            # stored k^T ran 3.7x faster than with a transposed view of k (2.4 vs 8.8 ms for
-            # stage 0 at batch 8 on the 2-core CPU we measured).
-            q = qkv[:, :, 0].transpose(1, 2).contiguous()  # (B*nW, heads, N, d)
-            k_t = qkv[:, :, 1].permute(0, 2, 3, 1).contiguous()  # (B*nW, heads, d, N)
-            v = qkv[:, :, 2].transpose(1, 2).contiguous()
+            # One layout copy per tensor, the scale folded into q's and k written already
+            # transposed: a batched matmul with a stored k^T ran 3.7x faster than with a
+            # transposed view of k (2.4 vs 8.8 ms for stage 0 at batch 8 on the 2-core CPU we
+            # measured). cuBLAS takes the transposed views as they are.
+            q = qkv[:, :, 0].transpose(1, 2)
+            if torch.is_grad_enabled() and q.requires_grad:  # autograd takes no out= argument
+                q = q.contiguous().mul_(self.scale)
+            else:
+                q = torch.mul(q, self.scale, out=torch.empty(q.shape, dtype=q.dtype,
+                                                             device=q.device))
+            if qkv.device.type == "cpu":
+                k_t = qkv[:, :, 1].permute(0, 2, 3, 1).contiguous()  # (B*nW, heads, d, N)
+                v = qkv[:, :, 2].transpose(1, 2).contiguous()
+            else:
+                k_t, v = qkv[:, :, 1].permute(0, 2, 3, 1), qkv[:, :, 2].transpose(1, 2)
             attn = torch.matmul(q, k_t)
             if mask is not None:
-                attn.view(-1, mask.shape[0], heads, n, n).add_(
-                    position_bias.unsqueeze(0) + mask.unsqueeze(1))
+                attn.view(-1, bias.shape[0], heads, n, n).add_(bias)
             else:
-                attn.add_(position_bias)
+                attn.add_(bias)
             attn = attn.softmax(dim=-1)
             if drop:
                 attn = F.dropout(attn, p=drop)

@@ -105,10 +105,15 @@ def restore_rng_state(state: dict) -> None:
                          "state": {"key": numpy["key"].numpy().astype(np.uint32),
                                    "pos": numpy["pos"]},
                          "has_gauss": numpy["has_gauss"], "gauss": numpy["gauss"]})
-    if "cuda" in state and torch.cuda.is_available():
+    if "cuda" in state:
         cuda = state["cuda"]
-        if len(cuda) == torch.cuda.device_count():
+        visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if len(cuda) == visible:
             torch.cuda.set_rng_state_all(cuda)
+        else:
+            logger.warning("the CUDA random state was saved with %d visible GPU(s) and this "
+                           "process sees %d: not restored, so random draws on the GPU "
+                           "(drop-path) differ from the interrupted run's", len(cuda), visible)
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:

@@ -13,7 +13,8 @@ import torch.distributed as dist
 from ..inference import resolve_device
 
 __all__ = ["DistributedContext", "setup_distributed", "cleanup_distributed",
-           "any_rank", "gather_objects", "broadcast_object", "configure_cpu_threads"]
+           "any_rank", "ranks_where", "gather_objects", "broadcast_object",
+           "configure_cpu_threads", "configure_math", "math_settings", "restore_math_settings"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,49 @@ def configure_cpu_threads(context: DistributedContext, requested: int = 0) -> in
     return threads
 
 
+def configure_math(device: torch.device, deterministic: bool) -> str:
+    """Set the process-wide numerics of a training run; returns one phrase for the log.
+
+    On CUDA, float32 matmuls and convolutions run on tensor cores in TF32 (10-bit mantissa
+    products, float32 accumulation) and cuDNN picks its fastest convolution per shape, unless
+    ``deterministic``. ``deterministic`` (any device): cuBLAS with a fixed workspace
+    (``CUBLAS_WORKSPACE_CONFIG``, read when cuBLAS starts, so set before the first CUDA
+    matmul), cuDNN's deterministic algorithms, and an error, not a warning, from any operation
+    that has no deterministic implementation.
+    """
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic and device.type == "cuda"
+    tf32 = device.type == "cuda" and not deterministic
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    if deterministic:
+        return ("deterministic algorithms (errors for non-deterministic operations), "
+                f"CUBLAS_WORKSPACE_CONFIG={os.environ['CUBLAS_WORKSPACE_CONFIG']}, "
+                "cuDNN benchmark off, TF32 off")
+    return "TF32 matmuls and convolutions, cuDNN benchmark on" if tf32 else "float32 matmuls"
+
+
+def math_settings() -> dict:
+    """The process-wide settings :func:`configure_math` changes (train() restores them)."""
+    return {"deterministic": torch.are_deterministic_algorithms_enabled(),
+            "cudnn_deterministic": torch.backends.cudnn.deterministic,
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "matmul_tf32": torch.backends.cuda.matmul.allow_tf32,
+            "cudnn_tf32": torch.backends.cudnn.allow_tf32}
+
+
+def restore_math_settings(settings: dict) -> None:
+    """Put back what :func:`math_settings` returned."""
+    torch.use_deterministic_algorithms(settings["deterministic"])
+    torch.backends.cudnn.deterministic = settings["cudnn_deterministic"]
+    torch.backends.cudnn.benchmark = settings["cudnn_benchmark"]
+    torch.backends.cuda.matmul.allow_tf32 = settings["matmul_tf32"]
+    torch.backends.cudnn.allow_tf32 = settings["cudnn_tf32"]
+
+
 def any_rank(flag: bool, context: DistributedContext) -> bool:
     """True on every rank when ``flag`` is true on at least one (e.g. a Ctrl-C)."""
     if not context.distributed:
@@ -99,6 +143,17 @@ def any_rank(flag: bool, context: DistributedContext) -> bool:
                          device=context.device if context.device.type == "cuda" else "cpu")
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item())
+
+
+def ranks_where(flag: bool, context: DistributedContext) -> list[int]:
+    """The ranks on which ``flag`` is true, on every rank (a collective in a distributed run)."""
+    if not context.distributed:
+        return [0] if flag else []
+    flags = torch.zeros(context.world_size, dtype=torch.int32,
+                        device=context.device if context.device.type == "cuda" else "cpu")
+    flags[context.rank] = int(flag)
+    dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    return [rank for rank, value in enumerate(flags.tolist()) if value]
 
 
 def gather_objects(obj: Any, context: DistributedContext) -> list:

@@ -18,8 +18,9 @@ def resolve_run_config(dataset: str, output: Union[str, Path], *,
                        config_file: Union[str, Path, None] = None,
                        overrides: Sequence[str] = (), root: Optional[str] = None,
                        resume: Optional[str] = None, amp: bool = False,
-                       compile: bool = False) -> tuple[Config, Optional[Path]]:
-    """The run's config and the checkpoint to resume from (None for a fresh run).
+                       compile: bool = False) -> tuple[Config, Optional[Path], Optional[dict]]:
+    """The run's config, the checkpoint to resume from and how far it got (None, None for a
+    fresh run).
 
     Layers, each over the one before: ``configs/<dataset>.yaml`` (or, when resuming, the
     checkpoint's own config), ``config_file``, ``overrides``, then ``root``, ``amp`` and
@@ -34,16 +35,25 @@ def resolve_run_config(dataset: str, output: Union[str, Path], *,
     resume : str, optional
         None: a fresh run; "": the run folder's last checkpoint; else a checkpoint's path.
 
+    Returns
+    -------
+    (Config, Path or None, dict or None)
+        The config; the checkpoint; its ``epoch``, ``step_in_epoch``, ``global_step`` and
+        ``best_metric``.
+
     Raises
     ------
     InputError
         An unreadable config or checkpoint, a checkpoint of another data set, an unknown key
         or a bad value.
     """
-    resume_path = None
+    resume_path, progress = None, None
     if resume is not None:
         resume_path = Path(resume) if resume else default_resume_path(output)
-        stored = read_resume_checkpoint(resume_path)["config"]
+        checkpoint = read_resume_checkpoint(resume_path)
+        stored = checkpoint["config"]
+        progress = {key: checkpoint.get(key) for key in ("epoch", "step_in_epoch",
+                                                         "global_step", "best_metric")}
         if stored.get("dataset") != dataset:
             raise InputError(f"{resume_path}: a checkpoint of the '{stored.get('dataset')}' "
                              f"data set, not '{dataset}'", path=resume_path)
@@ -60,7 +70,7 @@ def resolve_run_config(dataset: str, output: Union[str, Path], *,
         config.train.amp = True
     if compile:
         config.train.compile = True
-    return config, resume_path
+    return config, resume_path, progress
 
 
 def train_from_layers(dataset: str, output: Union[str, Path], *,
@@ -74,7 +84,9 @@ def train_from_layers(dataset: str, output: Union[str, Path], *,
     Returns
     -------
     TrainResult
-        With ``config`` set to the run's resolved config.
+        With ``config`` set to the run's resolved config. Resuming a run that has done all of
+        ``train.epochs`` already does nothing, touches no file, and says so with
+        ``already_finished``.
 
     Raises
     ------
@@ -83,8 +95,14 @@ def train_from_layers(dataset: str, output: Union[str, Path], *,
     TrainingDiverged
         The loss became NaN or infinite.
     """
-    config, resume_path = resolve_run_config(dataset, output, config_file=config_file,
-                                             overrides=overrides, root=root, resume=resume,
-                                             amp=amp, compile=compile)
+    config, resume_path, progress = resolve_run_config(
+        dataset, output, config_file=config_file, overrides=overrides, root=root, resume=resume,
+        amp=amp, compile=compile)
+    if progress is not None and not progress["step_in_epoch"] \
+            and int(progress["epoch"]) >= config.train.epochs:
+        return TrainResult(output_dir=Path(output), epochs_done=int(progress["epoch"]),
+                           global_step=int(progress["global_step"]),
+                           best_metric=progress["best_metric"], config=config,
+                           already_finished=True)
     return train(config, output, resume=resume_path, pretrained=pretrained, device=device,
                  verbose=verbose, overwrite=overwrite)

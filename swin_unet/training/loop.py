@@ -17,11 +17,12 @@ from torch.nn.parallel import DistributedDataParallel
 from ..config import Config, config_to_dict
 from ..errors import InputError
 from ..model import load_state
+from ..precision import autocast, autocast_dtype, precision_name
 from .checkpointing import (atomic_copy, atomic_save, capture_rng_state, describe,
                             read_resume_checkpoint, restore_rng_state,
                             stale_temporaries, unwrap_model)
 from .data import build_train_loader, per_rank_batch_size, seed_everything
-from .distributed import DistributedContext, any_rank, gather_objects
+from .distributed import DistributedContext, any_rank, gather_objects, ranks_where
 from .monitor import Monitor, progress
 from .recipe import SegmentationLoss, build_optimizer, build_scheduler, scaled_lr
 from .validation import Validator
@@ -61,16 +62,22 @@ class TrainResult:
     history: list[EpochStats] = field(default_factory=list)
     last_validation: Optional[dict] = None
     config: Optional[Config] = None  # the run's resolved config (set by train())
+    already_finished: bool = False  # --resume of a finished run: nothing run or written
 
 
 class _StopRequest:
     """Turns the first SIGINT/SIGTERM into a flag the loop checks between iterations.
 
     The loop then writes a resumable checkpoint and returns; a second Ctrl-C interrupts at once.
+
+    Under torchrun (``distributed``) SIGTERM keeps its default, immediate exit: torchrun sends
+    it to every rank when one rank has failed, and the others are then blocked in a collective
+    where a Python handler never runs (they would wait for torchrun's SIGKILL, 30 s later).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, distributed: bool = False) -> None:
         self.requested = False
+        self._signals = (signal.SIGINT,) if distributed else (signal.SIGINT, signal.SIGTERM)
         self._previous: dict[int, object] = {}
 
     def _handle(self, signum, frame) -> None:
@@ -82,26 +89,13 @@ class _StopRequest:
 
     def __enter__(self) -> "_StopRequest":
         with contextlib.suppress(ValueError):  # not the main thread: signals stay as they are
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum in self._signals:
                 self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def __exit__(self, *exc) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
-
-
-def _autocast_dtype(train, device: torch.device) -> Optional[torch.dtype]:
-    """The autocast dtype of ``--amp`` on ``device`` (None without AMP)."""
-    if not train.amp:
-        return None
-    if train.amp_dtype == "fp16":
-        return torch.float16
-    if train.amp_dtype == "bf16" or device.type != "cuda":
-        # On the CPU, bf16 autocast trained the 224 model 2.2x faster than fp32
-        # (benchmarks/bench_train.py) where the CPU has bf16 instructions.
-        return torch.bfloat16
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 class Trainer:
@@ -135,7 +129,7 @@ class Trainer:
         self.validator = validator if validator is not None and len(validator) else None
         self.dataset = train_dataset
         self.model = model
-        self.amp_dtype = _autocast_dtype(self.train_cfg, self.device)
+        self.amp_dtype = autocast_dtype(self.device, self.train_cfg.amp, self.train_cfg.amp_dtype)
         batch = per_rank_batch_size(self.train_cfg.batch_size, context.world_size)
         self.loader, self.sampler = build_train_loader(
             train_dataset, batch, context, self.train_cfg.seed, config.data.num_workers)
@@ -255,9 +249,7 @@ class Trainer:
         non_blocking = self.device.type == "cuda"
         images = batch["image"].to(self.device, non_blocking=non_blocking)
         labels = batch["label"].to(self.device, non_blocking=non_blocking)
-        autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype)
-                    if self.amp_dtype is not None else contextlib.nullcontext())
-        with autocast:
+        with autocast(self.device, self.amp_dtype):
             logits = self.network(images)
         loss, loss_ce, loss_dice = self.loss_fn(logits, labels)
         self.optimizer.zero_grad(set_to_none=True)
@@ -271,9 +263,16 @@ class Trainer:
                   speed: float) -> None:
         """TensorBoard scalars and the progress bar (reading the loss syncs the GPU)."""
         loss, loss_ce, loss_dice = (float(v) for v in losses)
-        if not math.isfinite(loss) and not self.scaler.is_enabled():
-            raise TrainingDiverged(f"training diverged: the loss is {loss} at iteration "
-                                   f"{self.global_step} (try a lower train.base_lr)")
+        # Every rank learns of a divergence on any rank here (every rank logs at the same
+        # iterations), so all stop together instead of the others waiting in the next
+        # all-reduce for the NCCL timeout. fp16's scaler skips non-finite steps by itself.
+        diverged = ranks_where(not math.isfinite(loss) and not self.scaler.is_enabled(),
+                               self.context)
+        if diverged:
+            where = (f" on rank {', '.join(map(str, diverged))}" if self.context.distributed
+                     else "")
+            raise TrainingDiverged(f"training diverged: the loss is not finite{where} at "
+                                   f"iteration {self.global_step} (try a lower train.base_lr)")
         monitor.scalars({"train/loss": loss, "train/loss_ce": loss_ce,
                          "train/loss_dice": loss_dice, "train/lr": lr}, self.global_step)
         bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", slices_s=f"{speed:.1f}")
@@ -336,15 +335,15 @@ class Trainer:
                                leftover)
                 leftover.unlink()
         logger.info("training %d epochs of %d iterations (global batch %d over %d process(es), "
-                    "lr %.4g = %.4g x %d / %d), %s, AMP %s", cfg.epochs, self.iters_per_epoch,
+                    "lr %.4g = %.4g x %d / %d), %s, precision %s", cfg.epochs, self.iters_per_epoch,
                     cfg.batch_size, self.context.world_size,
                     scaled_lr(cfg, cfg.batch_size), cfg.base_lr, cfg.batch_size,
                     cfg.base_batch_size, self.device,
-                    "off" if self.amp_dtype is None else str(self.amp_dtype).replace("torch.", ""))
+                    precision_name(self.device, self.amp_dtype, cfg.amp))
         if self.validator is None:
             logger.info("no validation cases (data.val_cases is empty): best.pth is the last "
                         "epoch's weights, as in the published protocol")
-        with _StopRequest() as stop:
+        with _StopRequest(self.context.distributed) as stop:
             while self.epoch < cfg.epochs:
                 stats = self._train_epoch(monitor, stop)
                 if stats is None:
@@ -368,7 +367,7 @@ class Trainer:
                 if self._should_validate():
                     start = time.perf_counter()
                     validation = self.validator.run(unwrap_model(self.model), self.device,
-                                                    amp=self.amp_dtype is not None)
+                                                    amp_dtype=self.amp_dtype)
                     stats.val_dice = validation.mean_dice
                     result.last_validation = validation.summary
                     monitor.scalars(validation.scalars(), self.global_step)

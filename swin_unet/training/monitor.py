@@ -11,8 +11,8 @@ import numpy as np
 
 from ..palette import grey_image, overlay_labels
 
-__all__ = ["setup_logging", "close_logging", "Monitor", "overlay_panel", "pick_overlay_slices",
-           "progress"]
+__all__ = ["setup_logging", "close_logging", "log_failure", "Monitor", "overlay_panel",
+           "pick_overlay_slices", "progress"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,17 @@ def setup_logging(log_file: Optional[Path], verbose: bool = True) -> list[loggin
         for handler in handlers:
             logger_.addHandler(handler)
     return handlers
+
+
+def log_failure(handlers: Iterable[logging.Handler], message: str,
+                exc: Optional[BaseException] = None) -> None:
+    """Write why a run ended to its log files (``train.log``) only, since the command line
+    prints the error on stderr itself; with ``exc``, its traceback too."""
+    exc_info = (type(exc), exc, exc.__traceback__) if exc is not None else None
+    record = logging.LogRecord("swin_unet", logging.ERROR, __file__, 0, message, None, exc_info)
+    for handler in handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def close_logging(handlers: Iterable[logging.Handler]) -> None:

@@ -13,13 +13,14 @@ import torch.distributed as dist
 
 from ..config import Config, check_config, save_config
 from ..data_layer import project_datasets
-from ..errors import InputError
+from ..errors import InputError, format_error
 from ..model import build_model, load_pretrained
 from ..orientation import training_geometry
 from .distributed import (DistributedContext, broadcast_object, cleanup_distributed,
-                          configure_cpu_threads, setup_distributed)
-from .loop import Trainer, TrainResult
-from .monitor import Monitor, close_logging, setup_logging
+                          configure_cpu_threads, configure_math, math_settings,
+                          restore_math_settings, setup_distributed)
+from .loop import Trainer, TrainingDiverged, TrainResult
+from .monitor import Monitor, close_logging, log_failure, setup_logging
 from .run_folder import RunLock, claim_run_folder
 from .validation import Validator
 
@@ -45,10 +46,13 @@ def _on_rank0_first(action, context: DistributedContext):
         try:
             result = action()
         except InputError as exc:
-            error = str(exc)
+            if not context.distributed:
+                raise
+            error = (str(exc), exc.path, exc.key, exc.details)
     error = broadcast_object(error, context)
     if error is not None:
-        raise InputError(error)
+        message, path, key, details = error
+        raise InputError(message, path=path, key=key, details=details)
     return result
 
 
@@ -157,7 +161,7 @@ def train(config: Config, output_dir: Union[str, Path], *, resume: Union[str, Pa
     output_dir = Path(output_dir)
     check_config(config)
     context = setup_distributed(device)
-    previous_threads = torch.get_num_threads()
+    previous_threads, previous_math = torch.get_num_threads(), math_settings()
     handlers: list = []
     monitor: Optional[Monitor] = None
     lock: Optional[RunLock] = None
@@ -168,12 +172,10 @@ def train(config: Config, output_dir: Union[str, Path], *, resume: Union[str, Pa
         if context.is_main:
             handlers = setup_logging(output_dir / "train.log", verbose=verbose)
         threads = configure_cpu_threads(context, config.train.cpu_threads)
-        torch.backends.cudnn.benchmark = not config.train.deterministic
-        if config.train.deterministic:
-            torch.use_deterministic_algorithms(True, warn_only=True)
-        logger.info("run %s: dataset %s, device %s%s", output_dir, config.dataset,
+        math_mode = configure_math(context.device, config.train.deterministic)
+        logger.info("run %s: dataset %s, device %s%s; %s", output_dir, config.dataset,
                     context.device, f", {threads} CPU threads" if context.device.type == "cpu"
-                    else "")
+                    else "", math_mode)
         if context.distributed:
             logger.info("distributed: %d processes (%s)", context.world_size,
                         dist.get_backend())
@@ -220,11 +222,22 @@ def train(config: Config, output_dir: Union[str, Path], *, resume: Union[str, Pa
                     else f", best val mean Dice {result.best_metric:.4f}",
                     output_dir / "checkpoints")
         return result
+    except (InputError, TrainingDiverged) as exc:  # the user's to fix: the CLI's message
+        log_failure(handlers, format_error(exc))
+        raise
+    except KeyboardInterrupt:
+        log_failure(handlers, "interrupted")
+        raise
+    except Exception as exc:  # a bug: its traceback, for the report
+        log_failure(handlers, f"error: {type(exc).__name__}: {exc}", exc)
+        raise
     finally:
         if monitor is not None:
             monitor.close()
         close_logging(handlers)
         cleanup_distributed()
-        torch.set_num_threads(previous_threads)  # a process-wide setting; train() is a call
+        # Process-wide settings; train() is a call.
+        torch.set_num_threads(previous_threads)
+        restore_math_settings(previous_math)
         if lock is not None:
             lock.release()

@@ -106,8 +106,11 @@ class Validator:
         return item
 
     @torch.no_grad()
-    def run(self, model: nn.Module, device: torch.device, amp: bool) -> ValidationResult:
+    def run(self, model: nn.Module, device: torch.device,
+            amp_dtype: Optional[torch.dtype] = None) -> ValidationResult:
         """Predict and score this rank's volumes, gather every rank's rows, summarise.
+
+        ``amp_dtype``: the run's autocast dtype (None: float32), as in its training steps.
 
         ``model`` must be the plain network (not the DDP wrapper): ranks predict different
         volumes, so no collective may run inside its forward.
@@ -121,7 +124,8 @@ class Validator:
             unit = item.get("distance_unit", unit)
             prediction = predict_volume(model, item["image"], self.img_size,
                                         batch_size=self.inference.batch_size, mode=mode,
-                                        tta=self.inference.tta, device=device, amp=amp)
+                                        tta=self.inference.tta, device=device,
+                                        amp_dtype=amp_dtype)
             rows[item["case"]] = case_metrics(prediction, item["label"], self.num_classes,
                                               spacing=item["spacing"], mode=mode,
                                               hd95=self.hd95)
