@@ -47,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "outputs/test_<dataset>)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the results of an earlier run in --output")
+    parser.add_argument("--ignore-geometry", action="store_true",
+                        help="with --predictions/--labels: score a prediction whose affine "
+                             "differs from its label's voxel by voxel (recorded in "
+                             "summary.json) instead of refusing it")
     parser.add_argument("--save-nifti", action="store_true",
                         help="also write predictions/<case>.nii.gz (uint8, the image's geometry); "
                              "2-D images: predictions/<case>.png and overlays/<case>.png")

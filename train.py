@@ -44,6 +44,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                                              "checkpoint to start from")
     parser.add_argument("--resume", nargs="?", const="", default=None, metavar="PATH",
                         help="continue a run (default PATH: OUTPUT/checkpoints/last.pth)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="the output folder holds an earlier run: delete its config, log, "
+                             "checkpoints and TensorBoard events and start afresh")
     parser.add_argument("--device", default="auto", choices=choices(Device),
                         help="where to train (default auto: CUDA when there is a GPU)")
     parser.add_argument("--amp", action="store_true",
@@ -76,7 +79,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             result = train_from_layers(
                 args.dataset, output, config_file=args.config, overrides=args.overrides,
                 root=args.root, resume=args.resume, pretrained=args.pretrained,
-                device=args.device, amp=args.amp, compile=args.compile, verbose=not args.quiet)
+                device=args.device, amp=args.amp, compile=args.compile, verbose=not args.quiet,
+                overwrite=args.overwrite)
         except TrainingDiverged as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

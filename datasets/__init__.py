@@ -18,10 +18,10 @@ none), ``augmentation`` (recipe or photo), ``distance_unit`` (mm, or px for 2-D 
 
 Training items: {"image": float32 (in_chans, H, W), "label": int64 (1, H, W)}.
 Volume items: {"case": str, "image": float32 (X, Y, Z) or (C, X, Y, Z) normalised as in
-training, "label": uint8 (X, Y, Z) class indices or None, "spacing": (x, y, z) mm,
-"affine": 4x4 float64, "image_path": str, "distance_unit": str}. Arrays keep the file's voxel
-order (no reorientation), so a prediction of the same shape saved with ``affine`` overlays the
-image. A 2-D image is a volume of one slice: (rows, columns, 1).
+training, "label": uint8 (X, Y, Z) class indices (uint16 above 255) or None, "spacing":
+(x, y, z) mm, "affine": 4x4 float64, "image_path": str, "distance_unit": str}. Arrays keep the
+file's voxel order (no reorientation), so a prediction of the same shape saved with ``affine``
+overlays the image. A 2-D image is a volume of one slice: (rows, columns, 1).
 """
 
 from .base import DataSource, RawVolume, VolumeEntry

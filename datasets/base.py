@@ -53,9 +53,10 @@ class VolumeEntry:
 class RawVolume:
     """A volume as read: intensities not yet normalised, labels already in class indices.
 
-    ``image`` is (X, Y, Z), or (C, X, Y, Z) for several channels; ``label`` (X, Y, Z) uint8 or
-    None. ``prenormalised`` names the intensity mode the file already has applied (TransUNet's
-    release stores CT windowed to [0, 1]), so it is not applied twice.
+    ``image`` is (X, Y, Z), or (C, X, Y, Z) for several channels; ``label`` (X, Y, Z) uint8
+    (uint16 above 255 classes) or None. ``prenormalised`` names the intensity mode the file
+    already has applied (TransUNet's release stores CT windowed to [0, 1]), so it is not
+    applied twice.
     """
 
     image: np.ndarray

@@ -11,7 +11,8 @@ from typing import Optional
 import numpy as np
 
 from swin_unet.config import DataConfig
-from swin_unet.errors import InputError
+from swin_unet.errors import InputError, parsing
+from swin_unet.volume_io import label_dtype
 
 from .base import DataSource, RawVolume, VolumeEntry
 from .cases import deterministic_split
@@ -49,39 +50,54 @@ def read_dataset_json(path: Path) -> dict:
     """
     if not path.is_file():
         raise InputError(f"{path}: file not found", path=path, details=FOLDER_HELP)
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: not valid JSON ({exc})") from None
+    meta = read_json(path)
     labels = meta.get("labels") if isinstance(meta, dict) else None
     if not isinstance(labels, dict) or not labels:
-        raise InputError(f"{path}: no 'labels' mapping")
+        raise InputError(f"{path}: no 'labels' mapping", path=path)
     index_to_name: dict[int, str] = {}
     for key, value in labels.items():
         # MSD writes {"1": "liver"}, nnU-Net v2 {"liver": 1}.
         if isinstance(value, (list, tuple)):
             raise InputError(f"{path}: region-based label '{key}' is not supported (one "
-                             f"integer per class)")
-        pair = (key, value) if re.fullmatch(r"\d+", str(key)) else (value, key)
-        try:
-            index_to_name[int(pair[0])] = str(pair[1])
-        except (TypeError, ValueError):
+                             f"integer per class)", path=path)
+        index, name = (key, value) if re.fullmatch(r"\d+", str(key)) else (value, key)
+        if isinstance(index, str) and re.fullmatch(r"\d+", index):
+            index = int(index)
+        if not isinstance(index, int) or isinstance(index, bool):
             raise InputError(f"{path}: label entry {key!r}: {value!r} has no integer "
-                             f"index") from None
+                             f"index", path=path)
+        if index in index_to_name:
+            raise InputError(f"{path}: label index {index} given twice ({index_to_name[index]!r} "
+                             f"and {str(name)!r})", path=path)
+        index_to_name[index] = str(name)
     if sorted(index_to_name) != list(range(len(index_to_name))):
-        raise InputError(f"{path}: label indices {sorted(index_to_name)} are not 0..K")
+        raise InputError(f"{path}: label indices {sorted(index_to_name)} are not 0..K",
+                         path=path)
     channels = meta.get("channel_names") or meta.get("modality") or {"0": "image"}
     if not isinstance(channels, dict):
-        raise InputError(f"{path}: 'channel_names' / 'modality' must be a mapping")
+        raise InputError(f"{path}: 'channel_names' / 'modality' must be a mapping", path=path)
     try:
         order = sorted(channels, key=lambda k: int(k))
     except (TypeError, ValueError):
         raise InputError(f"{path}: 'channel_names' / 'modality' keys must be channel numbers "
-                         f"(\"0\", \"1\", ...), got {', '.join(map(str, channels))}") from None
+                         f"(\"0\", \"1\", ...), got {', '.join(map(str, channels))}",
+                         path=path) from None
     modalities = [str(channels[k]) for k in order]
+    if not modalities:
+        raise InputError(f"{path}: 'channel_names' / 'modality' lists no channel", path=path)
+    ending = meta.get("file_ending", ".nii.gz")
+    if not isinstance(ending, str) or not ending.startswith("."):
+        raise InputError(f"{path}: 'file_ending' must be a suffix like \".nii.gz\", got "
+                         f"{ending!r}", path=path)
     return {"class_names": tuple(index_to_name[i] for i in range(1, len(index_to_name))),
             "modalities": modalities,
-            "file_ending": str(meta.get("file_ending", ".nii.gz"))}
+            "file_ending": ending}
+
+
+def read_json(path: Path):
+    """A JSON file's content; InputError naming the file when it is not JSON text."""
+    with parsing(path, "JSON file"):
+        return json.loads(path.read_text(encoding="utf-8"))
 
 
 def find_folder_dataset(root: Path) -> Optional[Path]:
@@ -94,17 +110,24 @@ def _read_splits(root: Path) -> Optional[dict[str, list]]:
         path = root / name
         if not path.is_file():
             continue
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InputError(f"{path}: not valid JSON ({exc})") from None
+        data = read_json(path)
         if isinstance(data, list) and data and isinstance(data[0], dict):
             data = data[0]  # nnU-Net's splits_final.json: a list of folds; fold 0
         if not isinstance(data, dict) or not set(data) & {"train", "val", "test"}:
             raise InputError(f"{path}: expected {{\"train\": [...], \"val\": [...], "
-                             f"\"test\": [...]}} or a list of such folds")
+                             f"\"test\": [...]}} or a list of such folds", path=path)
+        splits = {}
+        for key in ("train", "val", "test"):
+            cases = data.get(key)
+            if cases is None:
+                cases = []  # "val": null or no "val": no validation cases
+            if not isinstance(cases, list) or not all(isinstance(c, (str, int)) and
+                                                      not isinstance(c, bool) for c in cases):
+                raise InputError(f"{path}: '{key}' must be a list of case names, got "
+                                 f"{str(cases)[:80]}", path=path)
+            splits[key] = [str(c) for c in cases]
         logger.info("split from %s", path)
-        return {k: [str(c) for c in data.get(k, [])] for k in ("train", "val", "test")}
+        return splits
     return None
 
 
@@ -194,7 +217,7 @@ class FolderDataset(DataSource):
                                  f"image shape {image.shape[-3:]} of {entry.image[0]}")
             check_label_values(values, range(self.num_classes), entry.label,
                                "labels of dataset.json")
-            label = values.astype(np.uint8)
+            label = values.astype(label_dtype(self.num_classes))
         return RawVolume(image, label, spacing, affine, entry.image[0])
 
     def check_entry(self, entry: VolumeEntry, read_image: bool) -> None:

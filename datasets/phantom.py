@@ -192,14 +192,17 @@ def generate_phantom(root: Union[str, Path], kind: str = "abdomen", n_cases: Opt
                 write_cardiac_case(tmp / "training", seed, index, shape)
         marker = {"kind": kind, "n_cases": int(n_cases), "seed": int(seed),
                   "shape": list(shape), "version": _VERSION}
+        # The files written, so that a later regeneration removes these and nothing else.
+        marker["files"] = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*")
+                                 if p.is_file())
         (tmp / _MARKER).write_text(json.dumps(marker, indent=1))
         if root.is_dir():
             root.rmdir()  # empty (checked above); rename needs the name free
         os.rename(tmp, root)
-    except OSError:
+    except BaseException as exc:  # no half-written temporary folder left behind, ever
         shutil.rmtree(tmp, ignore_errors=True)
-        if (root / _MARKER).is_file():  # another process finished the same phantom first
-            return root
+        if isinstance(exc, OSError) and (root / _MARKER).is_file():
+            return root  # another process finished the same phantom first
         raise
     logger.info("generated %s phantom: %d cases of %s in %.1f s under %s", kind, n_cases,
                 shape, time.perf_counter() - start, root)
@@ -210,8 +213,15 @@ def ensure_phantom(root: Union[str, Path], kind: str = "abdomen", n_cases: Optio
                    seed: int = 0, shape: Optional[Sequence[int]] = None) -> Path:
     """``root`` holding a complete phantom of these parameters, generated if absent.
 
-    A phantom left by another version or with other parameters is replaced; any other
-    content in ``root`` is an error rather than something to delete.
+    A phantom with other parameters is replaced: the files its ``phantom.json`` lists are
+    removed (and the folders left empty), never anything else; a file of the user's in
+    ``root`` makes that an error instead.
+
+    Raises
+    ------
+    InputError
+        An unreadable ``phantom.json``, one that does not list its files (an older version), or
+        a file in ``root`` that the phantom did not write; the message names it.
     """
     root = Path(root)
     n_cases = DEFAULT_CASES.get(kind, 0) if n_cases is None else n_cases
@@ -219,13 +229,45 @@ def ensure_phantom(root: Union[str, Path], kind: str = "abdomen", n_cases: Optio
               "shape": list(shape or DEFAULT_SHAPES.get(kind, ())), "version": _VERSION}
     marker = root / _MARKER
     if marker.is_file():
-        try:
-            found = json.loads(marker.read_text())
-        except (OSError, json.JSONDecodeError):
-            found = None
-        if found == wanted:
+        found = _read_marker(marker)
+        if {k: found.get(k) for k in wanted} == wanted:
             return root
-        logger.info("%s: phantom parameters changed (%s -> %s); regenerating", root, found,
-                    wanted)
-        shutil.rmtree(root)
+        logger.info("%s: phantom parameters changed (%s -> %s); regenerating", root,
+                    {k: found.get(k) for k in wanted}, wanted)
+        _remove_phantom(root, found["files"])
     return generate_phantom(root, kind, n_cases, seed, shape)
+
+
+def _read_marker(marker: Path) -> dict:
+    """``phantom.json`` with its list of written files checked to stay inside the phantom."""
+    try:
+        found = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise InputError(f"{marker}: unreadable phantom marker ({type(exc).__name__}); delete "
+                         f"the folder to generate the phantom again", path=marker) from None
+    files = found.get("files") if isinstance(found, dict) else None
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        raise InputError(f"{marker}: does not list the phantom's files (another version?); "
+                         f"delete the folder to generate the phantom again", path=marker)
+    for name in files:
+        relative = Path(name)
+        if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+            raise InputError(f"{marker}: lists {name!r}, a path outside the phantom",
+                             path=marker)
+    return found
+
+
+def _remove_phantom(root: Path, files: Sequence[str]) -> None:
+    """Delete the listed files and the folders they leave empty; refuse if others remain."""
+    for name in files:
+        (root / name).unlink(missing_ok=True)
+    (root / _MARKER).unlink(missing_ok=True)
+    folders = sorted({p for name in files for p in (root / name).parents
+                      if p != root and root in p.parents}, key=lambda p: -len(p.parts))
+    for folder in folders:
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    other = next(iter(sorted(root.rglob("*"))), None)
+    if other is not None:
+        raise InputError(f"{other}: not written by the phantom generator; the phantom in "
+                         f"{root} cannot be regenerated around it (move it away)", path=other)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import struct
-import zipfile
-import zlib
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -13,7 +11,8 @@ import h5py
 import nibabel as nib
 import numpy as np
 
-from swin_unet.errors import InputError
+from swin_unet.errors import InputError, parsing
+from swin_unet.headers import check_declared_size
 
 __all__ = [
     "NiftiHeader",
@@ -28,20 +27,14 @@ __all__ = [
     "check_same_geometry",
 ]
 
-# zlib.error: a corrupt deflate stream (gzip, npz); HeaderDataError: a NIfTI header nibabel
-# rejects (e.g. an unknown data type code). Neither derives from OSError or ValueError.
-_READ_ERRORS = (OSError, EOFError, ValueError, RuntimeError, KeyError, zipfile.BadZipFile,
-                zlib.error, nib.filebasedimages.ImageFileError,
-                nib.spatialimages.HeaderDataError)
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
 
 def _missing(path: Path) -> InputError:
-    return InputError(f"{path}: file not found")
+    return InputError(f"{path}: file not found", path=path)
+
+
+def _check_numeric(path: Path, key: str, dtype: np.dtype) -> None:
+    if not (np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.bool_)):
+        raise InputError(f"{path}: '{key}' holds {dtype} values, not numbers", path=path)
 
 
 class NiftiHeader:
@@ -51,16 +44,25 @@ class NiftiHeader:
         self.path = Path(path)
         if not self.path.is_file():
             raise _missing(self.path)
-        try:
+        with parsing(self.path, "NIfTI header"):
             image = nib.load(str(self.path))
-        except _READ_ERRORS as exc:
-            raise InputError(f"{self.path}: unreadable NIfTI header ({_reason(exc)})") from None
-        self.shape = _squeeze_trailing(tuple(int(v) for v in image.shape))
-        self.affine = np.asarray(image.affine, dtype=np.float64)
-        zooms = image.header.get_zooms()
+            shape = tuple(int(v) for v in image.shape)
+            affine = np.asarray(image.affine, dtype=np.float64)
+            zooms = image.header.get_zooms()
+            dtype = np.dtype(image.get_data_dtype())
+            offset = int(getattr(image.dataobj, "offset", 0))
+        self.shape = _squeeze_trailing(shape)
+        self.affine = affine
         self.spacing = tuple(float(v) for v in (tuple(zooms[:3]) + (1.0, 1.0, 1.0))[:3])
-        self.dtype = np.dtype(image.get_data_dtype())
-        self.offset = int(getattr(image.dataobj, "offset", 0))
+        self.dtype = dtype
+        self.offset = offset
+        self.compressed = self.path.name.lower().endswith(".gz")
+        if not self.shape or min(self.shape) < 1:
+            raise InputError(f"{self.path}: empty image (shape {self.shape})", path=self.path)
+        if not np.isfinite(self.affine).all():
+            raise InputError(f"{self.path}: the header's affine holds NaN or infinite values",
+                             path=self.path)
+        _check_numeric(self.path, "voxel data", self.dtype)
 
 
 def _squeeze_trailing(shape: tuple) -> tuple:
@@ -89,11 +91,11 @@ def check_nifti_complete(header: NiftiHeader) -> None:
         The file is truncated or unreadable; the message names the file.
     """
     path = header.path
-    expected = header.offset + int(np.prod(header.shape)) * header.dtype.itemsize
+    expected = header.offset + int(np.prod(header.shape, dtype=object)) * header.dtype.itemsize
     size = path.stat().st_size
-    if path.name.endswith(".gz"):
+    if header.compressed:
         if size < 18:
-            raise InputError(f"{path}: truncated or empty gzip file ({size} bytes)")
+            raise InputError(f"{path}: truncated or empty gzip file ({size} bytes)", path=path)
         with open(path, "rb") as handle:
             handle.seek(-4, os.SEEK_END)
             recorded = struct.unpack("<I", handle.read(4))[0]
@@ -102,7 +104,8 @@ def check_nifti_complete(header: NiftiHeader) -> None:
         read_nifti(path)  # raises InputError when the data really is incomplete
         return
     if size < expected:
-        raise InputError(f"{path}: truncated file ({size} bytes, the header needs {expected})")
+        raise InputError(f"{path}: truncated file ({size} bytes, the header needs {expected})",
+                         path=path)
 
 
 def read_nifti(path: Path, dtype=np.float32) -> tuple[np.ndarray, np.ndarray, tuple]:
@@ -116,14 +119,15 @@ def read_nifti(path: Path, dtype=np.float32) -> tuple[np.ndarray, np.ndarray, tu
         Missing, unreadable or truncated file; the message names the file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise _missing(path)
-    try:
-        from monai.transforms import LoadImage  # seconds to import: only when reading
+    header = NiftiHeader(path)  # reads the header only: the sizes are checked before reading
+    if header.compressed:
+        check_declared_size(path, header.shape, header.dtype, compressed=True)
+    else:
+        check_nifti_complete(header)
+    from monai.transforms import LoadImage  # seconds to import: only when reading
 
+    with parsing(path, "or truncated NIfTI file"):
         array, meta = LoadImage(reader="NibabelReader", image_only=False, dtype=dtype)(str(path))
-    except _READ_ERRORS as exc:
-        raise InputError(f"{path}: unreadable or truncated NIfTI file ({_reason(exc)})") from None
     array = np.asarray(array)
     array = array.reshape(_squeeze_trailing(array.shape))
     affine = np.asarray(meta.get("original_affine", meta["affine"]), dtype=np.float64)
@@ -135,20 +139,37 @@ def read_nifti(path: Path, dtype=np.float32) -> tuple[np.ndarray, np.ndarray, tu
 def _open_h5(path: Path) -> h5py.File:
     if not path.is_file():
         raise _missing(path)
-    try:
+    with parsing(path, "or truncated HDF5 file"):
         return h5py.File(path, "r")
-    except _READ_ERRORS as exc:
-        raise InputError(f"{path}: unreadable or truncated HDF5 file ({_reason(exc)})") from None
+
+
+def _h5_datasets(handle: h5py.File, path: Path, keys: Sequence[str]) -> dict:
+    """The datasets ``keys`` of an open file, their shapes and types checked against the file."""
+    with parsing(path, "or truncated HDF5 file"):
+        found = {k: handle.get(k) for k in keys}
+        names = list(handle)
+    datasets = {}
+    for key, item in found.items():
+        if item is None:
+            raise InputError(f"{path}: no '{key}' dataset (found: {', '.join(names)})",
+                             path=path)
+        if not isinstance(item, h5py.Dataset):
+            raise InputError(f"{path}: '{key}' is a {type(item).__name__}, not a dataset",
+                             path=path)
+        with parsing(path, "or truncated HDF5 file"):
+            shape, dtype, chunked = tuple(item.shape or ()), item.dtype, item.chunks is not None
+        _check_numeric(path, key, dtype)
+        # Chunked storage may be compressed (or hold unwritten chunks): the deflate bound.
+        check_declared_size(path, shape, dtype, compressed=chunked, what=f"'{key}'")
+        datasets[key] = item
+    return datasets
 
 
 def h5_shapes(path: Path, keys: Sequence[str] = ("image", "label")) -> dict[str, tuple]:
     """Shapes of the datasets ``keys`` of an HDF5 file, without reading them."""
     path = Path(path)
     with _open_h5(path) as handle:
-        missing = [k for k in keys if k not in handle]
-        if missing:
-            raise InputError(f"{path}: no '{missing[0]}' dataset (found: {', '.join(handle)})")
-        return {k: tuple(handle[k].shape) for k in keys}
+        return {k: tuple(d.shape) for k, d in _h5_datasets(handle, path, keys).items()}
 
 
 def read_h5(path: Path, keys: Sequence[str] = ("image", "label")) -> dict[str, np.ndarray]:
@@ -157,47 +178,61 @@ def read_h5(path: Path, keys: Sequence[str] = ("image", "label")) -> dict[str, n
     Raises
     ------
     InputError
-        Missing, unreadable or truncated file or a missing key; the message names the file.
+        Missing, unreadable or truncated file, a missing key, a group or text where an array
+        should be, or a declared shape the file cannot hold; the message names the file.
     """
     path = Path(path)
     with _open_h5(path) as handle:
-        missing = [k for k in keys if k not in handle]
-        if missing:
-            raise InputError(f"{path}: no '{missing[0]}' dataset (found: {', '.join(handle)})")
-        try:
-            return {k: np.asarray(handle[k][()]) for k in keys}
-        except _READ_ERRORS as exc:
-            raise InputError(f"{path}: unreadable or truncated HDF5 file ({_reason(exc)})") \
-                from None
+        out = {}
+        for key, dataset in _h5_datasets(handle, path, keys).items():
+            with parsing(path, f"or truncated HDF5 dataset '{key}'"):
+                out[key] = np.asarray(dataset[()])
+        return out
 
 
 def _open_npz(path: Path):
     if not path.is_file():
         raise _missing(path)
-    try:
-        return np.load(path, allow_pickle=False)
-    except _READ_ERRORS as exc:
-        raise InputError(f"{path}: unreadable or truncated npz file ({_reason(exc)})") from None
+    with parsing(path, "or truncated npz file"):
+        archive = np.load(path, allow_pickle=False)
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise InputError(f"{path}: not an npz archive (a single .npy array)", path=path)
+    return archive
+
+
+def _npz_member(archive, path: Path, key: str) -> tuple[str, tuple, np.dtype]:
+    """Zip member name, shape and dtype of array ``key``, from its .npy header alone.
+
+    Raises
+    ------
+    InputError
+        No such array, an unreadable header, a non-numeric type, or a shape the member's
+        stored size cannot hold.
+    """
+    if key not in archive.files:
+        raise InputError(f"{path}: no '{key}' array (found: {', '.join(archive.files)})",
+                         path=path)
+    names = archive.zip.namelist()
+    member = f"{key}.npy" if f"{key}.npy" in names else key
+    with parsing(path, f"'{key}' array"):
+        info = archive.zip.getinfo(member)
+        with archive.zip.open(member) as stream:
+            version = np.lib.format.read_magic(stream)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read_header(stream)
+            header_bytes = stream.tell()
+    _check_numeric(path, key, dtype)
+    check_declared_size(path, shape, dtype, compressed=False,
+                        available=info.file_size - header_bytes, what=f"'{key}'")
+    return member, tuple(int(v) for v in shape), dtype
 
 
 def npz_shapes(path: Path, keys: Sequence[str]) -> dict[str, tuple]:
     """Shapes of the arrays ``keys`` in an npz file, from the .npy headers only."""
     path = Path(path)
-    shapes = {}
     with _open_npz(path) as archive:
-        for key in keys:
-            if key not in archive.files:
-                raise InputError(f"{path}: no '{key}' array (found: {', '.join(archive.files)})")
-            try:
-                with archive.zip.open(f"{key}.npy") as member:
-                    version = np.lib.format.read_magic(member)
-                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                                   else np.lib.format.read_array_header_2_0)
-                    shape, _, _ = read_header(member)
-            except _READ_ERRORS as exc:
-                raise InputError(f"{path}: unreadable '{key}' array ({_reason(exc)})") from None
-            shapes[key] = tuple(int(v) for v in shape)
-    return shapes
+        return {key: _npz_member(archive, path, key)[1] for key in keys}
 
 
 def read_npz(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray]:
@@ -206,19 +241,17 @@ def read_npz(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray]:
     Raises
     ------
     InputError
-        Missing, unreadable or truncated file or a missing key; the message names the file.
+        Missing, unreadable or truncated file, a missing key, a non-numeric array, or a
+        declared shape the archive cannot hold; the message names the file.
     """
     path = Path(path)
     with _open_npz(path) as archive:
         out = {}
         for key in keys:
-            if key not in archive.files:
-                raise InputError(f"{path}: no '{key}' array (found: {', '.join(archive.files)})")
-            try:
-                out[key] = np.asarray(archive[key])
-            except _READ_ERRORS as exc:
-                raise InputError(f"{path}: unreadable or truncated '{key}' array "
-                                 f"({_reason(exc)})") from None
+            member, _, _ = _npz_member(archive, path, key)
+            with parsing(path, f"or truncated '{key}' array"):
+                with archive.zip.open(member) as stream:
+                    out[key] = np.lib.format.read_array(stream, allow_pickle=False)
         return out
 
 
@@ -232,13 +265,15 @@ def check_label_values(label: np.ndarray, allowed: Sequence[int], path: Path,
         NaN, a non-integer or a value outside ``allowed``; the message names the file.
     """
     if np.issubdtype(label.dtype, np.floating):
-        if np.isnan(label).any():
-            raise InputError(f"{path}: label contains NaN")
+        if not np.isfinite(label).all():
+            raise InputError(f"{path}: label contains NaN or infinite values", path=path)
         if not np.array_equal(label, np.round(label)):
             bad = label[label != np.round(label)].flat[0]
-            raise InputError(f"{path}: label value {bad:g} is not an integer")
+            raise InputError(f"{path}: label value {bad:g} is not an integer", path=path)
+    elif not (np.issubdtype(label.dtype, np.integer) or label.dtype == np.bool_):
+        raise InputError(f"{path}: label holds {label.dtype} values, not integers", path=path)
     if label.size == 0:
-        raise InputError(f"{path}: label volume is empty (shape {label.shape})")
+        raise InputError(f"{path}: label volume is empty (shape {label.shape})", path=path)
     allowed = sorted(int(v) for v in allowed)
     # min/max first: one cheap pass settles contiguous label maps (the usual case).
     low, high = label.min(), label.max()
@@ -248,7 +283,7 @@ def check_label_values(label: np.ndarray, allowed: Sequence[int], path: Path,
         bad = outside[0] if outside.size else None
     if bad is not None:
         raise InputError(f"{path}: label value {bad:g} is outside the {what} "
-                         f"(allowed: {_ranges(allowed)})")
+                         f"(allowed: {_ranges(allowed)})", path=path)
 
 
 def _ranges(values: Sequence[int]) -> str:

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from swin_unet.volume_io import label_dtype
+
 from .transforms import apply_seeded, build_augmentation, resize_slices, volume_to_slices
 
 __all__ = ["SliceCache", "build_slice_cache", "SliceDataset", "VolumeDataset"]
@@ -25,7 +27,7 @@ logger = logging.getLogger(__name__)
 class SliceCache:
     """Training volumes as compact 2-D slices at the model's size.
 
-    ``images[v]`` is (Z, C, H, W) float16 or float32 and ``labels[v]`` (Z, H, W) uint8 for
+    ``images[v]`` is (Z, C, H, W) float16 or float32 and ``labels[v]`` (Z, H, W) uint8 or uint16 for
     volume ``names[v]``.
     """
 
@@ -46,12 +48,16 @@ class SliceCache:
 
 def _prepare(volume: np.ndarray, label: np.ndarray, size: tuple[int, int],
              dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-    """(C, )X, Y, Z volume and X, Y, Z label -> (Z, C, H, W) ``dtype`` and (Z, H, W) uint8."""
+    """(C, )X, Y, Z volume and X, Y, Z label -> (Z, C, H, W) ``dtype`` and (Z, H, W) labels.
+
+    Labels are uint8, or uint16 when a class index exceeds 255.
+    """
     channels = volume.ndim == 4
     image = resize_slices(volume_to_slices(volume, channels), size).astype(dtype)
     # Labels travel as float32 through the resize (exact for class indices < 2^24).
     label_slices = volume_to_slices(label.astype(np.float32), False)[:, 0]
-    labels = resize_slices(label_slices, size, is_label=True).astype(np.uint8)
+    wide = label_dtype(int(label.max()) + 1 if label.size else 1)
+    labels = resize_slices(label_slices, size, is_label=True).astype(wide)
     return image, labels
 
 

@@ -12,6 +12,7 @@ from monai.transforms import (Compose, Identityd, OneOf, RandAffined, RandFlipd,
                               RandRotate90d, RandRotated, RandScaleIntensityFixedMeand,
                               RandShiftIntensityd, Resize)
 
+from swin_unet.errors import InputError
 
 __all__ = ["AUGMENTATIONS", "resize_slices", "volume_to_slices", "build_augmentation",
            "apply_seeded"]

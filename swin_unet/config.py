@@ -261,18 +261,29 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
 
 
 def load_yaml(path: Union[str, Path]) -> dict:
-    """Read a YAML mapping, with errors that name the file."""
+    """Read a YAML mapping, with errors that name the file.
+
+    Raises:
+        InputError: the file is missing, unreadable, not text, not YAML, or not a mapping.
+    """
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise InputError(f"{path}: cannot read config file ({exc.strerror or exc})",
                          path=path) from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a text file (a YAML config is UTF-8 text)",
+                         path=path) from None
     try:
-        values = yaml.safe_load(text) or {}
+        values = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise InputError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}",
                          path=path) from None
+    except Exception as exc:  # noqa: BLE001 - any other failure of the parser on this file
+        raise InputError(f"{path}: not valid YAML ({type(exc).__name__})", path=path) from None
+    if values is None:
+        return {}
     if not isinstance(values, dict):
         raise InputError(f"{path}: expected a YAML mapping at the top level", path=path)
     return values

@@ -101,7 +101,7 @@ def fill_dataclass(cls: type, values: dict, prefix: str) -> Any:
                          f"got {values!r}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
+    unknown = sorted(set(values) - names, key=str)  # YAML keys may be numbers too
     if unknown:
         raise unknown_key(f"{prefix}{unknown[0]}", [f"{prefix}{n}" for n in names])
     kwargs = {}

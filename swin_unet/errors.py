@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional, Union
+from typing import Iterator, Optional, Union
+
+__all__ = ["InputError", "one_line", "parsing"]
 
 
 class InputError(ValueError):
@@ -47,6 +50,33 @@ def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    reason = text[0].strip() if text else ""
+    if isinstance(exc, MemoryError) or not reason:
+        reason = f"{type(exc).__name__}{': ' + reason if reason else ''}"
+    return reason[:200]
+
+
+@contextmanager
+def parsing(path: Union[str, Path], what: str) -> Iterator[None]:
+    """Turn any failure of a third-party parser reading ``path`` into an :class:`InputError`.
+
+    Wrap only the parser call itself: third-party readers (nibabel, h5py, SimpleITK, zipfile,
+    torch.load, yaml, json) raise dozens of exception types for a damaged file, and which ones
+    is not part of their API. Our own code stays outside, so its bugs still show as bugs.
+
+    Raises
+    ------
+    InputError
+        ``"<path>: unreadable <what> (<first line of the parser's message>)"``, with ``path``.
+    """
+    try:
+        yield
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - see the docstring: the parser's own failures
+        raise InputError(f"{path}: unreadable {what} ({_reason(exc)})", path=path) from None
 def format_error(exc: BaseException) -> str:
     """What the command-line tools print for ``exc``: ``error:`` and its one line, then its
     ``details`` (if any) indented by two spaces, their lines kept."""

@@ -2,7 +2,8 @@
 
 :func:`run_evaluation` takes an :class:`EvaluationRequest` (test.py's options) and picks the
 run; volumes go through the network as :class:`InferenceOptions` say. Existing predictions
-are scored by :mod:`swin_unet.scoring`; what every run writes is in :mod:`swin_unet.results`.
+are scored by :mod:`swin_unet.scoring`; what every run writes is in
+:mod:`swin_unet.output_folder`.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ from .image_segmentation import find_image_inputs, image_targets, segment_images
     write_image_prediction
 from .metrics import case_metrics
 from .orientation import Reorientation
+from .output_folder import RunResult, check_output, remove_results, write_results
 from .report_builder import ReportBuilder, report_for
-from .results import RunResult, check_output, finish_run
 from .scoring import evaluate_predictions
 from .viewer_tables import write_viewer_tables
-from .volume_io import Volume, find_inputs, read_volume, reference_of_item
+from .volume_io import Volume, find_inputs, read_geometry, read_volume, reference_of_item
 
 __all__ = ["InferenceOptions", "EvaluationRequest", "RunResult", "run_evaluation", "check_output",
            "evaluate_volumes", "evaluate_predictions", "segment_inputs", "LoadedModel",
@@ -48,7 +49,6 @@ def __getattr__(name: str):
 
 logger = logging.getLogger(__name__)
 
-_OUTPUT_FILES = ("metrics.csv", "summary.json")
 PIXEL_NOTE = "2-D images store no spacing: HD95 is in pixels (px)"
 
 
@@ -140,14 +140,17 @@ def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
         if report is not None:
             report.add_case(item["case"], prediction, item["image"], item["label"],
                             item["affine"], item["spacing"], per_case[item["case"]])
+        write_results(output, per_case, loaded.class_names, options.mode, result, False,
+                      distance_unit=unit, checkpoint=str(loaded.path), n_listed=len(volumes))
     if not per_case:
         raise InputError("no volumes to evaluate in the selected split")
     if unit == "px":
         result.notes.append(PIXEL_NOTE)
     elif save_nifti:
         write_viewer_tables(output / "predictions", loaded.class_names)
-    return finish_run(output, per_case, loaded.class_names, options.mode, result, report, unit,
-                   checkpoint=str(loaded.path), seconds_per_volume=float(np.mean(seconds)))
+    return write_results(output, per_case, loaded.class_names, options.mode, result, True,
+                         report, distance_unit=unit, checkpoint=str(loaded.path),
+                         seconds_per_volume=float(np.mean(seconds)))
 
 
 def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: InferenceOptions,
@@ -184,7 +187,8 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: Inf
             return normalize_intensity(array, intensity, window, channels_first=array.ndim == 4)
     images = find_image_inputs(inputs)
     if images:  # 2-D images: a label PNG and an overlay each, at the image's own size
-        check_output(output, overwrite, image_targets(output, [name for name, _ in images]))
+        remove_results(output, check_output(output, overwrite, image_targets(
+            output, [name for name, _ in images]), keep=[path for _, path in images]))
         result = RunResult(kind="input", output=output, notes=[
             f"label PNGs (values 0..{len(loaded.class_names)}, class colours) in "
             f"{output / 'predictions'}, the images with their classes in {output / 'overlays'}"])
@@ -200,7 +204,13 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: Inf
         raise InputError(f"{inputs}: two inputs would both be written as {duplicate}.nii.gz")
     kinds = OutputKinds(probabilities=probabilities, uncertainty=probabilities and options.tta)
     targets = [output_paths(output, name, kinds) for name in names]
-    check_output(output, overwrite, [p for paths in targets for p in paths.values()])
+    read = [f for _, path, _ in found for f in (path if isinstance(path, list) else [path])]
+    stale = check_output(output, overwrite, [p for paths in targets for p in paths.values()],
+                         keep=read)
+    for file in read:
+        if file.is_file():
+            read_geometry(file)  # every header readable before the first scan is segmented
+    remove_results(output, stale)
     (output / "predictions").mkdir(parents=True, exist_ok=True)
     result = RunResult(kind="input", output=output)
     for (name, path, series), paths in tqdm(list(zip(found, targets)), desc="scans",
@@ -236,6 +246,7 @@ class EvaluationRequest:
     input: Optional[Path] = None
     output: Optional[Path] = None
     overwrite: bool = False
+    ignore_geometry: bool = False
     save_nifti: bool = False
     save_probabilities: bool = False
     keep_orientation: bool = False
@@ -292,12 +303,14 @@ def run_evaluation(request: EvaluationRequest) -> RunResult:
     datasets = project_datasets()
     if kind == "predictions":
         output = request.output or Path("outputs") / f"eval_{request.predictions.name}"
-        check_output(output, request.overwrite)
+        stale = check_output(output, request.overwrite,
+                             keep=[request.predictions, request.labels])
         names = (datasets.class_names_for(request.dataset, root=request.root)
                  if request.dataset else None)
         return evaluate_predictions(request.predictions, request.labels, output,
                                     request.metric_mode or "mm", names, request.progress,
-                                    report_for(request, output, names or []))
+                                    report_for(request, output, names or []),
+                                    request.ignore_geometry, stale)
     from .inference import resolve_device
     from .trained import load_model
 
@@ -319,15 +332,14 @@ def run_evaluation(request: EvaluationRequest) -> RunResult:
                               probabilities=request.save_probabilities,
                               keep_orientation=request.keep_orientation)
     output = request.output or Path("outputs") / f"test_{request.dataset}"
-    from .scan_outputs import OutputKinds
-
-    kinds = OutputKinds(request.save_nifti, request.save_probabilities, request.save_probabilities)
-    check_output(output, request.overwrite, [output / folder for folder in kinds.folders()])
+    stale = check_output(output, request.overwrite)
     source = datasets.open_dataset(request.dataset, loaded.config.data)
     if list(source.class_names) != loaded.class_names:
         raise InputError(f"{request.checkpoint}: trained for classes "
                          f"{', '.join(loaded.class_names)}; {request.dataset} has "
                          f"{', '.join(source.class_names)}", path=request.checkpoint)
+    source.check_integrity((request.split,))  # a bad case fails now, not after the others
+    remove_results(output, stale)
     note = None
     if not source.stores_spacing:
         note = (f"{source.layout}: the release stores no voxel spacing; unit spacing is "

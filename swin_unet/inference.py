@@ -14,6 +14,7 @@ from torch import nn
 from .config import MetricMode, choices, look_up_option
 from .errors import InputError
 from .model.network import as_pair
+from .volume_io import label_dtype
 from .precision import autocast, autocast_dtype
 
 __all__ = ["predict_volume", "resolve_device", "flip_tta_logits"]
@@ -168,7 +169,7 @@ def predict_volume(model: nn.Module, image: np.ndarray, img_size: Union[int, Seq
     Returns
     -------
     np.ndarray
-        uint8 labels of shape (X, Y, Z).
+        Labels of shape (X, Y, Z): uint8, or uint16 for a model of more than 256 classes.
 
     Raises
     ------
@@ -193,7 +194,7 @@ def predict_volume(model: nn.Module, image: np.ndarray, img_size: Union[int, Seq
     device = torch.device(device)
     model.to(device)
     channels, x, y, z = volume.shape
-    labels = np.empty((x, y, z), dtype=np.uint8)
+    labels = None  # uint8, or uint16 for more than 256 classes: known from the first logits
     want_probabilities = probabilities is not None or entropy is not None
     for name, array in (("probabilities", probabilities), ("entropy", entropy)):
         if array is not None and tuple(array.shape[-3:]) != (x, y, z):
@@ -211,7 +212,8 @@ def predict_volume(model: nn.Module, image: np.ndarray, img_size: Union[int, Seq
                 if mode == "paper":
                     batch = torch.from_numpy(_paper_resize_in(chunk, size)).to(device)
                     logits = flip_tta_logits(model, batch, tta)
-                    small = logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
+                    dtype = label_dtype(logits.shape[1])
+                    small = logits.argmax(dim=1).to(torch.int32).cpu().numpy().astype(dtype)
                     out = _paper_resize_out(small, (x, y))
                     if want_probabilities:
                         probs = _paper_resize_out(torch.softmax(logits, 1).cpu().numpy(), (x, y))
@@ -230,10 +232,14 @@ def predict_volume(model: nn.Module, image: np.ndarray, img_size: Union[int, Seq
                         logits = F.interpolate(
                             logits.contiguous(memory_format=torch.channels_last), size=(x, y),
                             mode="bilinear", align_corners=False)
-                    out = logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
+                    dtype = label_dtype(logits.shape[1])
+                    out = logits.argmax(dim=1).to(
+                        torch.uint8 if dtype == np.uint8 else torch.int32).cpu().numpy()
                     if want_probabilities:
                         _store_probabilities(torch.softmax(logits, dim=1), start, stop,
                                              probabilities, entropy)
+                if labels is None:
+                    labels = np.empty((x, y, z), dtype=dtype)
                 labels[..., start:stop] = np.moveaxis(out, 0, -1)
     finally:
         model.train(was_training)

@@ -49,8 +49,12 @@ def _csv_number(value: Any) -> str:
 def _atomic_write(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file so a crash leaves no half file."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, newline="")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, newline="")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_metrics_csv(path: Union[str, Path], per_case: dict[str, list[dict]],

@@ -1,23 +1,20 @@
-"""Score existing label files against references: ``test.py --predictions DIR --labels DIR``."""
+"""Score existing label files (test.py --predictions/--labels): no model, no torch."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
 from .errors import InputError
 from .metrics import case_metrics
+from .output_folder import RunResult, remove_results, write_results
 from .report_builder import ReportBuilder
-from .results import RunResult, finish_run
-from .volume_io import find_inputs, read_volume
+from .volume_io import find_inputs, read_volume, same_grid
 
 __all__ = ["evaluate_predictions"]
-
-logger = logging.getLogger(__name__)
 
 
 def _image_files(folder: Path, what: str) -> dict[str, Path]:
@@ -36,17 +33,21 @@ def _image_files(folder: Path, what: str) -> dict[str, Path]:
 def evaluate_predictions(predictions: Path, labels: Path, output: Path, mode: str,
                          class_names: Optional[list[str]] = None,
                          progress: bool = True,
-                         report: Optional[ReportBuilder] = None) -> RunResult:
+                         report: Optional[ReportBuilder] = None, ignore_geometry: bool = False,
+                         stale: Sequence[Path] = ()) -> RunResult:
     """Score label files in ``predictions`` against the same-named files in ``labels``.
 
     Spacing comes from the label files' headers. Without ``class_names`` the classes are
-    1..max label found, named ``class_1``... ``report`` draws labels without an image.
+    1..max label found, named ``class_1``... ``report`` draws labels without an image. Every
+    pair's grid is checked from the headers before anything is scored; ``ignore_geometry``
+    scores pairs whose affines differ voxel by voxel (``summary.json``: ``geometry_ignored``).
+    ``stale`` (an earlier run's results, from :func:`check_output`) go once the checks pass.
 
     Raises
     ------
     InputError
-        An empty folder, a prediction without a label, shapes that differ, values out of
-        range; the message names the file.
+        An empty folder, a prediction without a label, shapes that differ, affines that differ
+        (without ``ignore_geometry``), NaN or values out of range; the message names the file.
     """
     predicted = _image_files(predictions, "predictions")
     references = _image_files(labels, "labels")
@@ -58,29 +59,29 @@ def evaluate_predictions(predictions: Path, labels: Path, output: Path, mode: st
     result = RunResult(kind="predictions", output=output)
     if unused:
         result.notes.append(f"{unused} label file(s) without a prediction were not scored")
-    pairs = []
-    for name in sorted(predicted):
-        pairs.append((name, predicted[name], references[name]))
+    pairs = [(name, predicted[name], references[name]) for name in sorted(predicted)]
+    mismatched = [name for name, pred, label in pairs
+                  if not same_grid(pred, label, ignore_geometry)]
+    if mismatched:
+        result.notes.append(f"--ignore-geometry: {len(mismatched)} prediction(s) whose affine "
+                            f"differs from their label's were scored voxel by voxel")
     if class_names is None:
-        highest = max(int(np.max(read_volume(lab, dtype=None).array)) for _, _, lab in pairs)
+        highest = max(_highest_label(label) for _, _, label in pairs)
         class_names = [f"class_{i}" for i in range(1, max(highest, 1) + 1)]
         result.notes.append(f"classes 1..{len(class_names)} taken from the labels' values "
                             f"(pass --dataset for names)")
     num_classes = len(class_names) + 1
     if report is not None:
         report.class_names = list(class_names)  # perhaps named from the labels' values
+    remove_results(output, stale)
     output.mkdir(parents=True, exist_ok=True)
+    extra = {"predictions": str(predictions), "labels": str(labels),
+             "ignore_geometry": bool(ignore_geometry), "geometry_ignored": mismatched}
     per_case = {}
     for name, pred_path, label_path in tqdm(pairs, desc="cases", unit="case",
                                             disable=not progress):
         pred = read_volume(pred_path, dtype=None)
         label = read_volume(label_path, dtype=None)
-        if pred.array.shape != label.array.shape:
-            raise InputError(f"{pred_path}: shape {pred.array.shape} does not match the label "
-                             f"{label_path} of shape {label.array.shape}")
-        if not np.allclose(pred.affine, label.affine, atol=1e-3):
-            logger.warning("%s: affine differs from the label's (%s); scored voxel by voxel",
-                           pred_path, label_path)
         try:
             per_case[name] = case_metrics(pred.array, label.array, num_classes,
                                           spacing=label.spacing, mode=mode)
@@ -89,5 +90,14 @@ def evaluate_predictions(predictions: Path, labels: Path, output: Path, mode: st
         if report is not None:
             report.add_case(name, pred.array, None, label.array, label.affine, label.spacing,
                             per_case[name])
-    return finish_run(output, per_case, class_names, mode, result, report,
-                   predictions=str(predictions), labels=str(labels))
+        write_results(output, per_case, class_names, mode, result, False, n_listed=len(pairs),
+                      **extra)
+    return write_results(output, per_case, class_names, mode, result, True, report, **extra)
+
+
+def _highest_label(path: Path) -> int:
+    """The largest value of a label file, which must be finite."""
+    array = read_volume(path, dtype=None).array
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        raise InputError(f"{path}: label contains NaN or infinite values", path=path)
+    return int(np.max(array)) if array.size else 0

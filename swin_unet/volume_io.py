@@ -13,14 +13,14 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import InputError
+from .errors import InputError, parsing
+from .headers import (ITK_SUFFIXES, NIFTI_SUFFIXES, check_declared_size, itk_affine,
+                      itk_storage, label_dtype, list_folder, read_geometry, same_grid)
 
 __all__ = ["Volume", "read_volume", "find_inputs", "write_labels", "write_map",
            "write_probabilities", "reference_of_item", "case_name", "NIFTI_SUFFIXES",
-           "ITK_SUFFIXES"]
-
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-ITK_SUFFIXES = (".nrrd", ".mha", ".mhd")
+           "ITK_SUFFIXES", "check_declared_size", "label_dtype", "list_folder", "read_geometry",
+           "same_grid"]
 # nnU-Net names the channels of a case CASE_0000, CASE_0001, ...
 _CHANNEL_NAME = re.compile(r"^(.+)_(\d{4})$")
 
@@ -123,12 +123,13 @@ def find_inputs(path: Union[str, Path], channels: bool = False
             raise InputError(f"{path}: not an image file (expected "
                              f"{', '.join(NIFTI_SUFFIXES + ITK_SUFFIXES)})")
         return [(case_name(path), path, None)]
-    files = [p for p in _visible(path.iterdir()) if _is_image_file(p)]
+    entries = _visible(list_folder(path))
+    files = [p for p in entries if _is_image_file(p)]
     if files:
         groups = _channel_groups(files) if channels else None
         return groups or [(case_name(p), p, None) for p in files]
     found = []
-    for folder in [path] + [p for p in _visible(path.iterdir()) if p.is_dir()]:
+    for folder in [path] + [p for p in entries if p.is_dir()]:
         series = _dicom_series(folder)
         for series_id in series:
             name = folder.name if len(series) == 1 else f"{folder.name}_{series_id[-8:]}"
@@ -148,11 +149,50 @@ def _itk_to_volume(image: sitk.Image, case: str, path: Path) -> Volume:
     array = np.transpose(array, (0, 3, 2, 1))
     array = array[0] if array.shape[0] == 1 else array
     spacing = tuple(float(s) for s in image.GetSpacing())
-    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
-    affine = np.eye(4)
-    affine[:3, :3] = direction * np.asarray(spacing)
-    affine[:3, 3] = image.GetOrigin()
-    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine  # ITK's LPS world -> RAS
+    affine = itk_affine(spacing, image.GetDirection(), image.GetOrigin())
+    return Volume(case, array, spacing, affine, path, image)
+
+
+def _read_itk(path: Path, case: str) -> Volume:
+    """An NRRD/MHA/MHD file, its declared size checked before the voxels are read."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    with parsing(path, "image header"):
+        reader.ReadImageInformation()
+        size, components = tuple(reader.GetSize()), reader.GetNumberOfComponents()
+        sample = sitk.Image([1] * len(size), reader.GetPixelID())
+    itemsize = sitk.GetArrayViewFromImage(sample).dtype.itemsize * components
+    available, compressed = itk_storage(path)
+    check_declared_size(path, size, np.dtype(f"V{max(itemsize, 1)}"), compressed, available)
+    with parsing(path, "or truncated image"):
+        image = reader.Execute()
+    return _itk_to_volume(image, case, path)
+
+
+def _read_nifti(path: Path, case: str, dtype: Any) -> Volume:
+    """A NIfTI file in its own voxel order, its declared size checked before reading."""
+    with parsing(path, "NIfTI header"):
+        image = nib.load(str(path))
+        shape, data_dtype = tuple(image.shape), np.dtype(image.get_data_dtype())
+        offset = int(getattr(image.dataobj, "offset", 0))
+    compressed = path.name.lower().endswith(".gz")
+    check_declared_size(path, shape, data_dtype, compressed,
+                        None if compressed else path.stat().st_size - offset)
+    squeezed = shape
+    while len(squeezed) > 3 and squeezed[-1] == 1:  # (X, Y, Z, 1) from some tools: same grid
+        squeezed = squeezed[:-1]
+    if len(squeezed) not in (3, 4) or min(squeezed) < 1:
+        raise InputError(f"{path}: expected a 3-D or 4-D image, got shape {shape}", path=path)
+    with parsing(path, "or truncated NIfTI file"):
+        if dtype is None:
+            array = np.asanyarray(image.dataobj)
+        else:
+            array = image.get_fdata(dtype=np.float32 if dtype == np.float32 else np.float64)
+        spacing = tuple(float(s) for s in image.header.get_zooms()[:3])
+        affine = image.affine.copy()
+    array = array.reshape(squeezed)
+    if array.ndim == 4:  # (X, Y, Z, C) -> (C, X, Y, Z)
+        array = np.moveaxis(array, -1, 0)
     return Volume(case, array, spacing, affine, path, image)
 
 
@@ -175,45 +215,33 @@ def read_volume(path: Union[str, Path, list[Path]], case: Optional[str] = None,
     Raises
     ------
     InputError
-        A file that cannot be read as an image, naming it; channel files of another grid.
+        A file that cannot be read as an image, or whose header declares more data than the
+        file holds, naming it; channel files of another grid.
     """
     if isinstance(path, (list, tuple)):
         return _read_channels([Path(p) for p in path], case, dtype)
     path = Path(path)
     case = case or case_name(path)
-    try:
-        if path.is_dir():
-            reader = sitk.ImageSeriesReader()
-            series_id = series_id or (_dicom_series(path) or [None])[0]
-            if series_id is None:
-                raise InputError(f"{path}: no DICOM series in the folder")
+    if path.is_dir():
+        reader = sitk.ImageSeriesReader()
+        series_id = series_id or (_dicom_series(path) or [None])[0]
+        if series_id is None:
+            raise InputError(f"{path}: no DICOM series in the folder", path=path)
+        with parsing(path, "DICOM series"):
             reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(path), series_id))
-            volume = _itk_to_volume(reader.Execute(), case, path)
-        elif path.name.lower().endswith(NIFTI_SUFFIXES):
-            image = nib.load(str(path))
-            shape = tuple(image.shape)
-            while len(shape) > 3 and shape[-1] == 1:  # (X, Y, Z, 1) from some tools: same grid
-                shape = shape[:-1]
-            if len(shape) not in (3, 4):
-                raise InputError(f"{path}: expected a 3-D or 4-D image, got shape {image.shape}")
-            if dtype is None:
-                array = np.asanyarray(image.dataobj)
-            else:
-                array = image.get_fdata(dtype=np.float32 if dtype == np.float32 else np.float64)
-            array = array.reshape(shape)
-            if array.ndim == 4:  # (X, Y, Z, C) -> (C, X, Y, Z)
-                array = np.moveaxis(array, -1, 0)
-            spacing = tuple(float(s) for s in image.header.get_zooms()[:3])
-            volume = Volume(case, array, spacing, image.affine.copy(), path, image)
-        else:
-            volume = _itk_to_volume(sitk.ReadImage(str(path)), case, path)
-    except InputError:
-        raise
-    except Exception as exc:  # nibabel, gzip and ITK raise many types for a corrupt file
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: cannot read the volume ({reason[:160]})") from None
+            image = reader.Execute()
+        volume = _itk_to_volume(image, case, path)
+    elif not path.is_file():
+        raise InputError(f"{path}: file not found", path=path)
+    elif path.name.lower().endswith(NIFTI_SUFFIXES):
+        volume = _read_nifti(path, case, dtype)
+    else:
+        volume = _read_itk(path, case)
     if dtype is not None:
         volume.array = np.asarray(volume.array, dtype=dtype)
+    elif not (np.issubdtype(volume.array.dtype, np.number)
+              or volume.array.dtype == np.bool_):
+        raise InputError(f"{path}: holds {volume.array.dtype} values, not numbers", path=path)
     return volume
 
 
@@ -254,18 +282,21 @@ def reference_of_item(item: dict) -> Volume:
 
 
 def write_labels(labels: np.ndarray, reference: Volume, path: Union[str, Path]) -> Path:
-    """Write uint8 ``labels`` (X, Y, Z) as NIfTI with ``reference``'s exact geometry.
+    """Write ``labels`` (X, Y, Z) as NIfTI with ``reference``'s exact geometry.
 
-    A NIfTI reference keeps its header (affine, qform and sform with their codes, units); an
-    ITK reference (DICOM, NRRD, MHA) its origin, spacing and direction. The file is written to
-    a temporary name first, then renamed.
+    Stored as uint8, or uint16 when a label exceeds 255. A NIfTI reference keeps its header
+    (affine, qform and sform with their codes, units); an ITK reference (DICOM, NRRD, MHA) its
+    origin, spacing and direction. The file is written to a temporary name first, then
+    renamed; a failed write removes the temporary file.
 
     Raises
     ------
     InputError
         ``labels`` does not match the reference's spatial shape.
     """
-    return _write_volume(labels, reference, path, np.uint8, (0.0, 0.0))
+    labels = np.asarray(labels)
+    dtype = label_dtype(int(labels.max()) + 1 if labels.size else 1)
+    return _write_volume(labels, reference, path, dtype, (0.0, 0.0))
 
 
 def write_map(values: np.ndarray, reference: Volume, path: Union[str, Path],
@@ -289,6 +320,17 @@ def _write_volume(values: np.ndarray, reference: Volume, path: Union[str, Path],
     values = values.astype(dtype, copy=False)
     # The temporary name keeps the real suffix, from which both writers choose the format.
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        _write_image(values, reference, tmp, dtype, display_range)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _write_image(values: np.ndarray, reference: Volume, tmp: Path, dtype: Any,
+                 display_range: tuple[float, float]) -> None:
     source = reference.reference
     if isinstance(source, sitk.Image):
         image = sitk.GetImageFromArray(np.ascontiguousarray(values.transpose(2, 1, 0)))
@@ -311,8 +353,6 @@ def _write_volume(values: np.ndarray, reference: Volume, path: Union[str, Path],
             image.header.set_xyzt_units("mm")
             image.header["cal_min"], image.header["cal_max"] = display_range
         nib.save(image, str(tmp))
-    os.replace(tmp, path)
-    return path
 
 
 def write_probabilities(probabilities: np.ndarray, affine: np.ndarray,
@@ -328,9 +368,14 @@ def write_probabilities(probabilities: np.ndarray, affine: np.ndarray,
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     arrays = {"probabilities": np.asanyarray(probabilities),
               "affine": np.asarray(affine, dtype=np.float64)}
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
-        for key, array in arrays.items():
-            with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
-                np.lib.format.write_array(member, array, allow_pickle=False)
-    os.replace(tmp, path)
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED,
+                             compresslevel=1) as archive:
+            for key, array in arrays.items():
+                with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, array, allow_pickle=False)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path

@@ -152,7 +152,7 @@ def test_inputs_errors_name_the_file(tmp_path):
     with pytest.raises(InputError, match="empty input folder"):
         find_inputs(tmp_path / "empty")
     (tmp_path / "broken.nii.gz").write_bytes(b"not a nifti")
-    with pytest.raises(InputError, match="broken.nii.gz: cannot read"):
+    with pytest.raises(InputError, match="broken.nii.gz: unreadable NIfTI header"):
         read_volume(tmp_path / "broken.nii.gz")
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(InputError, match="not an image file"):

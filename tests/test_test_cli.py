@@ -302,7 +302,7 @@ def test_cli_errors_exit_2_with_one_line_naming_the_file(workspace, tmp_path, ca
         (["--checkpoint", tmp_path / "fake.pth", "--input", workspace / "phantom",
           "--output", tmp_path / "o"], "fake.pth"),
         (["--checkpoint", workspace / "tiny.pth", "--input", tmp_path / "broken.nii.gz",
-          "--output", tmp_path / "o"], "broken.nii.gz: cannot read the volume"),
+          "--output", tmp_path / "o"], "broken.nii.gz: unreadable NIfTI header"),
     ]
     for args, message in runs:
         done = subprocess.run([sys.executable, str(ROOT / "test.py"), "--volume", "--no-progress"]

@@ -1,6 +1,7 @@
 """Training runs on a tiny phantom: loss falls, outputs, TensorBoard tags, exact resume, kills."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from datasets import generate_phantom
 from swin_unet.errors import InputError
 from swin_unet.model import read_checkpoint
 from swin_unet.training import loop as loop_module
+from swin_unet.training.run_folder import claim_run_folder
 
 REPO = Path(__file__).resolve().parent.parent
 CLASS_NAMES = ["aorta", "gallbladder", "kidney_left", "kidney_right", "liver", "pancreas",
@@ -296,6 +298,73 @@ def test_compiled_training_saves_plain_weights(phantom, tmp_path):
     assert not any(k.startswith(("_orig_mod.", "module.")) for k in checkpoint["model"])
 
 
+def _error_lines(capsys):
+    return [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+
+
+def test_a_second_run_into_a_finished_run_refuses_and_overwrite_starts_afresh(
+        phantom, full_run, tmp_path, capsys):
+    one_epoch = ("--set", "train.epochs=1")
+    tmp_path = tmp_path / "run"
+    shutil.copytree(full_run, tmp_path)
+    before = {p: p.read_bytes() for p in [tmp_path / "config.yaml",
+                                          tmp_path / "checkpoints" / "last.pth",
+                                          tmp_path / "checkpoints" / "best.pth"]}
+    events = sorted((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(events) == 1
+    capsys.readouterr()
+    assert train_cli.main(tiny_args(phantom, tmp_path, *one_epoch)) == 2
+    lines = _error_lines(capsys)
+    assert len(lines) == 1 and str(tmp_path) in lines[0]
+    assert "--resume" in lines[0] and "--overwrite" in lines[0]
+    assert {p: p.read_bytes() for p in before} == before  # nothing touched
+    assert sorted((tmp_path / "tensorboard").glob("events.out.tfevents.*")) == events
+    assert not (tmp_path / "train.lock").exists()
+
+    (tmp_path / "notes.md").write_text("my notes")
+    assert train_cli.main(tiny_args(phantom, tmp_path, "--overwrite", *one_epoch)) == 0
+    fresh = sorted((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(fresh) == 1 and fresh != events  # one run's curves, the old file gone
+    assert [e.step for e in scalar_events(tmp_path).Scalars("train/loss")] == [1, 2, 3, 4]
+    assert (tmp_path / "notes.md").read_text() == "my notes"  # not a run file: kept
+    assert read_checkpoint(tmp_path / "checkpoints" / "last.pth")["epoch"] == 1
+    assert train_cli.main(tiny_args(phantom, tmp_path, "--resume", "--overwrite")) == 2
+    assert "exclude each other" in _error_lines(capsys)[0]
+
+
+# Another process holding the folder's lock as a run does (pid and host, created exclusively);
+# without importing torch, which takes half a minute on a loaded 2-core machine.
+_HOLDER = textwrap.dedent("""
+    import os, socket, time
+    with open({lock!r}, "x") as handle:
+        handle.write(f"{{os.getpid()}} {{socket.gethostname()}}\\n")
+    print("held", flush=True)
+    time.sleep(120)
+""")
+
+
+def test_a_folder_in_use_by_a_live_process_refuses_and_a_dead_ones_lock_is_taken_over(
+        phantom, tmp_path, capsys):
+    script = _HOLDER.format(lock=str(tmp_path / "train.lock"))
+    holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert (tmp_path / "train.lock").read_text().split()[0] == str(holder.pid)
+        capsys.readouterr()
+        assert train_cli.main(tiny_args(phantom, tmp_path, "--set", "train.epochs=1")) == 2
+        lines = _error_lines(capsys)
+        assert len(lines) == 1 and f"in use by process {holder.pid}" in lines[0]
+        assert not (tmp_path / "config.yaml").exists()
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+        holder.stdout.close()
+    # The holder died without releasing its lock: the next run takes it over.
+    assert (tmp_path / "train.lock").read_text().split()[0] == str(holder.pid)
+    lock = claim_run_folder(tmp_path, resume=False, overwrite=False)
+    assert (tmp_path / "train.lock").read_text().split()[0] == str(os.getpid())
+    lock.release()
+    assert not (tmp_path / "train.lock").exists()
 def test_deterministic_run_errors_on_nondeterministic_ops_and_restores_the_settings(
         phantom, tmp_path, monkeypatch):
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-import pickle
 import re
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
@@ -97,16 +95,18 @@ def read_checkpoint(path: Union[str, Path]) -> dict:
     """
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: checkpoint file not found")
+        raise InputError(f"{path}: checkpoint file not found", path=path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError,
-            OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - torch.load's failures on a damaged file vary
         raise InputError(f"{path}: not a readable PyTorch checkpoint "
-                         f"({_load_failure(exc)})") from None
+                         f"({_load_failure(exc)})", path=path) from None
     if not isinstance(obj, dict):
         raise InputError(f"{path}: not a checkpoint (holds a {type(obj).__name__}, "
-                         f"expected a dict of tensors)")
+                         f"expected a dict of tensors)", path=path)
+    odd = next((k for k in obj if not isinstance(k, str)), None)
+    if odd is not None:
+        raise InputError(f"{path}: not a checkpoint (key {odd!r} is not a name)", path=path)
     return obj
 
 
@@ -115,6 +115,8 @@ def _load_failure(exc: BaseException) -> str:
     text = str(exc)
     if isinstance(exc, EOFError):
         return "empty or truncated file"
+    if isinstance(exc, MemoryError):
+        return "declares more data than memory holds (damaged file?)"
     match = re.search(r"WeightsUnpickler error:[ \t]*([^\n]*)", text)
     if match:
         detail = match.group(1).split(". ")[0].strip()
@@ -143,14 +145,15 @@ def checkpoint_state(obj: dict, path: Union[str, Path]) -> tuple[dict, str]:
             break
     state = {}
     for key, value in obj.items():
-        if not isinstance(value, torch.Tensor):
+        if not isinstance(value, torch.Tensor) or not isinstance(key, str):
             continue
         for prefix in _PREFIXES:
             if key.startswith(prefix):
                 key = key[len(prefix):]
         state[key] = value
     if not state:
-        raise InputError(f"{path}: holds no tensors (keys: {', '.join(list(obj)[:5])})")
+        keys = ", ".join(map(str, list(obj)[:5]))
+        raise InputError(f"{path}: holds no tensors (keys: {keys})", path=path)
     if any(k.startswith("layers_up.") for k in state):
         return state, "project" if project else "swin_unet"
     if any(k.startswith("layers.") for k in state):

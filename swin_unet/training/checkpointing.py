@@ -45,16 +45,20 @@ def atomic_save(obj: Any, path: Union[str, Path]) -> None:
     """``torch.save`` to ``path`` so that a kill at any moment leaves the old file intact.
 
     The data goes to ``<path>.tmp``, is flushed to disk, then renamed over ``path``; a rename
-    within one directory is atomic on POSIX and Windows.
+    within one directory is atomic on POSIX and Windows. A failed write removes ``<path>.tmp``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        torch.save(obj, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, an interruption: no half-written file left behind
+        tmp.unlink(missing_ok=True)
+        raise
     _fsync_dir(path.parent)
 
 
@@ -62,12 +66,16 @@ def atomic_copy(source: Union[str, Path], path: Union[str, Path]) -> None:
     """Copy a finished checkpoint to ``path`` atomically (cheaper than serialising twice)."""
     source, path = Path(source), Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(source, "rb") as src, open(tmp, "wb") as dst:
-        while chunk := src.read(1 << 22):
-            dst.write(chunk)
-        dst.flush()
-        os.fsync(dst.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(source, "rb") as src, open(tmp, "wb") as dst:
+            while chunk := src.read(1 << 22):
+                dst.write(chunk)
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     _fsync_dir(path.parent)
 
 

@@ -78,7 +78,7 @@ def train_from_layers(dataset: str, output: Union[str, Path], *,
                       root: Optional[str] = None, resume: Optional[str] = None,
                       pretrained: Union[str, Path, None] = None, device: str = "auto",
                       amp: bool = False, compile: bool = False,
-                      verbose: bool = True) -> TrainResult:
+                      verbose: bool = True, overwrite: bool = False) -> TrainResult:
     """What ``train.py`` does: :func:`resolve_run_config`, then :func:`train`.
 
     Returns
@@ -105,4 +105,4 @@ def train_from_layers(dataset: str, output: Union[str, Path], *,
                            best_metric=progress["best_metric"], config=config,
                            already_finished=True)
     return train(config, output, resume=resume_path, pretrained=pretrained, device=device,
-                 verbose=verbose)
+                 verbose=verbose, overwrite=overwrite)

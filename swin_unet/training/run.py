@@ -22,6 +22,7 @@ from .distributed import (DistributedContext, broadcast_object, cleanup_distribu
                           restore_math_settings, setup_distributed)
 from .loop import Trainer, TrainingDiverged, TrainResult
 from .monitor import Monitor, close_logging, log_failure, setup_logging
+from .run_folder import RunLock, claim_run_folder
 from .validation import Validator
 
 __all__ = ["train", "default_resume_path"]
@@ -120,7 +121,7 @@ def _build_model(config: Config, device: torch.device) -> torch.nn.Module:
 
 def train(config: Config, output_dir: Union[str, Path], *, resume: Union[str, Path, None] = None,
           pretrained: Union[str, Path, None] = None, device: str = "auto",
-          verbose: bool = True) -> TrainResult:
+          verbose: bool = True, overwrite: bool = False) -> TrainResult:
     """Train Swin-Unet as ``config`` says and write the run folder.
 
     Run as one process, or under ``torchrun`` (one process per GPU, or several CPU processes
@@ -142,6 +143,9 @@ def train(config: Config, output_dir: Union[str, Path], *, resume: Union[str, Pa
         Where to train.
     verbose : bool
         Also log to stderr (the log always goes to ``train.log``).
+    overwrite : bool
+        The output folder may hold an earlier run: its files are removed first. Without it (or
+        ``resume``) a folder holding a run is refused.
 
     Returns
     -------
@@ -150,8 +154,9 @@ def train(config: Config, output_dir: Union[str, Path], *, resume: Union[str, Pa
     Raises
     ------
     InputError
-        A bad config value, missing or broken data, a checkpoint that does not fit, or
-        ``cuda`` without a GPU; the message is one line naming the key or file.
+        A bad config value, missing or broken data, a checkpoint that does not fit,
+        ``cuda`` without a GPU, an output folder that holds a run (without ``resume`` or
+        ``overwrite``) or that another process is using; one line naming the key or file.
     """
     started = time.perf_counter()
     output_dir = Path(output_dir)
@@ -160,9 +165,12 @@ def train(config: Config, output_dir: Union[str, Path], *, resume: Union[str, Pa
     previous_threads, previous_math = torch.get_num_threads(), math_settings()
     handlers: list = []
     monitor: Optional[Monitor] = None
+    lock: Optional[RunLock] = None
     try:
+        # Rank 0 holds the folder's lock for every rank of the run.
+        lock = _on_rank0_first(lambda: claim_run_folder(output_dir, resume is not None,
+                                                        overwrite), context)
         if context.is_main:
-            output_dir.mkdir(parents=True, exist_ok=True)
             handlers = setup_logging(output_dir / "train.log", verbose=verbose)
         threads = configure_cpu_threads(context, config.train.cpu_threads)
         math_mode = configure_math(context.device, config.train.deterministic)
@@ -232,3 +240,5 @@ def train(config: Config, output_dir: Union[str, Path], *, resume: Union[str, Pa
         # Process-wide settings; train() is a call.
         torch.set_num_threads(previous_threads)
         restore_math_settings(previous_math)
+        if lock is not None:
+            lock.release()

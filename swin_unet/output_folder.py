@@ -1,0 +1,118 @@
+"""test.py's output folder: earlier results refused or cleared when asked; results written as they come."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+from .errors import InputError
+from .metrics import summarize
+from .report import write_metrics_csv, write_summary_json
+
+__all__ = ["RunResult", "RESULT_FILES", "RESULT_FOLDERS", "result_files", "check_output",
+           "remove_results", "write_results"]
+
+logger = logging.getLogger(__name__)
+
+RESULT_FILES = ("metrics.csv", "summary.json", "report.html")
+# Result folders and the files test.py writes in them.
+RESULT_FOLDERS = {"predictions": ("*.nii.gz", "*.png", "*.ctbl", "*.txt"),
+                  "figures": ("*.png", "*.svg", "*.pdf"), "overlays": ("*.png",),
+                  "probabilities": ("*.npz",), "uncertainty": ("*.nii.gz",)}
+
+
+@dataclass
+class RunResult:
+    """What a test.py run produced."""
+
+    summary: Optional[dict] = None
+    per_case: dict = field(default_factory=dict)
+    written: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    kind: str = "dataset"  # "dataset", "predictions" or "input" (EvaluationRequest.kind)
+    output: Optional[Path] = None
+    report: Optional[Path] = None  # report.html, unless the run was asked for none
+
+
+def result_files(output: Path) -> list[Path]:
+    """What a test.py run writes into ``output`` and is there: tables, predictions, figures."""
+    output = Path(output)
+    found = [output / name for name in RESULT_FILES if (output / name).is_file()]
+    for folder, patterns in RESULT_FOLDERS.items():
+        if (output / folder).is_dir():
+            found += sorted(p for pattern in patterns for p in (output / folder).glob(pattern)
+                            if p.is_file())
+    return found
+
+
+def check_output(output: Path, overwrite: bool, files: Iterable[Path] = (),
+                 keep: Iterable[Path] = ()) -> list[Path]:
+    """Refuse to replace an earlier run's results unless ``overwrite``; return those results.
+
+    Nothing is removed here: the caller checks its inputs first, then removes the returned
+    files with :func:`remove_results`, so a run that fails its checks leaves the earlier
+    results as they were. ``files`` are those the run will write; ``keep`` the files and
+    folders it reads (``--predictions``, ``--labels``, the ``--input`` scans): those are inputs,
+    never results, even under ``output/predictions``.
+
+    Raises
+    ------
+    InputError
+        ``output`` is a file, a file to write is one the run reads, or ``output`` holds
+        results (tables, predictions, figures, or one of ``files``) without ``overwrite``.
+    """
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise InputError(f"{output}: --output exists and is not a folder", path=output)
+    inputs = [Path(k).resolve() for k in keep]
+
+    def is_input(path: Path) -> bool:
+        path = path.resolve()
+        return any(k == path or k in path.parents for k in inputs)
+
+    clash = next((f for f in files if f.exists() and is_input(f)), None)
+    if clash is not None:
+        raise InputError(f"{clash}: this run reads it and would write over it; choose another "
+                         f"--output", path=clash)
+    existing = [f for f in files if f.is_file()]  # named first: what this run would replace
+    existing += [f for f in (result_files(output) if output.is_dir() else [])
+                 if f not in existing]
+    existing = [p for p in existing if not is_input(p)]
+    if existing and not overwrite:
+        raise InputError(f"{existing[0]}: exists from an earlier run; pass --overwrite or "
+                         f"choose another --output", path=existing[0])
+    return existing
+
+
+def remove_results(output: Path, stale: Sequence[Path]) -> None:
+    """Remove an earlier run's results (from :func:`check_output`) before writing new ones."""
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        logger.info("--overwrite: removed %d result file(s) of an earlier run in %s",
+                    len(stale), output)
+
+
+def write_results(output: Path, per_case: dict, class_names: list[str], mode: str, result,
+                  complete: bool, report=None, distance_unit: str = "mm", **extra):
+    """metrics.csv and summary.json of the cases scored so far (``complete`` False until all).
+
+    Called after every case, so an interrupted run keeps what it scored. ``result`` (an
+    :class:`RunResult`) gets the summary; once ``complete``, also the
+    written paths and ``report``'s page (a :class:`~swin_unet.report_builder.ReportBuilder`).
+    Returns ``result``.
+    """
+    summary = summarize(per_case, class_names, mode, distance_unit)
+    write_metrics_csv(output / "metrics.csv", per_case, class_names)
+    # The values predictions hold: the data set's class order (Synapse: the 8-organ order,
+    # not BTCV's raw label numbers).
+    labels = {"0": "background", **{str(i): name for i, name in enumerate(class_names, 1)}}
+    write_summary_json(output / "summary.json", summary, notes=result.notes, complete=complete,
+                       label_values=labels, **extra)
+    result.summary, result.per_case = summary, per_case
+    if complete:
+        result.written += [output / "metrics.csv", output / "summary.json"]
+        result.report = report.write(summary, result.notes) if report is not None else None
+    return result
