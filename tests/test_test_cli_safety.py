@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from swin_unet import evaluation
+from swin_unet import evaluation, scoring
 from test_test_cli import ROOT, read_csv, run_cli, write_nifti, workspace  # noqa: F401
 
 
@@ -56,7 +56,7 @@ def test_nan_or_inf_in_a_label_file_is_an_error_naming_it(tmp_path, capsys, valu
 
 def test_an_interrupted_run_keeps_the_cases_it_scored(tmp_path, monkeypatch):
     _pairs(tmp_path)
-    real, calls = evaluation.case_metrics, []
+    real, calls = scoring.case_metrics, []
 
     def interrupted(*args, **kwargs):
         calls.append(1)
@@ -64,7 +64,7 @@ def test_an_interrupted_run_keeps_the_cases_it_scored(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(evaluation, "case_metrics", interrupted)
+    monkeypatch.setattr(scoring, "case_metrics", interrupted)
     with pytest.raises(KeyboardInterrupt):
         evaluation.evaluate_predictions(tmp_path / "pred", tmp_path / "gt", tmp_path / "out",
                                         "mm", ["organ"], progress=False)
