@@ -19,7 +19,8 @@ from .cases import deterministic_split
 from .readers import (check_label_values, check_nifti_complete, check_same_geometry,
                       read_nifti, read_nifti_header)
 
-__all__ = ["FOLDER_HELP", "FolderDataset", "find_folder_dataset", "read_dataset_json"]
+__all__ = ["FOLDER_HELP", "FolderDataset", "find_folder_dataset", "read_dataset_json", "read_splits",
+           "case_id"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ FOLDER_HELP = """expected the Medical Segmentation Decathlon / nnU-Net layout:
 See http://medicaldecathlon.com/ and nnU-Net's dataset_format documentation. Point --root at it."""
 
 
-def _case_id(value: object, key: str) -> str:
+def case_id(value: object, key: str) -> str:
     # Folder data keeps its own case ids; only YAML's number-for-string reading is undone.
     text = str(value).strip()
     if not text:
@@ -105,7 +106,7 @@ def find_folder_dataset(root: Path) -> Optional[Path]:
     return root if (root / "dataset.json").is_file() else None
 
 
-def _read_splits(root: Path) -> Optional[dict[str, list]]:
+def read_splits(root: Path) -> Optional[dict[str, list]]:
     for name in ("splits.json", "splits_final.json"):
         path = root / name
         if not path.is_file():
@@ -169,8 +170,8 @@ class FolderDataset(DataSource):
                                 if not p.name.startswith("."))
         if not self._labelled:
             raise InputError(f"{labels_dir}: no *{self.file_ending} label files")
-        splits = _read_splits(root) or deterministic_split(self._labelled)
-        super().__init__(root, data_cfg, splits, _case_id)
+        splits = read_splits(root) or deterministic_split(self._labelled)
+        super().__init__(root, data_cfg, splits, case_id)
 
     def _image_files(self, case: str) -> list[Path]:
         folder = self.root / "imagesTr"

@@ -23,7 +23,7 @@ from swin_unet.image_io import (IMAGE_SUFFIXES, image_name, is_image_file, read_
 
 from .base import DataSource, RawVolume, VolumeEntry
 from .cases import deterministic_split
-from .folder import _case_id, _read_splits, read_dataset_json
+from .folder import case_id, read_splits, read_dataset_json
 from .readers import check_label_values
 
 if TYPE_CHECKING:
@@ -209,8 +209,8 @@ class ImageSource(DataSource):
             logger.info("%d JPEG mask(s): lossy, so thresholded at half range (>= 128 is class "
                         "1), e.g. %s", len(jpeg_masks), jpeg_masks[0].name)
         self.class_names = self._class_names(meta, data_cfg)
-        splits = default_splits or _read_splits(root) or deterministic_split(sorted(self._cases))
-        super().__init__(root, data_cfg, splits, _case_id)
+        splits = default_splits or read_splits(root) or deterministic_split(sorted(self._cases))
+        super().__init__(root, data_cfg, splits, case_id)
 
     @staticmethod
     def _class_names(meta: Optional[dict], data_cfg: DataConfig) -> tuple:

@@ -24,7 +24,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from datasets.folder import _read_splits, read_dataset_json
+from datasets.folder import read_splits, read_dataset_json
 from datasets.phantom import ensure_phantom
 from datasets.readers import (check_nifti_complete, h5_shapes, npz_shapes, read_h5,
                               read_nifti, read_nifti_header, read_npz)
@@ -203,7 +203,7 @@ def _cases(tmp: Path) -> dict:
         "YAML config": ("x.yaml", load_config, _yaml_bytes(), nifti_gz, nested[:1000]),
         "dataset.json": ("dataset.json", read_dataset_json, _dataset_json_bytes(),
                          _yaml_bytes(), nested),
-        "splits.json": ("splits.json", lambda p: _read_splits(p.parent), _splits_bytes(),
+        "splits.json": ("splits.json", lambda p: read_splits(p.parent), _splits_bytes(),
                         nifti_gz, nested),
     }
 
