@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .tiling import block_runs_tiled, forward_tiled
+
 __all__ = [
     "window_partition",
     "window_reverse",
@@ -257,13 +259,18 @@ class WindowAttention(nn.Module):
         return self.attn_bias
 
     def attend(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
-               fused: bool = False) -> torch.Tensor:
-        """Attention of (B * num_windows, M^2, C) tokens, before the output projection."""
+               fused: bool = False, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Attention of (B * num_windows, M^2, C) tokens, before the output projection.
+
+        ``bias``: the explicit path's :meth:`attention_bias` for these windows (with a mask,
+        the rows of the windows' positions ``w % num_windows``), when the caller holds it.
+        """
         windows, n, c = x.shape
         heads, head_dim = self.num_heads, c // self.num_heads
         qkv = self.qkv(x).view(windows, n, 3, heads, head_dim)
         drop = self.attn_drop if self.training else 0.0
-        bias = self.attention_bias(mask, qkv.dtype, windows, fused)
+        if bias is None:
+            bias = self.attention_bias(mask, qkv.dtype, windows, fused)
         if fused:
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B*nW, heads, N, d) views
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=drop,
@@ -296,10 +303,12 @@ class WindowAttention(nn.Module):
         return out.reshape(windows, heads, n, head_dim).transpose(1, 2).reshape(windows, n, c)
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None, fused: bool = False,
-                residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+                residual: Optional[torch.Tensor] = None,
+                bias: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Attention output after the projection, plus ``residual`` (same number of elements,
-        any shape) when given, in which case the result has the residual's shape."""
-        out = self.attend(x, mask, fused)
+        any shape) when given, in which case the result has the residual's shape. ``bias``: see
+        :meth:`attend`."""
+        out = self.attend(x, mask, fused, bias)
         if residual is not None and not (self.training and self.proj_drop.p > 0):
             return residual_linear(residual, out, self.proj)
         out = self.proj_drop(self.proj(out))
@@ -333,6 +342,8 @@ class SwinBlock(nn.Module):
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
                 fused: bool = False) -> torch.Tensor:
         b, length, c = x.shape
+        if not (self.training or fused) and block_runs_tiled(x, self.mlp.fc1.out_features):
+            return forward_tiled(self, x, mask)
         windows = self.norm1(x).view(-1, self.window * self.window, c)
         if self.training and self.drop_path.p > 0:
             x = x + self.drop_path(self.attn(windows, mask, fused).view(b, length, c))

@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["permute_tokens", "PatchEmbed", "PatchMerging", "PatchExpand", "FinalPatchExpand"]
+from .tiling import expansion_logits_tiled, head_runs_tiled
 
+__all__ = ["permute_tokens", "PatchEmbed", "PatchMerging", "PatchExpand", "FinalPatchExpand"]
 
 class _PermuteTokens(torch.autograd.Function):
     """``x.index_select(dim, index)`` for a permutation ``index``, whose gradient is a gather.
@@ -20,7 +21,7 @@ class _PermuteTokens(torch.autograd.Function):
     @staticmethod
     def forward(x: torch.Tensor, dim: int, index: torch.Tensor,
                 inverse: torch.Tensor) -> torch.Tensor:
-        return x.index_select(dim, index)
+        return _select(x, dim, index)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
@@ -31,14 +32,26 @@ class _PermuteTokens(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (inverse,) = ctx.saved_tensors
-        return grad.index_select(ctx.dim, inverse), None, None, None
+        return _select(grad, ctx.dim, inverse), None, None, None
+
+
+def _select(x: torch.Tensor, dim: int, index: torch.Tensor) -> torch.Tensor:
+    """``x.index_select(dim, index)``; for the token axis of a contiguous (B, L, C) stream, as
+    one gather of whole rows of the (B * L, C) view (1.7x faster for (8, 3136, 96) on the CPU:
+    README, "Smaller measured choices")."""
+    if dim != 1 or x.ndim != 3 or not x.is_contiguous() or x.shape[0] == 1:
+        return x.index_select(dim, index)
+    b, length, c = x.shape
+    rows = (torch.arange(0, b * length, length, device=index.device).view(-1, 1)
+            + index.view(1, -1)).view(-1)
+    return x.view(b * length, c).index_select(0, rows).view(b, index.numel(), c)
 
 
 def permute_tokens(x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor,
                    dim: int = 1) -> torch.Tensor:
     """Reorder ``x`` along ``dim`` by the permutation ``index`` (``inverse`` is its inverse)."""
     if not torch.is_grad_enabled() or not x.requires_grad:
-        return x.index_select(dim, index)
+        return _select(x, dim, index)
     return _PermuteTokens.apply(x, dim, index, inverse)
 
 
@@ -118,7 +131,11 @@ class FinalPatchExpand(PatchExpand):
         ``pixel_order[p]`` is the position of row-major pixel p in the (L * scale^2) sequence.
         """
         b, length, _ = x.shape
-        sub = self.norm(self.expand(x).view(b, length * self.scale * self.scale, self.out_dim))
-        logits = permute_tokens(F.linear(sub, weight), pixel_order, inverse)  # (B, HW, K)
+        if head_runs_tiled(x):
+            sub_logits = expansion_logits_tiled(self, x, weight)
+        else:
+            sub = self.norm(self.expand(x).view(b, length * self.scale * self.scale, self.out_dim))
+            sub_logits = F.linear(sub, weight)
+        logits = permute_tokens(sub_logits, pixel_order, inverse)  # (B, HW, K)
         logits = logits.transpose(1, 2).contiguous()
         return logits.view(b, weight.shape[0], *size)

@@ -1,0 +1,99 @@
+"""Inference on the CPU a tile at a time: the same values, with intermediates kept in the cache.
+
+Without autograd, a block's LayerNorm, qkv, attention and MLP, and the final 4x expansion's
+LayerNorm and projection, act per token or per window. Over a whole batch at full resolution
+their intermediates are tens of MiB (the stage-0 MLP hidden tensor at batch 8 is 38.5 MiB; the
+final expansion 154 MiB) and stream through memory, with fresh pages for each; run a tile of
+whole windows (or tokens) at a time they stay in the cache. On CUDA one large kernel is better,
+and with autograd every activation is kept anyway, so both run whole.
+
+The thresholds were measured on the 2-core development CPUs (README, "Smaller measured
+choices"): a block gains once its MLP hidden tensor exceeds 16 MiB, in tiles of at most 4096
+tokens, and loses a little below that; the final expansion gains at any batch, in tiles of 512
+tokens (a 3 MiB expansion for 96 channels).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["BLOCK_TILE_MIN_BYTES", "BLOCK_TILE_TOKENS", "HEAD_TILE_TOKENS", "runs_tiled",
+           "block_runs_tiled", "head_runs_tiled", "tile_windows", "forward_tiled",
+           "expansion_logits_tiled"]
+
+BLOCK_TILE_MIN_BYTES = 16 * 2**20
+BLOCK_TILE_TOKENS = 4096
+HEAD_TILE_TOKENS = 512
+
+
+def runs_tiled(x: torch.Tensor) -> bool:
+    """Whether the tiled paths apply to ``x``: a CPU tensor and no autograd."""
+    return x.device.type == "cpu" and not torch.is_grad_enabled()
+
+
+def block_runs_tiled(x: torch.Tensor, hidden: int) -> bool:
+    """Whether a block runs tiled on (B, L, C) tokens ``x`` with an MLP ``hidden`` wide."""
+    hidden_bytes = x.shape[0] * x.shape[1] * hidden * x.element_size()
+    return runs_tiled(x) and hidden_bytes > BLOCK_TILE_MIN_BYTES
+
+
+def head_runs_tiled(x: torch.Tensor) -> bool:
+    """Whether the final expansion runs tiled on (B, L, C) tokens ``x``."""
+    return runs_tiled(x) and x.shape[0] * x.shape[1] > HEAD_TILE_TOKENS
+
+
+def tile_windows(period: int, target: int) -> int:
+    """Windows per tile, about ``target``, for windows whose bias repeats every ``period``.
+
+    Every tile must start at a window whose place in the period is 0 or a multiple of the
+    tile, so that one slice of the (period, ...) bias serves it: a multiple of the period not
+    above the target, else a divisor of the period no smaller than half the target, else the
+    period itself.
+    """
+    if period <= target:
+        return target - target % period
+    divisor = max(d for d in range(1, target + 1) if period % d == 0)
+    return divisor if 2 * divisor >= target else period
+
+
+def forward_tiled(block: nn.Module, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """A :class:`~swin_unet.model.attention.SwinBlock`'s inference forward on (B, L, C) tokens
+    in its window order, whole windows at a time (at most :data:`BLOCK_TILE_TOKENS` tokens)."""
+    b, length, c = x.shape
+    n = block.window * block.window
+    total = b * length // n
+    bias = block.attn.attention_bias(mask, x.dtype, total, fused=False)
+    # With a mask, the bias has one row per window of an image.
+    period = bias.shape[0] if mask is not None else total
+    per_tile = tile_windows(period, max(1, BLOCK_TILE_TOKENS // n))
+    tokens = x.reshape(total * n, c)
+    out = torch.empty_like(tokens)
+    for start in range(0, total, per_tile):
+        stop = min(total, start + per_tile)
+        tile = tokens[start * n:stop * n]
+        tile_bias = bias
+        if mask is not None and per_tile < period:
+            tile_bias = bias[start % period:start % period + per_tile]
+        h = block.attn(block.norm1(tile).view(-1, n, c), mask, residual=tile, bias=tile_bias)
+        out[start * n:stop * n] = block.mlp(block.norm2(h), residual=h)
+    return out.view(b, length, c)
+
+
+def expansion_logits_tiled(expand: nn.Module, x: torch.Tensor,
+                           weight: torch.Tensor) -> torch.Tensor:
+    """(B, L * scale^2, K) sub-token logits of a
+    :class:`~swin_unet.model.layers.FinalPatchExpand` (its expansion, LayerNorm and the 1x1
+    projection ``weight`` (K, C)) on (B, L, C) tokens, :data:`HEAD_TILE_TOKENS` at a time."""
+    b, length, c = x.shape
+    per_token = expand.scale * expand.scale
+    tokens = x.reshape(b * length, c)
+    out = x.new_empty(b * length * per_token, weight.shape[0])
+    for start in range(0, b * length, HEAD_TILE_TOKENS):
+        stop = min(b * length, start + HEAD_TILE_TOKENS)
+        sub = expand.norm(expand.expand(tokens[start:stop]).view(-1, expand.out_dim))
+        out[start * per_token:stop * per_token] = F.linear(sub, weight)
+    return out.view(b, length * per_token, weight.shape[0])

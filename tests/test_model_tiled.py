@@ -1,0 +1,120 @@
+"""Inference a tile at a time on the CPU (swin_unet/model/tiling.py): the same values as the whole
+batch, used exactly where it should be."""
+
+import pytest
+import torch
+
+from swin_unet import SwinUnet
+from swin_unet.model import tiling
+from swin_unet.model.layers import permute_tokens
+from swin_unet.model.reference import ReferenceSwinUnet
+from swin_unet.model.tiling import tile_windows
+
+TINY = dict(embed_dim=12, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), drop_path_rate=0.0,
+            in_chans=3, num_classes=4, attention="explicit")
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Tiles run by the blocks and the final expansion (counting wrappers)."""
+    counts = {"blocks": 0, "head": 0}
+    block, head = tiling.forward_tiled, tiling.expansion_logits_tiled
+
+    def counted_block(*args):
+        counts["blocks"] += 1
+        return block(*args)
+
+    def counted_head(*args):
+        counts["head"] += 1
+        return head(*args)
+
+    import swin_unet.model.attention as attention
+    import swin_unet.model.layers as layers
+    monkeypatch.setattr(attention, "forward_tiled", counted_block)
+    monkeypatch.setattr(layers, "expansion_logits_tiled", counted_head)
+    return counts
+
+
+def _whole(model, x):
+    """The model's output with tiling off."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tiling, "BLOCK_TILE_MIN_BYTES", 2**62)
+        patch.setattr(tiling, "HEAD_TILE_TOKENS", 2**62)
+        with torch.no_grad():
+            return model(x)
+
+
+@pytest.mark.parametrize("kwargs,tile_tokens", [
+    (dict(img_size=64, window_size=2), 12),         # 3 windows a tile, fewer than an image's
+    (dict(img_size=64, window_size=2), 4 * 64 + 5),  # 64 windows: one image's a tile at stage 0
+    (dict(img_size=(64, 128), window_size=2), 40),   # 10 windows: tiles of 8 (divisor of 128)
+    (dict(img_size=96, window_size=3, num_heads=(3, 3, 3, 3)), 9 * 7),  # 7 windows of 16 -> 4
+    (dict(img_size=64, window_size=2, depths=(1, 2, 3, 2)), 4 * 5),  # odd depths, other orders
+])
+def test_tiled_inference_equals_the_whole_batch_and_the_reference(monkeypatch, calls, kwargs,
+                                                                   tile_tokens):
+    torch.manual_seed(3)
+    config = {**TINY, **kwargs}
+    model = SwinUnet(**config).eval()
+    reference = ReferenceSwinUnet(**{k: v for k, v in config.items() if k != "attention"}).eval()
+    reference.load_state_dict(model.state_dict(), strict=False)
+    x = torch.randn(3, 3, *model.img_size)
+    whole = _whole(model, x)
+    assert calls == {"blocks": 0, "head": 0}
+    monkeypatch.setattr(tiling, "BLOCK_TILE_MIN_BYTES", 0)
+    monkeypatch.setattr(tiling, "BLOCK_TILE_TOKENS", tile_tokens)
+    monkeypatch.setattr(tiling, "HEAD_TILE_TOKENS", 7)  # tiles that split images unevenly
+    with torch.no_grad():
+        tiled = model(x)
+        expected = reference(x)
+    blocks = sum(config["depths"]) + sum(config["depths"][:-1])
+    assert calls == {"blocks": blocks, "head": 1}
+    assert (tiled - whole).abs().max() < 1e-5  # GEMMs of other heights may round otherwise
+    assert (tiled - expected).abs().max() < 1e-5
+
+
+def test_tiling_is_off_with_autograd_in_training_and_below_the_threshold(monkeypatch, calls):
+    torch.manual_seed(0)
+    model = SwinUnet(img_size=64, window_size=2, **TINY)
+    x = torch.randn(2, 3, 64, 64)
+    monkeypatch.setattr(tiling, "BLOCK_TILE_MIN_BYTES", 0)
+    monkeypatch.setattr(tiling, "HEAD_TILE_TOKENS", 7)
+    model.eval()
+    model(x).sum().backward()  # evaluation mode, but with autograd
+    assert calls == {"blocks": 0, "head": 0}
+    model.train()
+    with torch.no_grad():
+        model(x)
+    # Blocks have dropout and drop-path in training; the final expansion has neither.
+    assert calls == {"blocks": 0, "head": 1}
+    calls["head"] = 0
+    monkeypatch.setattr(tiling, "BLOCK_TILE_MIN_BYTES", 2 * 256 * 48 * 4 - 1)  # stage 0 only
+    model.eval()
+    with torch.no_grad():
+        model(x)
+    assert calls["blocks"] == 4 and calls["head"] == 1  # 2 encoder and 2 decoder blocks
+
+
+@pytest.mark.parametrize("period,target,expected", [
+    (64, 200, 192), (64, 64, 64), (64, 12, 8), (64, 17, 16), (16, 7, 4),
+    (34, 16, 34),   # divisors 1, 2, 17: 2 is under half the target, so whole images
+    (49, 10, 7), (49, 20, 49), (1, 5, 5), (7, 1, 1),
+])
+def test_tile_windows_lines_tiles_up_with_the_images_windows(period, target, expected):
+    per_tile = tile_windows(period, target)
+    assert per_tile == expected
+    assert per_tile % period == 0 or period % per_tile == 0
+
+
+def test_batched_token_gather_equals_index_select_with_gradients():
+    x = torch.randn(3, 40, 5, requires_grad=True)
+    perm = torch.randperm(40)
+    inverse = torch.argsort(perm)
+    grad = torch.randn(3, 40, 5)
+    out = permute_tokens(x, perm, inverse)
+    assert torch.equal(out, x.detach().index_select(1, perm))
+    (out * grad).sum().backward()
+    assert torch.equal(x.grad, grad.index_select(1, inverse))
+    with torch.no_grad():
+        assert torch.equal(permute_tokens(x[:, :, 1:], perm, inverse),
+                           x[:, :, 1:].index_select(1, perm))  # not contiguous
