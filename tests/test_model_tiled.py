@@ -118,3 +118,20 @@ def test_batched_token_gather_equals_index_select_with_gradients():
     with torch.no_grad():
         assert torch.equal(permute_tokens(x[:, :, 1:], perm, inverse),
                            x[:, :, 1:].index_select(1, perm))  # not contiguous
+
+
+def test_tiled_inference_runs_under_cpu_autocast_and_agrees_with_the_whole_batch(monkeypatch,
+                                                                                  calls):
+    torch.manual_seed(0)
+    model = SwinUnet(img_size=64, window_size=2, **TINY).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        whole = _whole(model, x)
+        monkeypatch.setattr(tiling, "BLOCK_TILE_MIN_BYTES", 0)
+        monkeypatch.setattr(tiling, "BLOCK_TILE_TOKENS", 12)
+        monkeypatch.setattr(tiling, "HEAD_TILE_TOKENS", 7)
+        with torch.no_grad():
+            tiled = model(x)
+    assert calls == {"blocks": 14, "head": 1}
+    assert tiled.dtype == whole.dtype and torch.isfinite(tiled).all()
+    assert (tiled.float() - whole.float()).abs().max() < 0.05 * whole.abs().max()

@@ -10,7 +10,8 @@ and with autograd every activation is kept anyway, so both run whole.
 The thresholds were measured on the 2-core development CPUs (README, "Smaller measured
 choices"): a block gains once its MLP hidden tensor exceeds 16 MiB, in tiles of at most 4096
 tokens, and loses a little below that; the final expansion gains at any batch, in tiles of 512
-tokens (a 3 MiB expansion for 96 channels).
+tokens (a 3 MiB expansion for 96 channels), and more with its LayerNorm folded into the output
+projection (:func:`expansion_logits_tiled`).
 """
 
 from __future__ import annotations
@@ -85,15 +86,31 @@ def forward_tiled(block: nn.Module, x: torch.Tensor, mask: Optional[torch.Tensor
 
 def expansion_logits_tiled(expand: nn.Module, x: torch.Tensor,
                            weight: torch.Tensor) -> torch.Tensor:
-    """(B, L * scale^2, K) sub-token logits of a
-    :class:`~swin_unet.model.layers.FinalPatchExpand` (its expansion, LayerNorm and the 1x1
-    projection ``weight`` (K, C)) on (B, L, C) tokens, :data:`HEAD_TILE_TOKENS` at a time."""
+    """(B, L * s^2, K) sub-token logits of a :class:`~swin_unet.model.layers.FinalPatchExpand`
+    (expansion, LayerNorm, then the 1x1 projection ``weight`` (K, C)) on (B, L, C) tokens,
+    :data:`HEAD_TILE_TOKENS` at a time, with the LayerNorm folded into the projection.
+
+    With E_s the expansion's rows for sub-position s and F_s = E_s minus the mean of its rows,
+    F_s x = y_s - mean(y_s), so the logits are W diag(gamma) F_s x / sigma_s + W beta, with
+    sigma_s = sqrt(|F_s x|^2 / C + eps). One GEMM gives F x for the sigmas, one with s^2 K
+    outputs per token the numerators: the normalized (tokens s^2, C) tensor and the K-wide GEMM
+    on it (slow: K is tiny) are never formed. Equal to the unfolded path to float32 rounding.
+    """
     b, length, c = x.shape
-    per_token = expand.scale * expand.scale
+    per_token, k = expand.scale * expand.scale, weight.shape[0]
+    rows = expand.expand.weight.view(per_token, expand.out_dim, c)
+    centred = rows - rows.mean(dim=1, keepdim=True)
+    numerator = torch.matmul(weight * expand.norm.weight, centred).reshape(per_token * k, c)
+    offset = weight @ expand.norm.bias
+    centred = centred.reshape(per_token * expand.out_dim, c)
     tokens = x.reshape(b * length, c)
-    out = x.new_empty(b * length * per_token, weight.shape[0])
+    out = torch.empty(b * length * per_token, k, dtype=x.dtype, device=x.device)
     for start in range(0, b * length, HEAD_TILE_TOKENS):
         stop = min(b * length, start + HEAD_TILE_TOKENS)
-        sub = expand.norm(expand.expand(tokens[start:stop]).view(-1, expand.out_dim))
-        out[start * per_token:stop * per_token] = F.linear(sub, weight)
-    return out.view(b, length * per_token, weight.shape[0])
+        tile = tokens[start:stop]
+        spread = torch.linalg.vector_norm(F.linear(tile, centred).view(-1, expand.out_dim),
+                                          dim=-1, dtype=torch.float32)
+        rstd = spread.square_().div_(expand.out_dim).add_(expand.norm.eps).rsqrt_()
+        logits = F.linear(tile, numerator).view(-1, k) * rstd.unsqueeze(1)
+        out[start * per_token:stop * per_token] = logits.add_(offset)
+    return out.view(b, length * per_token, k)
