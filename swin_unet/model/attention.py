@@ -113,19 +113,29 @@ class DropPath(nn.Module):
         return f"p={self.p}"
 
 
-def residual_linear(residual: torch.Tensor, h: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
+def residual_linear(residual: torch.Tensor, h: torch.Tensor, linear: nn.Linear,
+                    out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``residual + linear(h)`` as one GEMM accumulating onto ``residual`` (one pass fewer).
 
+    The bias is added to the residual first, and the GEMM accumulates onto that sum in place
+    (two passes over the output). ``out`` (no autograd): a contiguous tensor with the residual's
+    number of elements to write into, returned in the residual's shape.
     Under autocast the GEMM would run in bf16/fp16 and carry the residual stream in low
     precision from block to block; there the add stays separate and the stream float32.
     """
     if torch.is_autocast_enabled(residual.device.type):
-        return residual + linear(h).view(residual.shape)
+        result = residual + linear(h).view(residual.shape)
+        return result if out is None else out.view(residual.shape).copy_(result)
     c = residual.shape[-1]
-    out = torch.addmm(residual.reshape(-1, c), h.reshape(-1, h.shape[-1]), linear.weight.t())
+    flat = residual.reshape(-1, c)
+    if out is not None:
+        out = out.view(-1, c)
     if linear.bias is not None:
-        out.add_(linear.bias)
-    return out.view(residual.shape)
+        summed = torch.add(flat, linear.bias) if out is None else torch.add(flat, linear.bias,
+                                                                          out=out)
+    else:
+        summed = flat.clone() if out is None else out.copy_(flat)
+    return summed.addmm_(h.reshape(-1, h.shape[-1]), linear.weight.t()).view(residual.shape)
 
 
 class Mlp(nn.Module):
@@ -138,7 +148,9 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
         self.drop = nn.Dropout(drop)
 
-    def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None,
+                out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``out``: see :func:`residual_linear` (with ``residual``, without dropout)."""
         hidden = self.fc1(x)
         if torch.is_grad_enabled() and hidden.requires_grad:
             hidden = self.act(hidden)  # the backward needs the GELU's input
@@ -149,7 +161,7 @@ class Mlp(nn.Module):
             hidden = torch.ops.aten.gelu_(hidden, approximate=self.act.approximate)
         hidden = self.drop(hidden)
         if residual is not None and not (self.training and self.drop.p > 0):
-            return residual_linear(residual, hidden, self.fc2)
+            return residual_linear(residual, hidden, self.fc2, out)
         out = self.drop(self.fc2(hidden))
         return out if residual is None else residual + out
 

@@ -80,7 +80,7 @@ def forward_tiled(block: nn.Module, x: torch.Tensor, mask: Optional[torch.Tensor
         if mask is not None and per_tile < period:
             tile_bias = bias[start % period:start % period + per_tile]
         h = block.attn(block.norm1(tile).view(-1, n, c), mask, residual=tile, bias=tile_bias)
-        out[start * n:stop * n] = block.mlp(block.norm2(h), residual=h)
+        block.mlp(block.norm2(h), residual=h, out=out[start * n:stop * n])
     return out.view(b, length, c)
 
 
@@ -111,6 +111,7 @@ def expansion_logits_tiled(expand: nn.Module, x: torch.Tensor,
         spread = torch.linalg.vector_norm(F.linear(tile, centred).view(-1, expand.out_dim),
                                           dim=-1, dtype=torch.float32)
         rstd = spread.square_().div_(expand.out_dim).add_(expand.norm.eps).rsqrt_()
-        logits = F.linear(tile, numerator).view(-1, k) * rstd.unsqueeze(1)
-        out[start * per_token:stop * per_token] = logits.add_(offset)
+        logits = out[start * per_token:stop * per_token]
+        torch.mul(F.linear(tile, numerator).view(-1, k), rstd.unsqueeze(1), out=logits)
+        logits.add_(offset)
     return out.view(b, length * per_token, k)
