@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from swin_unet.model.reference import ReferenceSwinUnet  # noqa: E402
 from swin_unet import SwinUnet  # noqa: E402
+from swin_unet.model.tiling import untiled  # noqa: E402
 from swin_unet.precision import cpu_bf16_support  # noqa: E402
 
 MODEL = dict(img_size=224, in_chans=1, num_classes=9, embed_dim=96, depths=(2, 2, 2, 2),
@@ -120,10 +121,24 @@ def flops_per_image(device: torch.device) -> tuple[float, float]:
     from torch.utils.flop_counter import FlopCounterMode
     model = build("fast-explicit", device).eval()
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
+    with torch.no_grad(), untiled(), counter:
         model(torch.randn(1, 1, 224, 224, device=device))
     params = sum(p.numel() for p in model.parameters())
     return params, counter.get_total_flops()
+
+
+def matmul_gflops(device: torch.device, n: int = 2048, rounds: int = 5) -> float:
+    """The best of ``rounds`` float32 (n x n) @ (n x n) products, in GFLOP/s."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b
+    best = float("inf")
+    for _ in range(rounds):
+        sync(device)
+        start = time.perf_counter()
+        a @ b
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best / 1e9
 
 
 def peak_memory_child(variant: str, device_name: str, batch: int) -> None:
@@ -217,6 +232,15 @@ def main() -> None:
     params, flops = flops_per_image(device)
     print(json.dumps({"params_M": round(params / 1e6, 3), "GFLOP_per_image": round(flops / 1e9, 3),
                       "GMAC_per_image": round(flops / 2e9, 3)}), flush=True)
+    # How close the model runs to this device's float32 matmul rate (the last precision's
+    # rows; a training step counts as 3 forward passes).
+    peak = matmul_gflops(device)
+    print(json.dumps({"matmul_2048_fp32_GFLOPs": round(peak, 1)}), flush=True)
+    for (task, batch, variant), (median, _, _) in results.items():
+        achieved = flops * batch * (3 if task == "train" else 1) / median / 1e9
+        print(json.dumps({"task": task, "batch": batch, "variant": variant,
+                          "precision": precision, "GFLOPs": round(achieved, 1),
+                          "fraction_of_fp32_matmul": round(achieved / peak, 3)}), flush=True)
     if not args.skip_memory:
         for variant in variants + ["fast-checkpointed"]:
             out = subprocess.run([sys.executable, __file__, "--device", args.device, "--threads",

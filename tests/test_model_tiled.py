@@ -135,3 +135,26 @@ def test_tiled_inference_runs_under_cpu_autocast_and_agrees_with_the_whole_batch
     assert calls == {"blocks": 14, "head": 1}
     assert tiled.dtype == whole.dtype and torch.isfinite(tiled).all()
     assert (tiled.float() - whole.float()).abs().max() < 0.05 * whole.abs().max()
+
+
+def test_untiled_turns_the_tiled_paths_off_and_flop_counters_see_every_gemm(monkeypatch, calls):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    model = SwinUnet(img_size=64, window_size=2, **TINY).eval()
+    x = torch.randn(2, 3, 64, 64)
+    monkeypatch.setattr(tiling, "BLOCK_TILE_MIN_BYTES", 0)
+    monkeypatch.setattr(tiling, "HEAD_TILE_TOKENS", 7)
+
+    def flops(grad: bool) -> int:
+        counter = FlopCounterMode(display=False)
+        with torch.set_grad_enabled(grad), tiling.untiled(), counter:
+            model(x)
+        return counter.get_total_flops()
+
+    # Without autograd the residual GEMMs accumulate in place: still counted, same total.
+    assert flops(grad=False) == flops(grad=True) > 0
+    assert calls == {"blocks": 0, "head": 0}
+    with torch.no_grad():
+        model(x)  # untiled() has been left: tiles again
+    assert calls == {"blocks": 14, "head": 1}

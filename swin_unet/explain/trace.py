@@ -11,6 +11,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..model.attention import WindowAttention
+from ..model.tiling import untiled
 
 __all__ = ["AttentionCall", "ModelTrace", "trace_model"]
 
@@ -116,7 +117,7 @@ def trace_model(model: torch.nn.Module) -> ModelTrace:
     model.eval()
     model.attention = "explicit"
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), untiled(), FlopCounterMode(display=False) as counter:
             model(x)
     finally:
         for handle in handles:

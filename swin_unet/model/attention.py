@@ -117,25 +117,28 @@ def residual_linear(residual: torch.Tensor, h: torch.Tensor, linear: nn.Linear,
                     out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``residual + linear(h)`` as one GEMM accumulating onto ``residual`` (one pass fewer).
 
-    The bias is added to the residual first, and the GEMM accumulates onto that sum in place
-    (two passes over the output). ``out`` (no autograd): a contiguous tensor with the residual's
-    number of elements to write into, returned in the residual's shape.
-    Under autocast the GEMM would run in bf16/fp16 and carry the residual stream in low
-    precision from block to block; there the add stays separate and the stream float32.
+    Without autograd the bias is added to the residual first and the GEMM accumulates onto that
+    sum, written into ``out`` when given (a contiguous tensor of the residual's size; the
+    result is returned in the residual's shape). Under autocast the GEMM would run in bf16/fp16
+    and carry the residual stream in low precision from block to block; there the add stays
+    separate and the stream float32.
     """
     if torch.is_autocast_enabled(residual.device.type):
         result = residual + linear(h).view(residual.shape)
         return result if out is None else out.view(residual.shape).copy_(result)
     c = residual.shape[-1]
-    flat = residual.reshape(-1, c)
-    if out is not None:
-        out = out.view(-1, c)
+    flat, h = residual.reshape(-1, c), h.reshape(-1, h.shape[-1])
+    if torch.is_grad_enabled() and (residual.requires_grad or h.requires_grad
+                                    or linear.weight.requires_grad):
+        summed = torch.addmm(flat, h, linear.weight.t())  # autograd takes no out= argument
+        return (summed if linear.bias is None else summed.add_(linear.bias)).view(residual.shape)
+    out = torch.empty_like(flat) if out is None else out.view(-1, c)
     if linear.bias is not None:
-        summed = torch.add(flat, linear.bias) if out is None else torch.add(flat, linear.bias,
-                                                                          out=out)
+        torch.add(flat, linear.bias, out=out)
     else:
-        summed = flat.clone() if out is None else out.copy_(flat)
-    return summed.addmm_(h.reshape(-1, h.shape[-1]), linear.weight.t()).view(residual.shape)
+        out.copy_(flat)
+    # addmm with out=, not addmm_: flop counters (torch.utils.flop_counter) count only the former.
+    return torch.addmm(out, h, linear.weight.t(), out=out).view(residual.shape)
 
 
 class Mlp(nn.Module):

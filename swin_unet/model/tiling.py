@@ -16,14 +16,16 @@ projection (:func:`expansion_logits_tiled`).
 
 from __future__ import annotations
 
-from typing import Optional
+import threading
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["BLOCK_TILE_MIN_BYTES", "BLOCK_TILE_TOKENS", "HEAD_TILE_TOKENS", "runs_tiled",
-           "block_runs_tiled", "head_runs_tiled", "tile_windows", "forward_tiled",
+__all__ = ["BLOCK_TILE_MIN_BYTES", "BLOCK_TILE_TOKENS", "HEAD_TILE_TOKENS", "untiled",
+           "runs_tiled", "block_runs_tiled", "head_runs_tiled", "tile_windows", "forward_tiled",
            "expansion_logits_tiled"]
 
 BLOCK_TILE_MIN_BYTES = 16 * 2**20
@@ -31,9 +33,26 @@ BLOCK_TILE_TOKENS = 4096
 HEAD_TILE_TOKENS = 512
 
 
+_off = threading.local()
+
+
+@contextmanager
+def untiled() -> Iterator[None]:
+    """Within the block, the model runs whole-batch: for tracing and counting its operations
+    as the architecture defines them (the folded LayerNorm of the tiled final expansion adds a
+    small per-call product of weights)."""
+    previous = getattr(_off, "value", False)
+    _off.value = True
+    try:
+        yield
+    finally:
+        _off.value = previous
+
+
 def runs_tiled(x: torch.Tensor) -> bool:
-    """Whether the tiled paths apply to ``x``: a CPU tensor and no autograd."""
-    return x.device.type == "cpu" and not torch.is_grad_enabled()
+    """Whether the tiled paths apply to ``x``: a CPU tensor, no autograd, not :func:`untiled`."""
+    return (x.device.type == "cpu" and not torch.is_grad_enabled()
+            and not getattr(_off, "value", False))
 
 
 def block_runs_tiled(x: torch.Tensor, hidden: int) -> bool:
