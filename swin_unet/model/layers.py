@@ -10,6 +10,7 @@ from .tiling import expansion_logits_tiled, head_runs_tiled
 
 __all__ = ["permute_tokens", "PatchEmbed", "PatchMerging", "PatchExpand", "FinalPatchExpand"]
 
+
 class _PermuteTokens(torch.autograd.Function):
     """``x.index_select(dim, index)`` for a permutation ``index``, whose gradient is a gather.
 

@@ -86,7 +86,10 @@ def forward_tiled(block: nn.Module, x: torch.Tensor, mask: Optional[torch.Tensor
     b, length, c = x.shape
     n = block.window * block.window
     total = b * length // n
-    bias = block.attn.attention_bias(mask, x.dtype, total, fused=False)
+    # The dtype the attention logits will have (under autocast, not the residual stream's).
+    device = x.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+    bias = block.attn.attention_bias(mask, dtype, total, fused=False)
     # With a mask, the bias has one row per window of an image.
     period = bias.shape[0] if mask is not None else total
     per_tile = tile_windows(period, max(1, BLOCK_TILE_TOKENS // n))
