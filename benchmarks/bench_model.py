@@ -1,7 +1,8 @@
 """Model speed: the fast path against the straightforward design, same weights, same run.
 
 Prints JSON lines: one per (task, variant) with images/s (median over rounds), then the ratio
-fast / reference per task, then parameters, GFLOP per image and peak memory.
+fast / reference per task, then parameters and GFLOP per image, the device's float32 2048x2048
+matmul rate and each (task, variant)'s model FLOP rate as a fraction of it, and peak memory.
 
     python benchmarks/bench_model.py                  # CPU, 2 threads, fp32 (+ bf16 on CPUs
                                                       # with AMX / AVX-512 BF16), 5 rounds
