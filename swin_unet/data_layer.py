@@ -41,7 +41,11 @@ def project_datasets() -> ModuleType:
     if module is None:
         try:
             module = importlib.import_module("datasets")
-        except ModuleNotFoundError:
+        except ModuleNotFoundError as exc:
+            if exc.name != "datasets":  # ours was found, but a package it needs is missing
+                raise InputError(f"the data layer needs the package '{exc.name}', which is not "
+                                 f"installed: pip install -r {REPO_ROOT / 'requirements.txt'}",
+                                 path=_OURS) from None
             raise InputError(f"no 'datasets' package can be imported: put {REPO_ROOT} (the "
                              f"repository) first on PYTHONPATH", path=_OURS) from None
     origin = Path(getattr(module, "__file__", None) or ".").resolve().parent

@@ -74,3 +74,20 @@ def test_a_shadowing_datasets_package_is_a_clear_error(tmp_path):
     path, message = done.stdout.split(" | ")
     assert Path(path) == fake
     assert "not the project's" in message and "Hugging Face" in message
+
+
+def test_a_missing_requirement_of_the_data_layer_is_named_not_blamed_on_the_path(tmp_path):
+    blocker = tmp_path / "site" / "sitecustomize.py"
+    blocker.parent.mkdir()
+    # h5py made unimportable, as on a machine where the requirements were not installed.
+    blocker.write_text("import sys\nsys.modules['h5py'] = None\n")
+    code = ("from swin_unet.data_layer import project_datasets\n"
+            "from swin_unet.errors import InputError\n"
+            "try:\n    project_datasets()\n"
+            "except InputError as exc:\n    print(exc)\n")
+    env = {"PYTHONPATH": f"{blocker.parent}:{REPO}", "OMP_WAIT_POLICY": "PASSIVE"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "needs the package 'h5py'" in done.stdout and "requirements.txt" in done.stdout
+    assert "PYTHONPATH" not in done.stdout
