@@ -59,19 +59,25 @@ def test_errors_carry_the_path_as_an_attribute(tmp_path):
     assert located.at(tmp_path / "b.nii.gz") is located  # named once, by the innermost
 
 
-def test_a_shadowing_datasets_package_is_a_clear_error(tmp_path):
-    fake = tmp_path / "site" / "datasets"
-    fake.mkdir(parents=True)
-    (fake / "__init__.py").write_text("load_dataset = None  # like Hugging Face's\n")
+def _project_datasets_error(site: Path, cwd: Path) -> str:
+    """The InputError ``project_datasets()`` raises in a fresh Python with ``site`` first on the
+    path, as "path | message"."""
     code = ("from swin_unet.data_layer import project_datasets\n"
             "from swin_unet.errors import InputError\n"
             "try:\n    project_datasets()\n"
             "except InputError as exc:\n    print(exc.path, '|', exc)\n")
-    env = {"PYTHONPATH": f"{fake.parent}:{REPO}", "OMP_WAIT_POLICY": "PASSIVE"}
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+    env = {"PYTHONPATH": f"{site}:{REPO}", "OMP_WAIT_POLICY": "PASSIVE"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    path, message = done.stdout.split(" | ")
+    return done.stdout
+
+
+def test_a_shadowing_datasets_package_is_a_clear_error(tmp_path):
+    fake = tmp_path / "site" / "datasets"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("load_dataset = None  # like Hugging Face's\n")
+    path, message = _project_datasets_error(fake.parent, tmp_path).split(" | ")
     assert Path(path) == fake
     assert "not the project's" in message and "Hugging Face" in message
 
@@ -81,13 +87,6 @@ def test_a_missing_requirement_of_the_data_layer_is_named_not_blamed_on_the_path
     blocker.parent.mkdir()
     # h5py made unimportable, as on a machine where the requirements were not installed.
     blocker.write_text("import sys\nsys.modules['h5py'] = None\n")
-    code = ("from swin_unet.data_layer import project_datasets\n"
-            "from swin_unet.errors import InputError\n"
-            "try:\n    project_datasets()\n"
-            "except InputError as exc:\n    print(exc)\n")
-    env = {"PYTHONPATH": f"{blocker.parent}:{REPO}", "OMP_WAIT_POLICY": "PASSIVE"}
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert "needs the package 'h5py'" in done.stdout and "requirements.txt" in done.stdout
-    assert "PYTHONPATH" not in done.stdout
+    message = _project_datasets_error(blocker.parent, REPO)
+    assert "needs the package 'h5py'" in message and "requirements.txt" in message
+    assert "PYTHONPATH" not in message
