@@ -43,8 +43,25 @@ MODEL = dict(img_size=224, in_chans=1, num_classes=9, embed_dim=96, depths=(2, 2
              num_heads=(3, 6, 12, 24), window_size=7, drop_path_rate=0.1)
 
 
+class Untiled(torch.nn.Module):
+    """A model run with :func:`untiled`: whole-batch on the CPU too (the path CUDA takes)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with untiled():
+            return self.model(x)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.model if isinstance(model, Untiled) else model
+
+
 def build(variant: str, device: torch.device) -> torch.nn.Module:
     """'fast' (this project, attention chosen by device), 'fast-explicit', 'fast-sdpa',
+    'fast-untiled' (no CPU tiles: whole blocks, and the unfolded final expansion in training),
     'fast-checkpointed' (gradient checkpointing per stage), or 'reference' (roll + partition +
     explicit attention + full-resolution rearrange)."""
     torch.manual_seed(0)
@@ -52,6 +69,8 @@ def build(variant: str, device: torch.device) -> torch.nn.Module:
         model = ReferenceSwinUnet(**{k: v for k, v in MODEL.items()})
     elif variant == "fast-checkpointed":
         model = SwinUnet(**MODEL, grad_checkpoint=True)
+    elif variant == "fast-untiled":
+        model = Untiled(SwinUnet(**MODEL))
     else:
         attention = {"fast": "auto", "fast-explicit": "explicit", "fast-sdpa": "sdpa"}[variant]
         model = SwinUnet(**MODEL, attention=attention)
@@ -93,9 +112,9 @@ def time_tasks(variants, tasks, device, rounds, iters, dtype):
     """Median seconds per iteration for each (task, variant), rounds alternating variants."""
     models = {v: build(v, device) for v in variants}
     # Same weights in every variant (names are shared; the reference keeps extra buffers).
-    state = models[variants[0]].state_dict()
+    state = unwrap(models[variants[0]]).state_dict()
     for model in models.values():
-        model.load_state_dict(state, strict=False)
+        unwrap(model).load_state_dict(state, strict=False)
     results = {}
     for task, batch in tasks:
         runs = {v: make_task(task, m, device, batch, dtype) for v, m in models.items()}
