@@ -1,5 +1,6 @@
-"""Inference a tile at a time on the CPU (swin_unet/model/tiling.py): the same values as the whole
-batch, used exactly where it should be."""
+"""The CPU a tile at a time (swin_unet/model/tiling.py): inference, and the final expansion with its
+folded backward in training; the same values and gradients as the whole batch, used exactly where
+it should be."""
 
 import pytest
 import torch
@@ -148,15 +149,24 @@ def test_fast_path_with_the_folded_head_trains_like_the_reference(monkeypatch, c
         assert (param.grad - ref_grad).abs().max() <= 1e-4 * (1 + ref_grad.abs().max()), name
 
 
-def test_head_runs_whole_with_autograd_under_autocast(monkeypatch, calls):
+@pytest.mark.parametrize("context", ["autocast", "compiling"])
+def test_head_runs_whole_with_autograd_under_autocast_or_compile(monkeypatch, calls, context):
     torch.manual_seed(0)
     model = SwinUnet(img_size=64, window_size=2, **TINY).train()
     monkeypatch.setattr(tiling, "HEAD_TILE_TOKENS", 7)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model(torch.randn(2, 3, 64, 64))
+    x = torch.randn(2, 3, 64, 64)
+    if context == "compiling":  # what torch.compile's tracing reports
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+        out = model(x)
+    else:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x)
     out.float().sum().backward()
     assert calls == {"blocks": 0, "head": 0}
     assert model.up.expand.weight.grad is not None
+    with torch.no_grad():
+        model(x)  # without autograd it tiles (the patched is_compiling too)
+    assert calls == {"blocks": 0, "head": 1}
 
 
 @pytest.mark.parametrize("period,target,expected", [
