@@ -52,10 +52,16 @@ def untiled() -> Iterator[None]:
         _off.value = previous
 
 
-def runs_tiled(x: torch.Tensor) -> bool:
-    """Whether the tiled paths apply to ``x``: a CPU tensor, no autograd, not :func:`untiled`."""
-    return (x.device.type == "cpu" and not torch.is_grad_enabled()
-            and not getattr(_off, "value", False))
+def runs_tiled(x: torch.Tensor, autograd: bool = False) -> bool:
+    """Whether the tiled paths apply to ``x``: a CPU tensor, not :func:`untiled`, and no
+    autograd, unless ``autograd`` (a path with its own backward, written for one dtype): then
+    also with autograd, but not under autocast nor while ``torch.compile`` traces (it would
+    unroll the tiles)."""
+    if x.device.type != "cpu" or getattr(_off, "value", False):
+        return False
+    if not torch.is_grad_enabled():
+        return True
+    return autograd and not (torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling())
 
 
 def block_runs_tiled(x: torch.Tensor, hidden: int) -> bool:
@@ -65,14 +71,9 @@ def block_runs_tiled(x: torch.Tensor, hidden: int) -> bool:
 
 
 def head_runs_tiled(x: torch.Tensor) -> bool:
-    """Whether the final expansion runs tiled on (B, L, C) tokens ``x``: on the CPU, outside
-    :func:`untiled`, with or without autograd; with autograd not under autocast (the backward is
-    written for one dtype) nor while ``torch.compile`` traces (it would unroll the tiles)."""
-    if (x.device.type != "cpu" or getattr(_off, "value", False)
-            or x.shape[0] * x.shape[1] <= HEAD_TILE_TOKENS):
-        return False
-    return not torch.is_grad_enabled() or not (torch.is_autocast_enabled("cpu")
-                                               or torch.compiler.is_compiling())
+    """Whether the final expansion runs tiled on (B, L, C) tokens ``x``, with or without
+    autograd (:class:`_FoldedExpansion`)."""
+    return x.shape[0] * x.shape[1] > HEAD_TILE_TOKENS and runs_tiled(x, autograd=True)
 
 
 def tile_windows(period: int, target: int) -> int:
