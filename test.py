@@ -118,7 +118,7 @@ def main(argv=None) -> int:
 def report(result) -> None:
     """What a run wrote, on stdout: the metrics table and notes, or the predictions' paths;
     the path of report.html last."""
-    from swin_unet.viewer_tables import ITKSNAP_TABLE, SLICER_TABLE
+    from swin_unet.report.viewer_tables import ITKSNAP_TABLE, SLICER_TABLE
 
     folder = result.output / "predictions"
     tables = (f"{folder / SLICER_TABLE} (3D Slicer) or {folder / ITKSNAP_TABLE} (ITK-SNAP) "
@@ -133,7 +133,7 @@ def report(result) -> None:
             print(f"{count} prediction(s) in {folder}: open each over its scan in 3D Slicer or "
                   f"ITK-SNAP; {tables}.")
     else:
-        from swin_unet.report import format_table
+        from swin_unet.report.tables import format_table
 
         print(format_table(result.summary))
         for note in result.notes:

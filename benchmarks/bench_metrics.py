@@ -8,7 +8,7 @@ large and distances are not trivial. Each round times every variant once, in alt
 order; the report gives medians and the ratio to medpy, and checks that the values agree.
 Variants:
   medpy        medpy.metric.binary.dc + hd95 per class on the whole volume (the original code)
-  ours_paper   swin_unet.metrics.case_metrics(mode="paper") (the same values, voxel units)
+  ours_paper   swin_unet.evaluation.metrics.case_metrics(mode="paper") (the same values, voxel units)
   ours_mm      case_metrics(mode="mm") with an anisotropic spacing, against medpy's voxelspacing
   edt_in_box   the same bounding boxes, but distance transforms in the box instead of a KD-tree
   monai        monai HausdorffDistanceMetric(percentile=95) (--monai; a different definition)
@@ -29,7 +29,7 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import run_alternating  # noqa: E402
-from swin_unet.metrics import case_metrics, surface_mask  # noqa: E402
+from swin_unet.evaluation.metrics import case_metrics, surface_mask  # noqa: E402
 
 NUM_CLASSES = 9
 SPACING = (0.76, 0.76, 3.0)

@@ -28,9 +28,9 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from swin_unet.data_layer import project_datasets  # noqa: E402
-from swin_unet.inference import predict_volume  # noqa: E402
+from swin_unet.evaluation.inference import predict_volume  # noqa: E402
 from swin_unet.precision import cpu_bf16_support  # noqa: E402
-from swin_unet.trained import load_model  # noqa: E402
+from swin_unet.evaluation.trained import load_model  # noqa: E402
 
 
 def dice(prediction: np.ndarray, label: np.ndarray, index: int) -> float:

@@ -4,7 +4,7 @@ Usage: python benchmarks/bench_report.py [--shape 512 512 100] [--rounds 3]
 
 The volume is bench_metrics' eight-organ phantom (a Synapse-sized CT by default) with a noisy
 grey image. Variants, each run once per round in alternating order:
-  metrics       swin_unet.metrics.case_metrics in mm mode (what every test.py run does per case)
+  metrics       swin_unet.evaluation.metrics.case_metrics in mm mode (what every test.py run does per case)
   case_figure   ReportBuilder.add_case: slice choice and figures/<case>.png (what the report adds)
   paper_figure  the 300 dpi publication figure of the same slices (--figure-cases only)
 """
@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_metrics import SPACING, phantom  # noqa: E402
 from benchmarks.common import run_alternating  # noqa: E402
-from swin_unet.figures import paper_figure, pick_figure_slices  # noqa: E402
-from swin_unet.metrics import case_metrics  # noqa: E402
-from swin_unet.report_builder import ReportBuilder  # noqa: E402
+from swin_unet.report.figures import paper_figure, pick_figure_slices  # noqa: E402
+from swin_unet.evaluation.metrics import case_metrics  # noqa: E402
+from swin_unet.report.builder import ReportBuilder  # noqa: E402
 
 NAMES = ["aorta", "gallbladder", "kidney_left", "kidney_right", "liver", "pancreas", "spleen",
          "stomach"]

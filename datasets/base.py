@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Optional, Sequence, Union
 import numpy as np
 
 from swin_unet.config import DataConfig
-from swin_unet.config_checks import check_choices
+from swin_unet.config.checks import check_choices
 from swin_unet.errors import InputError
 
 from .cases import SPLITS, resolve_splits

@@ -12,7 +12,7 @@ import numpy as np
 
 from swin_unet.config import DataConfig
 from swin_unet.errors import InputError, parsing
-from swin_unet.volume_io import label_dtype
+from swin_unet.io.volumes import label_dtype
 
 from .base import DataSource, RawVolume, VolumeEntry
 from .cases import deterministic_split

@@ -18,7 +18,7 @@ import numpy as np
 
 from swin_unet.config import DataConfig
 from swin_unet.errors import InputError
-from swin_unet.image_io import (IMAGE_SUFFIXES, image_name, is_image_file, read_image,
+from swin_unet.io.images import (IMAGE_SUFFIXES, image_name, is_image_file, read_image,
                                 read_image_header, read_mask)
 
 from .base import DataSource, RawVolume, VolumeEntry

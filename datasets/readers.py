@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 
 from swin_unet.errors import InputError, parsing
-from swin_unet.headers import check_declared_size
+from swin_unet.io.headers import check_declared_size
 
 __all__ = [
     "NiftiHeader",

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from swin_unet.volume_io import label_dtype
+from swin_unet.io.volumes import label_dtype
 
 from .transforms import apply_seeded, build_augmentation, resize_slices, volume_to_slices
 

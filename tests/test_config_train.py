@@ -7,7 +7,7 @@ import pytest
 from swin_unet.config import Config, apply_overrides, config_to_dict, load_config
 from swin_unet.errors import InputError
 from swin_unet.model import check_sizes
-from swin_unet.config_checks import check_train_config
+from swin_unet.config.checks import check_train_config
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 

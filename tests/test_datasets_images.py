@@ -11,7 +11,7 @@ from datasets import generate_phantom, open_dataset
 from datasets.slices import SliceCache, SliceDataset
 from swin_unet.config import DataConfig
 from swin_unet.errors import InputError
-from swin_unet.metrics import case_metrics, hausdorff95
+from swin_unet.evaluation.metrics import case_metrics, hausdorff95
 
 SIZE = (24, 32)  # rows, columns
 

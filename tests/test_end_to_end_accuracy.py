@@ -16,8 +16,8 @@ import torch
 from datasets import generate_phantom, open_dataset
 from swin_unet import SwinUnet
 from swin_unet.config import DataConfig
-from swin_unet.inference import predict_volume
-from swin_unet.metrics import case_metrics
+from swin_unet.evaluation.inference import predict_volume
+from swin_unet.evaluation.metrics import case_metrics
 from swin_unet.training import SegmentationLoss
 
 SIZE, STEPS, BATCH = 32, 120, 8

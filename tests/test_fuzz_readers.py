@@ -31,7 +31,7 @@ from datasets.readers import (check_nifti_complete, h5_shapes, npz_shapes, read_
 from swin_unet.config import load_config
 from swin_unet.errors import InputError
 from swin_unet.model import checkpoint_state, read_checkpoint
-from swin_unet.volume_io import read_volume
+from swin_unet.io.volumes import read_volume
 from test_inference_io import write_dicom_series
 
 TRUNCATIONS = 24

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from swin_unet.errors import InputError
-from swin_unet.image_io import (label_colours, read_image, read_image_header, read_mask,
+from swin_unet.io.images import (label_colours, read_image, read_image_header, read_mask,
                                 write_label_png, write_overlay_png)
 
 RNG = np.random.default_rng(0)

@@ -9,8 +9,8 @@ from torch import nn
 from datasets.transforms import resize_slices
 from swin_unet import SwinUnet
 from swin_unet.errors import InputError
-from swin_unet.inference import predict_volume, resolve_device
-from swin_unet.metrics import case_metrics
+from swin_unet.evaluation.inference import predict_volume, resolve_device
+from swin_unet.evaluation.metrics import case_metrics
 
 K = 4
 

@@ -8,7 +8,7 @@ import pytest
 import SimpleITK as sitk
 
 from swin_unet.errors import InputError
-from swin_unet.volume_io import Volume, find_inputs, read_volume, write_labels
+from swin_unet.io.volumes import Volume, find_inputs, read_volume, write_labels
 
 
 def rotated_affine():

@@ -12,9 +12,9 @@ from datasets import open_dataset
 from datasets.folder import read_dataset_json
 from swin_unet.config import DataConfig, load_config
 from swin_unet.errors import InputError
-from swin_unet.inference import predict_volume
+from swin_unet.evaluation.inference import predict_volume
 from swin_unet.model import read_checkpoint
-from swin_unet.volume_io import read_volume, write_labels
+from swin_unet.io.volumes import read_volume, write_labels
 
 SHAPE = (12, 10, 3)
 CLASSES = 301
@@ -125,7 +125,7 @@ def test_hdf5_group_and_unlistable_input_folder_name_the_path(tmp_path, monkeypa
     import h5py
 
     from datasets.readers import h5_shapes, read_h5
-    from swin_unet.volume_io import find_inputs
+    from swin_unet.io.volumes import find_inputs
 
     path = tmp_path / "case0001.npy.h5"
     with h5py.File(path, "w") as handle:

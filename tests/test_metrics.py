@@ -8,7 +8,7 @@ from medpy.metric import binary
 from scipy import ndimage
 
 from swin_unet.errors import InputError
-from swin_unet.metrics import (case_metrics, dice_score, hausdorff95, summarize, surface_mask,
+from swin_unet.evaluation.metrics import (case_metrics, dice_score, hausdorff95, summarize, surface_mask,
                                volume_diagonal)
 
 NUM_CLASSES = 5

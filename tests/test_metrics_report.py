@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 
-from swin_unet.metrics import case_metrics, summarize
-from swin_unet.report import format_table, write_metrics_csv, write_summary_json
+from swin_unet.evaluation.metrics import case_metrics, summarize
+from swin_unet.report.tables import format_table, write_metrics_csv, write_summary_json
 
 NAMES = ["aorta", "gallbladder", "kidney_left"]
 

@@ -13,9 +13,9 @@ from torch import nn
 
 from swin_unet import build_model
 from swin_unet.config import config_to_dict
-from swin_unet.inference import predict_volume
-from swin_unet.orientation import plan_reorientation, scale_warnings, training_geometry
-from swin_unet.volume_io import find_inputs
+from swin_unet.evaluation.inference import predict_volume
+from swin_unet.io.orientation import plan_reorientation, scale_warnings, training_geometry
+from swin_unet.io.volumes import find_inputs
 from test_inference_io import write_dicom_series
 from test_test_cli import SYNAPSE, run_cli, tiny_config
 

@@ -11,9 +11,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from swin_unet.figures import display_plan, display_slice
+from swin_unet.report.figures import display_plan, display_slice
 from swin_unet.palette import PALETTE
-from swin_unet.report_builder import ReportBuilder
+from swin_unet.report.builder import ReportBuilder
 from test_test_cli import CLI, SYNAPSE, run_cli, workspace  # noqa: F401  (a module fixture)
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -1,7 +1,7 @@
 """For every layout, a training sample and the slice inference feeds the model are the same pixels.
 
 Training reads slices from the slice cache; validation and test.py cut the volume into slices
-in :func:`swin_unet.inference.predict_volume`. If the two disagreed (a transpose, a flip, a
+in :func:`swin_unet.evaluation.inference.predict_volume`. If the two disagreed (a transpose, a flip, a
 shifted index, another normalisation) a model would be scored on slices it never saw the like
 of. Each layout gets random, asymmetric images written here, at the model's size (no resize).
 """
@@ -17,7 +17,7 @@ from torch import nn
 
 from datasets import generate_phantom, open_dataset
 from swin_unet.config import DataConfig
-from swin_unet.inference import predict_volume
+from swin_unet.evaluation.inference import predict_volume
 
 X, Y, Z = 20, 14, 3  # non-square in-plane: a transpose cannot go unnoticed
 

@@ -10,7 +10,7 @@ import train as train_cli
 from datasets import DATASET_NAMES, DATASETS, LAYOUTS, open_dataset
 from swin_unet.config import (Config, DataConfig, MetricMode, apply_overrides, choices,
                               look_up_option)
-from swin_unet.config_checks import check_config
+from swin_unet.config.checks import check_config
 from swin_unet.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]

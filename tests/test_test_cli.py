@@ -17,7 +17,7 @@ from medpy.metric import binary
 from datasets import generate_phantom
 from swin_unet import build_model
 from swin_unet.config import Config, config_to_dict
-from swin_unet.metrics import case_metrics
+from swin_unet.evaluation.metrics import case_metrics
 from test_inference_io import rotated_affine, write_dicom_series
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -210,7 +210,7 @@ def test_input_follows_the_metric_mode_resize_procedure(workspace, tmp_path, cap
     """--metric-mode paper on --input predicts with the published resizing, not the default."""
     from datasets import normalize_intensity
     from swin_unet.evaluation import load_model
-    from swin_unet.inference import predict_volume
+    from swin_unet.evaluation.inference import predict_volume
     hu = np.random.default_rng(4).normal(40, 200, (40, 36, 3)).astype(np.int16)
     write_nifti(tmp_path / "scan.nii.gz", hu, np.eye(4))
     model = load_model(workspace / "tiny.pth").model

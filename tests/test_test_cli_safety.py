@@ -8,7 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from swin_unet import evaluation, scoring
+from swin_unet import evaluation
+from swin_unet.evaluation import scoring
 from test_test_cli import ROOT, read_csv, run_cli, write_nifti, workspace  # noqa: F401
 
 

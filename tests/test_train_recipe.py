@@ -10,7 +10,7 @@ from swin_unet import SwinUnet
 from swin_unet.config import TrainConfig
 from swin_unet.errors import InputError
 from swin_unet.training import SegmentationLoss, build_optimizer, build_scheduler, scaled_lr
-from swin_unet.config_checks import check_train_config
+from swin_unet.config.checks import check_train_config
 from swin_unet.training.recipe import lr_factor
 
 

@@ -83,7 +83,7 @@ def check_sizes(img_size: Union[int, Sequence[int]], patch_size: int, window_siz
                 decoder_depths: Optional[Sequence[int]] = None) -> tuple[int, int]:
     """Validate the network's sizes: the one place that knows which ones fit together.
 
-    The config calls it when it is read (:func:`swin_unet.config_checks.check_config`), the model
+    The config calls it when it is read (:func:`swin_unet.config.checks.check_config`), the model
     when it is built.
 
     Parameters

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..inference import resolve_device
+from ..evaluation.inference import resolve_device
 
 __all__ = ["DistributedContext", "setup_distributed", "cleanup_distributed",
            "any_rank", "ranks_where", "gather_objects", "broadcast_object",

@@ -12,11 +12,11 @@ import torch
 import torch.distributed as dist
 
 from ..config import Config, save_config
-from ..config_checks import check_config
+from ..config.checks import check_config
 from ..data_layer import project_datasets
 from ..errors import InputError, format_error
 from ..model import build_model, load_pretrained
-from ..orientation import training_geometry
+from ..io.orientation import training_geometry
 from .distributed import (DistributedContext, broadcast_object, cleanup_distributed,
                           configure_cpu_threads, configure_math, math_settings,
                           restore_math_settings, setup_distributed)

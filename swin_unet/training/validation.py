@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..inference import predict_volume
-from ..metrics import case_metrics, summarize
+from ..evaluation.inference import predict_volume
+from ..evaluation.metrics import case_metrics, summarize
 from .distributed import DistributedContext, broadcast_object, gather_objects
 from .monitor import overlay_panel, pick_overlay_slices
 
@@ -27,7 +27,7 @@ CACHE_BYTES = 2 * 1024 ** 3
 
 @dataclass
 class ValidationResult:
-    """What one validation found: the summary (:func:`swin_unet.metrics.summarize`) and overlays."""
+    """What one validation found: the summary (:func:`swin_unet.evaluation.metrics.summarize`) and overlays."""
 
     summary: dict
     overlays: dict[str, np.ndarray] = field(default_factory=dict)

@@ -9,11 +9,11 @@ from typing import Optional, Sequence
 
 import torch
 
-from .config import Config, DataConfig, apply_overrides, config_from_dict
-from .config_checks import check_config
-from .data_layer import project_datasets
-from .errors import InputError
-from .model import build_model, checkpoint_state, load_state, read_checkpoint
+from ..config import Config, DataConfig, apply_overrides, config_from_dict
+from ..config.checks import check_config
+from ..data_layer import project_datasets
+from ..errors import InputError
+from ..model import build_model, checkpoint_state, load_state, read_checkpoint
 
 __all__ = ["LoadedModel", "load_model", "resolve_intensity_for"]
 

@@ -10,8 +10,8 @@ from typing import Optional, Union
 import numpy as np
 from PIL import Image
 
-from .errors import InputError
-from .palette import class_colours
+from ..errors import InputError
+from ..palette import class_colours
 
 __all__ = ["IMAGE_SUFFIXES", "ImageHeader", "is_image_file", "image_name", "read_image_header",
            "read_image", "read_mask", "label_colours", "write_label_png", "write_overlay_png"]

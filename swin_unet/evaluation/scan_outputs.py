@@ -11,10 +11,10 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .config import GeometryConfig
+from ..config import GeometryConfig
 from .inference import predict_volume
-from .orientation import Reorientation, inplane_geometry, plan_reorientation, scale_warnings
-from .volume_io import Volume, write_labels, write_map, write_probabilities
+from ..io.orientation import Reorientation, inplane_geometry, plan_reorientation, scale_warnings
+from ..io.volumes import Volume, write_labels, write_map, write_probabilities
 
 __all__ = ["OutputKinds", "output_paths", "orient_scan", "segment_volume"]
 

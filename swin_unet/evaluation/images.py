@@ -9,8 +9,8 @@ from typing import Callable, Union
 import numpy as np
 from tqdm import tqdm
 
-from .errors import InputError
-from .image_io import (image_name, is_image_file, read_image, read_image_header,
+from ..errors import InputError
+from ..io.images import (image_name, is_image_file, read_image, read_image_header,
                        write_label_png, write_overlay_png)
 
 __all__ = ["find_image_inputs", "image_targets", "segment_images", "write_image_prediction"]

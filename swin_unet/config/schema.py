@@ -15,8 +15,8 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
-from .config_values import choices, dotted_keys, fill_dataclass, look_up_option, unknown_key
-from .errors import InputError
+from .values import choices, dotted_keys, fill_dataclass, look_up_option, unknown_key
+from ..errors import InputError
 
 __all__ = ["REPO_ROOT", "CONFIG_DIR", "AttentionMode", "IntensityMode", "MetricMode", "Device",
            "Split", "choices", "look_up_option", "dataset_config_path", "ModelConfig",
@@ -24,7 +24,7 @@ __all__ = ["REPO_ROOT", "CONFIG_DIR", "AttentionMode", "IntensityMode", "MetricM
            "Config", "load_config",
            "config_from_dict", "config_to_dict", "apply_overrides", "save_config"]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / "configs"
 
 # The choices of the config, each written once: the fields below use these types, and the code
@@ -214,7 +214,7 @@ def config_from_dict(values: dict, base: Optional[Config] = None) -> Config:
 
 def _preset(name: Any) -> dict:
     """The model fields of preset ``name``, as an error naming the key if there is none."""
-    from .model.presets import preset_fields  # the model package imports torch
+    from ..model.presets import preset_fields  # the model package imports torch
 
     try:
         return preset_fields(str(name))

@@ -31,8 +31,8 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from .config import MetricMode, choices, look_up_option
-from .errors import InputError
+from ..config import MetricMode, choices, look_up_option
+from ..errors import InputError
 
 __all__ = [
     "MODES",

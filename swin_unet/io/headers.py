@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import InputError, parsing
+from ..errors import InputError, parsing
 
 __all__ = ["NIFTI_SUFFIXES", "ITK_SUFFIXES", "DEFLATE_MAX_RATIO", "label_dtype",
            "check_declared_size", "list_folder", "itk_affine", "itk_storage", "read_geometry",

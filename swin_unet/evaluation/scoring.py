@@ -8,11 +8,11 @@ from typing import Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from .errors import InputError
+from ..errors import InputError
 from .metrics import case_metrics
 from .output_folder import RunResult, remove_results, write_results
-from .report_builder import ReportBuilder
-from .volume_io import find_inputs, read_volume, same_grid
+from ..report.builder import ReportBuilder
+from ..io.volumes import find_inputs, read_volume, same_grid
 
 __all__ = ["evaluate_predictions"]
 

@@ -13,7 +13,7 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import InputError, parsing
+from ..errors import InputError, parsing
 from .headers import (ITK_SUFFIXES, NIFTI_SUFFIXES, check_declared_size, itk_affine,
                       itk_storage, label_dtype, list_folder, read_geometry, same_grid)
 

@@ -11,11 +11,11 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import nn
 
-from .config import MetricMode, choices, look_up_option
-from .errors import InputError
-from .model.network import as_pair
-from .volume_io import label_dtype
-from .precision import autocast, autocast_dtype
+from ..config import MetricMode, choices, look_up_option
+from ..errors import InputError
+from ..model.network import as_pair
+from ..io.volumes import label_dtype
+from ..precision import autocast, autocast_dtype
 
 __all__ = ["predict_volume", "resolve_device", "flip_tta_logits"]
 

@@ -66,7 +66,7 @@ def write_metrics_csv(path: Union[str, Path], per_case: dict[str, list[dict]],
     path : str or Path
         The file to write (replaced if it exists).
     per_case : dict of str to list of dict
-        Case name to :func:`swin_unet.metrics.case_metrics` rows.
+        Case name to :func:`swin_unet.evaluation.metrics.case_metrics` rows.
     class_names : list of str
         Foreground class names, class 1 first.
     """
@@ -96,7 +96,7 @@ def _json_safe(value: Any) -> Any:
 
 
 def write_summary_json(path: Union[str, Path], summary: dict, **extra: Any) -> None:
-    """Write ``summary`` (from :func:`swin_unet.metrics.summarize`) plus ``extra`` keys as JSON.
+    """Write ``summary`` (from :func:`swin_unet.evaluation.metrics.summarize`) plus ``extra`` keys as JSON.
 
     NaN ("not counted") becomes null. The metric conventions are added under ``conventions``.
     """
@@ -120,7 +120,7 @@ def format_table(summary: dict) -> str:
     Parameters
     ----------
     summary : dict
-        As returned by :func:`swin_unet.metrics.summarize`.
+        As returned by :func:`swin_unet.evaluation.metrics.summarize`.
     """
     unit = summary.get("hd95_unit", "mm")
     classes = summary["classes"]

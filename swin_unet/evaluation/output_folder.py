@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
-from .errors import InputError
+from ..errors import InputError
 from .metrics import summarize
-from .report import write_metrics_csv, write_summary_json
+from ..report.tables import write_metrics_csv, write_summary_json
 
 __all__ = ["RunResult", "RESULT_FILES", "RESULT_FOLDERS", "result_files", "check_output",
            "remove_results", "write_results"]
@@ -101,7 +101,7 @@ def write_results(output: Path, per_case: dict, class_names: list[str], mode: st
 
     Called after every case, so an interrupted run keeps what it scored. ``result`` (an
     :class:`RunResult`) gets the summary; once ``complete``, also the
-    written paths and ``report``'s page (a :class:`~swin_unet.report_builder.ReportBuilder`).
+    written paths and ``report``'s page (a :class:`~swin_unet.report.builder.ReportBuilder`).
     Returns ``result``.
     """
     summary = summarize(per_case, class_names, mode, distance_unit)

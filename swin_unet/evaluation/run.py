@@ -2,8 +2,8 @@
 
 :func:`run_evaluation` takes an :class:`EvaluationRequest` (test.py's options) and picks the
 run; volumes go through the network as :class:`InferenceOptions` say. Existing predictions
-are scored by :mod:`swin_unet.scoring`; what every run writes is in
-:mod:`swin_unet.output_folder`.
+are scored by :mod:`swin_unet.evaluation.scoring`; what every run writes is in
+:mod:`swin_unet.evaluation.output_folder`.
 """
 
 from __future__ import annotations
@@ -17,18 +17,18 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from .data_layer import project_datasets
-from .errors import InputError
-from .image_io import read_image
-from .image_segmentation import find_image_inputs, image_targets, segment_images, \
+from ..data_layer import project_datasets
+from ..errors import InputError
+from ..io.images import read_image
+from .images import find_image_inputs, image_targets, segment_images, \
     write_image_prediction
 from .metrics import case_metrics
-from .orientation import Reorientation
+from ..io.orientation import Reorientation
 from .output_folder import RunResult, check_output, remove_results, write_results
-from .report_builder import ReportBuilder, report_for
+from ..report.builder import ReportBuilder, report_for
 from .scoring import evaluate_predictions
-from .viewer_tables import write_viewer_tables
-from .volume_io import Volume, find_inputs, read_geometry, read_volume, reference_of_item
+from ..report.viewer_tables import write_viewer_tables
+from ..io.volumes import Volume, find_inputs, read_geometry, read_volume, reference_of_item
 
 __all__ = ["InferenceOptions", "EvaluationRequest", "RunResult", "run_evaluation", "check_output",
            "evaluate_volumes", "evaluate_predictions", "segment_inputs", "LoadedModel",
@@ -54,7 +54,7 @@ PIXEL_NOTE = "2-D images store no spacing: HD95 is in pixels (px)"
 
 @dataclass
 class InferenceOptions:
-    """How volumes go through the network (see :func:`~swin_unet.inference.predict_volume`).
+    """How volumes go through the network (see :func:`~swin_unet.evaluation.inference.predict_volume`).
 
     Attributes
     ----------
@@ -322,7 +322,7 @@ def run_evaluation(request: EvaluationRequest) -> RunResult:
                                request.metric_mode or inference.metric_mode,
                                request.tta or inference.tta, device, request.amp,
                                request.progress)
-    from .precision import autocast_dtype, precision_name
+    from ..precision import autocast_dtype, precision_name
     logger.info("precision: %s", precision_name(device, autocast_dtype(device, request.amp),
                                                 request.amp))
     if kind == "input":

@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .figures import box_plots, case_montage, paper_figure, pick_figure_slices
-from .html_report import write_html_report
+from .html import write_html_report
 
 __all__ = ["ReportBuilder", "report_for", "REPORT_FILE", "FIGURES_DIR"]
 
@@ -83,7 +83,7 @@ class ReportBuilder:
             The volume's geometry: display orientation, aspect and (without ground truth) the
             predicted volumes in ml.
         scores : list of dict, optional
-            :func:`swin_unet.metrics.case_metrics` rows, for the figure's title.
+            :func:`swin_unet.evaluation.metrics.case_metrics` rows, for the figure's title.
         """
         if not self._started:
             self._start()

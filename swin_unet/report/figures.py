@@ -12,8 +12,8 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from .errors import InputError
-from .palette import class_colour, grey_image, overlay_labels
+from ..errors import InputError
+from ..palette import class_colour, grey_image, overlay_labels
 
 __all__ = ["display_plan", "display_slice", "pick_figure_slices", "case_montage",
            "paper_figure", "box_plots"]
@@ -273,7 +273,7 @@ def _finite(values) -> list[float]:
 def box_plots(path: PathLike, summary: dict, dpi: int = 100) -> Path:
     """Dice (%) and HD95 per class over cases as box plots, boxes in the class colours.
 
-    ``summary`` is :func:`swin_unet.metrics.summarize`'s (``classes`` and ``cases``); values
+    ``summary`` is :func:`swin_unet.evaluation.metrics.summarize`'s (``classes`` and ``cases``); values
     not counted (NaN) are left out; the HD95 plot only when HD95 was computed.
     """
     names = list(summary["classes"])

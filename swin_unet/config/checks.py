@@ -10,8 +10,8 @@ from __future__ import annotations
 import typing
 from typing import Any, Literal, Sequence
 
-from .config import Config, GeometryConfig, TrainConfig, choices, look_up_option
-from .errors import InputError
+from .schema import Config, GeometryConfig, TrainConfig, choices, look_up_option
+from ..errors import InputError
 
 __all__ = ["check_choices", "check_train_config", "check_config"]
 
@@ -104,7 +104,7 @@ def check_config(config: Config, sections: Sequence[str] = ("model", "data", "tr
             if not 0.0 <= getattr(model, key) < 1.0:
                 raise InputError(f"config key 'model.{key}': must be in [0, 1), got "
                                  f"{getattr(model, key)}", key=f"model.{key}")
-        from .model.network import check_sizes  # torch: only when a model is checked
+        from ..model.network import check_sizes  # torch: only when a model is checked
         try:
             check_sizes(model.img_size, model.patch_size, model.window_size, model.depths,
                         num_heads=model.num_heads, embed_dim=model.embed_dim,

@@ -8,7 +8,7 @@ import types
 import typing
 from typing import Any, Literal, Optional, Sequence, Union
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = ["choices", "look_up_option", "fill_dataclass", "unknown_key", "dotted_keys"]
 

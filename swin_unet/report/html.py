@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-from .palette import colour_hex
-from .report import CONVENTIONS, display_name
+from ..palette import colour_hex
+from .tables import CONVENTIONS, display_name
 
 __all__ = ["write_html_report", "case_mean"]
 
@@ -172,7 +172,7 @@ def write_html_report(path: Union[str, Path], class_names: Sequence[str], settin
     figures : dict of str to str
         Case name to its overlay figure, relative to the page.
     summary : dict, optional
-        :func:`swin_unet.metrics.summarize`'s result; None for a run without ground truth.
+        :func:`swin_unet.evaluation.metrics.summarize`'s result; None for a run without ground truth.
     box_plot : str, optional
         The box plot figure, relative to the page.
     volumes : dict, optional

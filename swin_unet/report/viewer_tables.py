@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Sequence, Union
 
-from .palette import class_colour
+from ..palette import class_colour
 
 __all__ = ["SLICER_TABLE", "ITKSNAP_TABLE", "write_slicer_table", "write_itksnap_labels",
            "write_viewer_tables"]

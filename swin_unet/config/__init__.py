@@ -1,0 +1,13 @@
+"""Typed configuration: dataclasses read from YAML and ``--set``, every value checked once."""
+
+from .schema import (CONFIG_DIR, REPO_ROOT, AttentionMode, Config, DataConfig, Device,
+                     GeometryConfig, InferenceConfig, IntensityMode, MetricMode, ModelConfig, Split,
+                     TrainConfig, apply_overrides, choices, config_from_dict, config_to_dict,
+                     dataset_config_path, load_config, look_up_option, save_config)
+from .checks import check_config
+
+__all__ = ["REPO_ROOT", "CONFIG_DIR", "AttentionMode", "IntensityMode", "MetricMode", "Device",
+           "Split", "choices", "look_up_option", "dataset_config_path", "ModelConfig",
+           "DataConfig", "TrainConfig", "InferenceConfig", "GeometryConfig", "Config",
+           "load_config", "config_from_dict", "config_to_dict", "apply_overrides", "save_config",
+           "check_config"]
