@@ -25,8 +25,9 @@ from swin_unet.errors import InputError, format_error
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
-        epilog="Metric modes: 'mm' (default) scores HD95 in mm with sound empty-mask rules; "
-               "'paper' reproduces the published TransUNet / Swin-Unet procedure and numbers.")
+        epilog="--metric-mode paper reproduces the published TransUNet / Swin-Unet procedure "
+               "(its resize and its metric conventions); mm (default) resizes bicubic and "
+               "scores HD95 in mm with sound empty-mask rules.")
     parser.add_argument("--volume", action="store_true",
                         help="score whole 3-D volumes (the only mode; kept for the original "
                              "command line)")
@@ -62,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="--input: segment scans in their stored voxel order instead of "
                              "turning them to the orientation the model was trained in")
     parser.add_argument("--metric-mode", choices=choices(MetricMode),
-                        help="default: the checkpoint's inference.metric_mode (mm)")
+                        help="sets inference.resize and inference.metric_conventions together "
+                             "(default: the checkpoint's, bicubic and mm)")
     parser.add_argument("--batch-size", type=int, help="slices per forward pass (default 16)")
     parser.add_argument("--tta", action="store_true", help="average the four in-plane flips")
     parser.add_argument("--amp", action="store_true",

@@ -44,7 +44,7 @@ from benchmarks.bench_metrics import NUM_CLASSES, phantom  # noqa: E402
 from benchmarks.common import run_alternating  # noqa: E402
 from datasets import open_dataset  # noqa: E402
 from swin_unet import SwinUnet  # noqa: E402
-from swin_unet.config import Config, DataConfig  # noqa: E402
+from swin_unet.config import Config, DataConfig, metric_mode_settings  # noqa: E402
 from swin_unet.evaluation import InferenceOptions, LoadedModel, evaluate_volumes  # noqa: E402
 from swin_unet.precision import cpu_bf16_support  # noqa: E402
 
@@ -136,7 +136,8 @@ def ours(loaded: LoadedModel, root: Path, out: Path, mode: str, batch_size: int,
          amp: bool = False) -> list:
     """What test.py does per volume: data set read, inference, metrics, NIfTI written."""
     source = open_dataset("synapse", DataConfig(root=str(root), test_cases=["1"]))
-    options = InferenceOptions(batch_size=batch_size, mode=mode, progress=False, amp=amp)
+    options = InferenceOptions(batch_size=batch_size, **metric_mode_settings(mode),
+                               progress=False, amp=amp)
     result = evaluate_volumes(loaded, source.volumes("test"), out / f"{mode}{amp:d}", options,
                               save_nifti=True)
     return [(r["dice"], r["hd95"]) for r in result.per_case["case0001"]]

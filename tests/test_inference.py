@@ -84,7 +84,7 @@ def original_procedure(model, image, size):
 def test_paper_mode_equals_the_original_slice_loop():
     image, _ = phantom((40, 30, 6))
     model = IntensityClassifier()
-    pred = predict_volume(model, image, img_size=32, batch_size=4, mode="paper")
+    pred = predict_volume(model, image, img_size=32, batch_size=4, resize="paper")
     np.testing.assert_array_equal(pred, original_procedure(model, image, 32))
 
 
@@ -127,7 +127,7 @@ def test_multichannel_volumes_and_model_mode_restored():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"mode": "voxel"}, "metric mode"), ({"batch_size": 0}, "batch size"),
+    ({"resize": "voxel"}, "resize method"), ({"batch_size": 0}, "batch size"),
 ])
 def test_bad_arguments_raise_input_error(kwargs, message):
     image, _ = phantom((8, 8, 2))

@@ -138,17 +138,18 @@ def test_entropy_is_zero_where_all_flips_agree_with_certainty():
     np.testing.assert_allclose(without_tta, 0.0, atol=1e-6)
 
 
-@pytest.mark.parametrize("mode", ["mm", "paper"])
-def test_probabilities_sum_to_one_and_their_argmax_is_the_label_map(mode):
+@pytest.mark.parametrize("resize", ["bicubic", "paper"])
+def test_probabilities_sum_to_one_and_their_argmax_is_the_label_map(resize):
     torch.manual_seed(0)
     model = build_model(tiny_config().model)
     image = np.random.default_rng(2).random((40, 36, 5), dtype=np.float32)
     probabilities = np.empty((9, 40, 36, 5), np.float32)
-    labels = predict_volume(model, image, 32, batch_size=2, mode=mode, tta=True,
+    labels = predict_volume(model, image, 32, batch_size=2, resize=resize, tta=True,
                             probabilities=probabilities)
     np.testing.assert_allclose(probabilities.sum(0), 1.0, atol=1e-5)
     np.testing.assert_array_equal(probabilities.argmax(0), labels)
-    np.testing.assert_array_equal(labels, predict_volume(model, image, 32, mode=mode, tta=True))
+    np.testing.assert_array_equal(labels, predict_volume(model, image, 32, resize=resize,
+                                                                tta=True))
 
 
 # ----------------------------------------------------------------------------- the command line

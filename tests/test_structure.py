@@ -90,3 +90,30 @@ def test_a_missing_requirement_of_the_data_layer_is_named_not_blamed_on_the_path
     message = _project_datasets_error(blocker.parent, REPO)
     assert "needs the package 'h5py'" in message and "requirements.txt" in message
     assert "PYTHONPATH" not in message
+
+
+def test_metric_mode_sets_the_resize_method_and_the_metric_conventions_together():
+    from swin_unet.config import config_from_dict, metric_mode_settings
+    assert metric_mode_settings("paper") == {"resize": "paper", "metric_conventions": "paper"}
+    assert metric_mode_settings("mm") == {"resize": "bicubic", "metric_conventions": "mm"}
+    # A config written before the two settings were separate (old checkpoints, old YAML).
+    legacy = config_from_dict({"inference": {"metric_mode": "paper", "batch_size": 4}})
+    assert (legacy.inference.resize, legacy.inference.metric_conventions) == ("paper", "paper")
+    assert legacy.inference.batch_size == 4
+    both = apply_overrides(Config(), ["inference.metric_mode=paper"])
+    assert (both.inference.resize, both.inference.metric_conventions) == ("paper", "paper")
+    one = apply_overrides(Config(), ["inference.resize=paper"])
+    assert (one.inference.resize, one.inference.metric_conventions) == ("paper", "mm")
+    with pytest.raises(InputError, match="inference.metric_conventions"):
+        apply_overrides(Config(), ["inference.metric_conventions=voxel"])
+
+
+def test_the_conventions_text_speaks_the_distance_unit_of_the_run():
+    from swin_unet.config.conventions import describe_conventions
+    from swin_unet.report.tables import conventions_line
+    assert describe_conventions("mm", "px").startswith("HD95 in px;")
+    assert "mm" not in describe_conventions("mm", "px")
+    assert describe_conventions("mm").startswith("HD95 in mm from the voxel spacing")
+    assert "voxels (spacing ignored)" in describe_conventions("paper", "voxel")
+    line = conventions_line({"metric_mode": "mm", "hd95_unit": "px"})
+    assert line.startswith("metric conventions 'mm': HD95 in px")

@@ -215,7 +215,8 @@ def test_input_follows_the_metric_mode_resize_procedure(workspace, tmp_path, cap
     write_nifti(tmp_path / "scan.nii.gz", hu, np.eye(4))
     model = load_model(workspace / "tiny.pth").model
     image = normalize_intensity(hu, "ct")
-    expected = {mode: predict_volume(model, image, 32, mode=mode) for mode in ("mm", "paper")}
+    expected = {mode: predict_volume(model, image, 32, resize=resize)
+                for mode, resize in (("mm", "bicubic"), ("paper", "paper"))}
     assert (expected["mm"] != expected["paper"]).any()  # the two procedures differ here
     for mode in ("mm", "paper"):
         code, _, err = run_cli(["--checkpoint", workspace / "tiny.pth", "--input",

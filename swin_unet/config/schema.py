@@ -18,7 +18,8 @@ import yaml
 from .values import choices, dotted_keys, fill_dataclass, look_up_option, unknown_key
 from ..errors import InputError
 
-__all__ = ["REPO_ROOT", "CONFIG_DIR", "AttentionMode", "IntensityMode", "MetricMode", "Device",
+__all__ = ["REPO_ROOT", "CONFIG_DIR", "AttentionMode", "IntensityMode", "MetricMode",
+           "ResizeMethod", "MetricConventions", "metric_mode_settings", "Device",
            "Split", "choices", "look_up_option", "dataset_config_path", "ModelConfig",
            "DataConfig", "TrainConfig", "InferenceConfig", "GeometryConfig",
            "Config", "load_config",
@@ -35,6 +36,12 @@ CacheDtype = Literal["float16", "float32"]
 Optimizer = Literal["sgd", "adamw"]
 Schedule = Literal["poly", "cosine"]
 AmpDtype = Literal["auto", "bf16", "fp16"]
+# How slices are resized to the model and back: "bicubic" (image bicubic, logits bilinear, then
+# the argmax) or "paper" (the original code's spline zoom in, nearest-neighbour labels out).
+ResizeMethod = Literal["bicubic", "paper"]
+# How volumes are scored: "mm" (HD95 from the spacing, sound empty-mask rules) or "paper".
+MetricConventions = Literal["mm", "paper"]
+# test.py's --metric-mode and the legacy key inference.metric_mode: both settings at once.
 MetricMode = Literal["mm", "paper"]
 # Not config keys: the command lines' --device and --split.
 Device = Literal["auto", "cpu", "cuda"]
@@ -145,8 +152,8 @@ class InferenceConfig:
     """How volumes are segmented and scored."""
 
     batch_size: int = 16
-    # "mm": spacing-aware metrics with sound empty-mask rules; "paper": the published ones.
-    metric_mode: MetricMode = "mm"
+    resize: ResizeMethod = "bicubic"
+    metric_conventions: MetricConventions = "mm"
     tta: bool = False
 
 
@@ -195,6 +202,31 @@ def _merge(base: dict, update: dict) -> dict:
     return out
 
 
+def metric_mode_settings(mode: str, key: str = "metric mode") -> dict:
+    """The inference settings that ``--metric-mode`` (or the key ``inference.metric_mode``)
+    stands for: ``paper`` is the published procedure, resize and metrics alike.
+
+    Raises
+    ------
+    InputError
+        ``mode`` is not one of ``choices(MetricMode)``.
+    """
+    mode = look_up_option(mode, choices(MetricMode), key, f"config key '{key}'"
+                          if "." in key else None)
+    return {"resize": "paper" if mode == "paper" else "bicubic", "metric_conventions": mode}
+
+
+def _legacy_keys(values: dict) -> dict:
+    """``values`` with ``inference.metric_mode`` (configs and checkpoints written before the
+    two settings were separate) turned into ``resize`` and ``metric_conventions``."""
+    inference = values.get("inference") if isinstance(values, dict) else None
+    if not isinstance(inference, dict) or "metric_mode" not in inference:
+        return values
+    inference = dict(inference)
+    legacy = metric_mode_settings(inference.pop("metric_mode"), "inference.metric_mode")
+    return {**values, "inference": {**legacy, **inference}}
+
+
 def config_from_dict(values: dict, base: Optional[Config] = None) -> Config:
     """Config from a (possibly partial) nested dict layered over ``base`` (default: defaults).
 
@@ -203,7 +235,7 @@ def config_from_dict(values: dict, base: Optional[Config] = None) -> Config:
     InputError
         an unknown key or a value of the wrong type, naming the dotted key.
     """
-    values = values or {}
+    values = _legacy_keys(values or {})
     merged = config_to_dict(base or Config())
     model = values.get("model") if isinstance(values, dict) else None
     if isinstance(model, dict) and model.get("preset") is not None:
@@ -249,9 +281,12 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
                 raise InputError(f"--set {key}: '{part}' is set twice as a value and a section")
         node[parts[-1]] = value
     # Validate each key's path first so an unknown key is named with its full dotted path.
+    update = _legacy_keys(update)
     defaults = config_to_dict(config)
     for item in overrides or []:
         key = item.partition("=")[0].strip()
+        if key == "inference.metric_mode":
+            continue
         node = defaults
         for i, part in enumerate(key.split(".")):
             if not isinstance(node, dict) or part not in node:

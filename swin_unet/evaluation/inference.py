@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import nn
 
-from ..config import MetricMode, choices, look_up_option
+from ..config import ResizeMethod, choices, look_up_option
 from ..errors import InputError
 from ..model.network import as_pair
 from ..io.volumes import label_dtype
@@ -124,7 +124,7 @@ def _store_probabilities(probs: torch.Tensor, start: int, stop: int,
 
 
 def predict_volume(model: nn.Module, image: np.ndarray, img_size: Union[int, Sequence[int]],
-                   batch_size: int = 16, mode: str = "mm", tta: bool = False,
+                   batch_size: int = 16, resize: str = "bicubic", tta: bool = False,
                    device: Union[str, torch.device, None] = None, amp: bool = False,
                    amp_dtype: Optional[torch.dtype] = None,
                    probabilities: Optional[np.ndarray] = None,
@@ -142,8 +142,8 @@ def predict_volume(model: nn.Module, image: np.ndarray, img_size: Union[int, Seq
         The size the model takes; slices are resized to it and the result back.
     batch_size : int
         Slices per forward pass.
-    mode : {"mm", "paper"}
-        ``mm``: bicubic resize in (as the training cache does), logits resized back bilinear,
+    resize : {"bicubic", "paper"}
+        ``bicubic``: bicubic resize in (as the training cache does), logits resized back bilinear,
         then argmax. ``paper``: the published procedure: cubic spline zoom in, argmax,
         nearest zoom of the labels back.
     tta : bool
@@ -159,8 +159,8 @@ def predict_volume(model: nn.Module, image: np.ndarray, img_size: Union[int, Seq
     probabilities : np.ndarray, optional
         A writable (K, X, Y, Z) array (any float dtype; a view such as a transposed one is
         fine) that receives the class probabilities, slab by slab, so that no float32 copy of
-        the whole map exists. Their argmax is the returned labels: in ``mm`` mode the softmax
-        of the resized logits, in ``paper`` mode the model-size probabilities zoomed like the
+        the whole map exists. Their argmax is the returned labels: with ``bicubic`` the softmax
+        of the resized logits, with ``paper`` the model-size probabilities zoomed like the
         labels.
     entropy : np.ndarray, optional
         A writable (X, Y, Z) array that receives the entropy (nats) of the probabilities,
@@ -174,9 +174,9 @@ def predict_volume(model: nn.Module, image: np.ndarray, img_size: Union[int, Seq
     Raises
     ------
     InputError
-        A bad shape, channel count, batch size or mode.
+        A bad shape, channel count, batch size or resize method.
     """
-    look_up_option(mode, choices(MetricMode), "metric mode")
+    look_up_option(resize, choices(ResizeMethod), "resize method")
     if batch_size < 1:
         raise InputError(f"inference batch size must be >= 1, got {batch_size}")
     volume = np.asarray(image)
@@ -209,7 +209,7 @@ def predict_volume(model: nn.Module, image: np.ndarray, img_size: Union[int, Seq
                 # (C, X, Y, n) -> (n, C, X, Y): the layout of the training slices.
                 chunk = np.ascontiguousarray(np.moveaxis(volume[..., start:stop], -1, 0),
                                              dtype=np.float32)
-                if mode == "paper":
+                if resize == "paper":
                     batch = torch.from_numpy(_paper_resize_in(chunk, size)).to(device)
                     logits = flip_tta_logits(model, batch, tta)
                     dtype = label_dtype(logits.shape[1])

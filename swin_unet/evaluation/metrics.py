@@ -31,7 +31,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from ..config import MetricMode, choices, look_up_option
+from ..config import MetricConventions, choices, look_up_option
 from ..errors import InputError
 
 __all__ = [
@@ -45,7 +45,7 @@ __all__ = [
     "volume_diagonal",
 ]
 
-MODES = choices(MetricMode)
+MODES = choices(MetricConventions)
 # Per case and class: both masks non-empty, organ missed, false positive, absent from both.
 STATUSES = ("both", "missed", "false_positive", "absent")
 
@@ -228,7 +228,7 @@ def case_metrics(pred: np.ndarray, label: np.ndarray, num_classes: int,
     InputError
         Shapes that differ, values out of range, a bad spacing or mode.
     """
-    look_up_option(mode, MODES, "metric mode")
+    look_up_option(mode, MODES, "metric conventions")
     if num_classes < 2:
         raise InputError(f"num_classes must be at least 2, got {num_classes}")
     pred = _as_label_array(pred, "prediction", num_classes)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from ..config import metric_mode_settings
 from ..data_layer import project_datasets
 from ..errors import InputError
 from ..io.images import read_image
@@ -60,8 +61,10 @@ class InferenceOptions:
     ----------
     batch_size : int
         Slices per forward pass.
-    mode : {"mm", "paper"}
-        The resize procedure and, where volumes are scored, the metric convention.
+    resize : {"bicubic", "paper"}
+        How slices are resized to the model and back (``inference.resize``).
+    metric_conventions : {"mm", "paper"}
+        How volumes are scored (``inference.metric_conventions``).
     tta : bool
         Average the probabilities of the four in-plane flips.
     device : torch.device, optional
@@ -73,7 +76,8 @@ class InferenceOptions:
     """
 
     batch_size: int = 16
-    mode: str = "mm"
+    resize: str = "bicubic"
+    metric_conventions: str = "mm"
     tta: bool = False
     device: Optional[torch.device] = None
     amp: bool = False
@@ -87,7 +91,7 @@ class InferenceOptions:
 
         return segment_volume(loaded.model, image, reference, loaded.config.model.img_size,
                               len(loaded.class_names) + 1, plan, paths,
-                              batch_size=self.batch_size, mode=self.mode, tta=self.tta,
+                              batch_size=self.batch_size, resize=self.resize, tta=self.tta,
                               device=self.device, amp=self.amp)
 
 
@@ -129,7 +133,7 @@ def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
             prediction, written = options.segment(
                 loaded, item["image"], reference_of_item(item) if paths else None, paths=paths)
             per_case[item["case"]] = case_metrics(prediction, item["label"], num_classes,
-                                                  spacing=item["spacing"], mode=options.mode)
+                                                  spacing=item["spacing"], mode=options.metric_conventions)
         except InputError as exc:
             raise exc.at(item["image_path"]) from None
         if save_nifti and unit == "px":  # a 2-D image: a label PNG and an overlay
@@ -140,7 +144,7 @@ def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
         if report is not None:
             report.add_case(item["case"], prediction, item["image"], item["label"],
                             item["affine"], item["spacing"], per_case[item["case"]])
-        write_results(output, per_case, loaded.class_names, options.mode, result, False,
+        write_results(output, per_case, loaded.class_names, options.metric_conventions, result, False,
                       distance_unit=unit, checkpoint=str(loaded.path), n_listed=len(volumes))
     if not per_case:
         raise InputError("no volumes to evaluate in the selected split")
@@ -148,7 +152,7 @@ def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
         result.notes.append(PIXEL_NOTE)
     elif save_nifti:
         write_viewer_tables(output / "predictions", loaded.class_names)
-    return write_results(output, per_case, loaded.class_names, options.mode, result, True,
+    return write_results(output, per_case, loaded.class_names, options.metric_conventions, result, True,
                          report, distance_unit=unit, checkpoint=str(loaded.path),
                          seconds_per_volume=float(np.mean(seconds)))
 
@@ -164,7 +168,7 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: Inf
     ``keep_orientation`` or no record), segmented, and written back in its own voxel order.
     2-D images (an image file, or a folder of PNG/JPEG/TIFF/BMP files) give
     ``output/predictions/<name>.png`` at the image's own size and ``output/overlays/<name>.png``.
-    ``options.mode`` picks the resize procedure of :func:`predict_volume` (``paper``: the
+    ``options.resize`` picks the resize procedure of :func:`predict_volume` (``paper``: the
     published one). Viewer colour tables go beside; ``report`` shows scans and volumes in ml.
     ``probabilities`` also writes ``probabilities/<case>.npz`` and, with TTA,
     ``uncertainty/<case>.nii.gz``. nnU-Net's per-channel files (``CASE_0000``, ``CASE_0001``)
@@ -318,10 +322,11 @@ def run_evaluation(request: EvaluationRequest) -> RunResult:
     overrides = list(request.overrides) + ([f"data.root={request.root}"] if request.root else [])
     loaded = load_model(request.checkpoint, request.dataset, overrides, device)
     inference = loaded.config.inference
-    options = InferenceOptions(request.batch_size or inference.batch_size,
-                               request.metric_mode or inference.metric_mode,
-                               request.tta or inference.tta, device, request.amp,
-                               request.progress)
+    chosen = (metric_mode_settings(request.metric_mode) if request.metric_mode else
+              {"resize": inference.resize, "metric_conventions": inference.metric_conventions})
+    options = InferenceOptions(request.batch_size or inference.batch_size, **chosen,
+                               tta=request.tta or inference.tta, device=device, amp=request.amp,
+                               progress=request.progress)
     from ..precision import autocast_dtype, precision_name
     logger.info("precision: %s", precision_name(device, autocast_dtype(device, request.amp),
                                                 request.amp))
@@ -343,7 +348,7 @@ def run_evaluation(request: EvaluationRequest) -> RunResult:
     note = None
     if not source.stores_spacing:
         note = (f"{source.layout}: the release stores no voxel spacing; unit spacing is "
-                f"used, so HD95 is in voxels even in mm mode")
+                f"used, so HD95 is in voxels even with the mm conventions")
     report = report_for(request, output, loaded.class_names, options,
                         **{"data root": loaded.config.data.root})
     return evaluate_volumes(loaded, source.volumes(request.split), output, options,

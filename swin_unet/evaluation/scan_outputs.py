@@ -72,7 +72,7 @@ def segment_volume(model: torch.nn.Module, image: np.ndarray, reference: Optiona
                    img_size: Union[int, Sequence[int]], num_classes: int,
                    plan: Optional[Reorientation] = None,
                    paths: Optional[dict[str, Path]] = None, *, batch_size: int = 16,
-                   mode: str = "mm", tta: bool = False,
+                   resize: str = "bicubic", tta: bool = False,
                    device: Optional[torch.device] = None,
                    amp: bool = False) -> tuple[np.ndarray, list[Path]]:
     """Segment ``image`` (normalised, the scan's voxel order) and write the files of ``paths``.
@@ -108,7 +108,7 @@ def segment_volume(model: torch.nn.Module, image: np.ndarray, reference: Optiona
                      if "probabilities" in paths else None)
     entropy = np.empty(shape, dtype=np.float32) if "uncertainty" in paths else None
     labels = predict_volume(
-        model, model_view(image), img_size, batch_size=batch_size, mode=mode, tta=tta,
+        model, model_view(image), img_size, batch_size=batch_size, resize=resize, tta=tta,
         device=device, amp=amp,
         probabilities=None if probabilities is None else model_view(probabilities),
         entropy=None if entropy is None else model_view(entropy))

@@ -131,7 +131,7 @@ class ReportBuilder:
             self._start()
         box_plot = None
         if summary is not None:
-            self.settings.update({"metric mode": summary["metric_mode"],
+            self.settings.update({"metric conventions": summary["metric_mode"],
                                   "HD95 unit": summary["hd95_unit"],
                                   "cases": summary["n_cases"]})
         if summary is not None and summary.get("n_cases"):
@@ -168,6 +168,7 @@ def report_for(request, output: Path, class_names: Sequence[str], options=None,
              "predictions": request.predictions, "labels": request.labels}
     if options is not None:
         shown["test-time augmentation"] = "on" if options.tta else "off"
+        shown["resize"] = options.resize
     shown.update(settings)
     return ReportBuilder(output, class_names, {k: v for k, v in shown.items() if v is not None},
                          request.figure_cases, request.figure_slices)

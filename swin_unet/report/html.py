@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 from ..palette import colour_hex
-from .tables import CONVENTIONS, display_name
+from .tables import conventions_line, display_name
 
 __all__ = ["write_html_report", "case_mean"]
 
@@ -190,9 +190,7 @@ def write_html_report(path: Union[str, Path], class_names: Sequence[str], settin
              f'<p class="note">written {datetime.datetime.now().isoformat(timespec="seconds")}'
              f"</p><h2>Run</h2>", _settings_table(settings)]
     if summary is not None:
-        mode = summary.get("metric_mode")
-        parts.append(f'<p class="note">metric mode {_text(mode)}: '
-                     f"{_text(CONVENTIONS.get(mode, ''))}</p>")
+        parts.append(f'<p class="note">{_text(conventions_line(summary))}</p>')
     parts += [f'<p class="note">{_text(n)}</p>' for n in notes]
     parts += ["<h2>Classes</h2>", _legend(class_names)]
     if summary is not None:

@@ -10,8 +10,10 @@ import os
 from pathlib import Path
 from typing import Any, Union
 
+from ..config.conventions import describe_conventions
+
 __all__ = ["write_metrics_csv", "write_summary_json", "format_table", "display_name",
-           "CONVENTIONS"]
+           "conventions_line"]
 
 CSV_COLUMNS = ("case", "class_index", "class_name", "dice", "hd95")
 
@@ -22,14 +24,6 @@ _PAPER_NAMES = {
     "spleen": "Spleen", "stomach": "Stomach",
 }
 
-CONVENTIONS = {
-    "paper": ("HD95 in voxels (spacing ignored); an empty prediction scores Dice 0 / HD95 0; "
-              "a prediction where the ground truth is empty scores Dice 1 / HD95 0 "
-              "(the published TransUNet / Swin-Unet conventions)"),
-    "mm": ("HD95 in mm from the voxel spacing; an organ absent from both prediction and ground "
-           "truth is not counted (NaN, excluded from means); a missed organ or a false "
-           "positive scores Dice 0 and HD95 = the volume's diagonal in mm"),
-}
 
 
 def display_name(class_name: str) -> str:
@@ -95,13 +89,21 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def conventions_line(summary: dict) -> str:
+    """The metric conventions of ``summary`` in one line, in its distance unit."""
+    conventions = summary.get("metric_mode", "mm")
+    return (f"metric conventions '{conventions}': "
+            f"{describe_conventions(conventions, summary.get('hd95_unit', 'mm'))}")
+
+
 def write_summary_json(path: Union[str, Path], summary: dict, **extra: Any) -> None:
     """Write ``summary`` (from :func:`swin_unet.evaluation.metrics.summarize`) plus ``extra`` keys as JSON.
 
     NaN ("not counted") becomes null. The metric conventions are added under ``conventions``.
     """
     document = dict(summary)
-    document.setdefault("conventions", CONVENTIONS.get(summary.get("metric_mode"), ""))
+    document.setdefault("conventions", describe_conventions(summary.get("metric_mode", "mm"),
+                                                            summary.get("hd95_unit", "mm")))
     document.update(extra)
     _atomic_write(Path(path), json.dumps(_json_safe(document), indent=2, allow_nan=False) + "\n")
 
@@ -130,8 +132,7 @@ def format_table(summary: dict) -> str:
     values += [_percent(c["dice"]) for c in classes.values()]
     widths = [max(len(h), len(v)) for h, v in zip(header, values)]
     lines = [
-        f"{summary['n_cases']} cases, metric mode '{summary['metric_mode']}': "
-        f"{CONVENTIONS.get(summary['metric_mode'], '')}",
+        f"{summary['n_cases']} cases, {conventions_line(summary)}",
         "  ".join(h.rjust(w) for h, w in zip(header, widths)),
         "  ".join(v.rjust(w) for v, w in zip(values, widths)),
         "",

@@ -70,7 +70,7 @@ class Validator:
     img_size : int or (H, W)
         The model's input size.
     inference : InferenceConfig
-        ``batch_size``, ``metric_mode`` and ``tta``, as test.py uses them.
+        ``batch_size``, ``resize``, ``metric_conventions`` and ``tta``, as test.py uses them.
     hd95 : bool
         Also compute HD95 (costs more than the prediction on large volumes).
     overlay_slices : int
@@ -115,7 +115,7 @@ class Validator:
         ``model`` must be the plain network (not the DDP wrapper): ranks predict different
         volumes, so no collective may run inside its forward.
         """
-        mode = self.inference.metric_mode
+        mode = self.inference.metric_conventions
         rows: dict[str, list[dict]] = {}
         overlays: dict[str, np.ndarray] = {}
         unit = "mm"  # the data's distance unit: px for 2-D images
@@ -123,7 +123,8 @@ class Validator:
             item = self._volume(index)
             unit = item.get("distance_unit", unit)
             prediction = predict_volume(model, item["image"], self.img_size,
-                                        batch_size=self.inference.batch_size, mode=mode,
+                                        batch_size=self.inference.batch_size,
+                                        resize=self.inference.resize,
                                         tta=self.inference.tta, device=device,
                                         amp_dtype=amp_dtype)
             rows[item["case"]] = case_metrics(prediction, item["label"], self.num_classes,
