@@ -145,7 +145,7 @@ def test_bad_inputs_raise_input_error(pred, label, message):
 
 def test_bad_mode_and_spacing_raise():
     label = blob_labels(1)
-    with pytest.raises(InputError, match="metric mode"):
+    with pytest.raises(InputError, match="metric conventions"):
         case_metrics(label, label, NUM_CLASSES, mode="voxel")
     with pytest.raises(InputError, match="spacing"):
         case_metrics(label, label, NUM_CLASSES, spacing=(1.0, 0.0, 1.0))
