@@ -15,7 +15,7 @@ from typing import Optional
 
 # Read by the OpenMP runtime when torch loads, so set before the first import of torch. On a
 # CPU shared with other jobs, threads that spin at every barrier for a descheduled sibling slow
-# training many times over (README, "Smaller measured choices"); passive threads sleep instead.
+# training many times over (docs/performance.md); passive threads sleep instead.
 # Set OMP_WAIT_POLICY=ACTIVE to override on a dedicated machine.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 

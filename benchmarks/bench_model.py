@@ -228,7 +228,7 @@ def main() -> None:
     if "bf16" in wanted or (args.precisions == "auto" and native):
         precisions.append(("bf16", torch.bfloat16))
     elif args.precisions == "auto":
-        # Emulated bf16 (no AMX / AVX-512 BF16) runs matmuls some 60x slower than fp32: a row
+        # Emulated bf16 (no AMX / AVX-512 BF16) runs matmuls far slower than fp32: a row
         # that says so instead of minutes of timing (--precisions fp32,bf16 forces it).
         print(json.dumps({"precision": "bf16", "skipped": "this CPU has no native bf16 "
                           "(AMX or AVX-512 BF16); --precisions fp32,bf16 forces the row"}),

@@ -7,8 +7,8 @@ Every volume of the split is segmented twice by the same model, in float32 and u
 autocast (forced, also on a CPU without native bf16, where it is emulated and slow), the way
 test.py does (``predict_volume``, mm mode). Prints JSON lines: per volume the fraction of voxels
 with the same label and each run's Dice per class against the ground truth; then the overall
-agreement, the largest Dice difference per class and both runs' seconds. The bars of the speed
-issue: Dice per class within 0.002 of float32, at least 99.9% of voxels with the same label.
+agreement, the largest Dice difference per class and both runs' seconds. The bars: Dice per
+class within 0.002 of float32, at least 99.9% of voxels with the same label.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ LAYOUTS = [
     ("swin_tiny_patch4_window7_224", (2, 2, 6, 2), T_HEADS, 96, 7, 224, 1000),
     ("swin_base_patch4_window12_384_22k", (2, 2, 18, 2), B_HEADS, 128, 12, 384, 21841),
 ]
-# (layout, model description, model arguments): the "done when" pairs.
+# (layout, model description, model arguments): the sizes a full-size load is checked at.
 LOADS = [
     ("swin_tiny_patch4_window7_224", "tiny_lite at 256/8", dict(img_size=256, window_size=8)),
     ("swin_tiny_patch4_window7_224", "swin_t at 512/16",

@@ -71,7 +71,7 @@ def label_lookup(mapping: dict[int, int], max_raw: int) -> np.ndarray:
     """Lookup table raw label -> class index (unlisted raw labels -> 0).
 
     MONAI's MapLabelValue keeps unlisted values and makes one pass per label; the table makes
-    one pass (README, "Smaller measured choices").
+    one pass (docs/performance.md).
     """
     table = np.zeros(max_raw + 1, dtype=np.uint8)
     for raw, target in mapping.items():

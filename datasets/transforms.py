@@ -127,8 +127,8 @@ def apply_seeded(transform: Compose, data: dict, seed: int) -> dict:
 
     One RandomState shared by every random transform of the tree, instead of
     ``Compose.set_random_state`` (a new RandomState per transform), and MetaTensor tracking
-    off while it runs (restored after): on a 224 x 224 slice, one thread, medians of 7
-    alternating rounds, 3.7 ms -> 1.4 ms per sample on the 2-core dev CPU.
+    off while it runs (restored after), which makes a sample several times cheaper
+    (docs/performance.md).
     """
     _share_state(transform, np.random.RandomState(seed))
     tracking = get_track_meta()

@@ -23,8 +23,8 @@ def cpu_bf16_support() -> Optional[str]:
     """The native bf16 instructions of this CPU ("amx_bf16" or "avx512_bf16"), or None.
 
     Read from PyTorch's CPU probe (``torch.cpu.get_capabilities``, cpuinfo) where it has one,
-    else from the flags in ``/proc/cpuinfo``. Without them bf16 is emulated: a 1024x1024 bf16
-    matmul ran at 0.8 GFLOP/s against 50 for float32 on an AVX2-only AMD EPYC (one thread).
+    else from the flags in ``/proc/cpuinfo``. Without them bf16 is emulated and far slower than
+    float32 (docs/performance.md).
     """
     capabilities = getattr(torch.cpu, "get_capabilities", None)
     if capabilities is not None:

@@ -113,8 +113,7 @@ def _store_probabilities(probs: torch.Tensor, start: int, stop: int,
         if probabilities.ndim != 4 or probabilities.shape[0] != probs.shape[1]:
             raise InputError(f"probabilities: expected an array of shape (K={probs.shape[1]}, "
                              f"X, Y, Z), got {probabilities.shape}")
-        # Converted by torch first: numpy's casting copy into a strided float16 view took
-        # 4-6 s per 16 slices of 9x512x512, torch's conversion and a plain copy 1 s.
+        # Converted by torch first: numpy's casting copy into a strided float16 view is slow.
         dtype = torch.from_numpy(np.empty(0, dtype=probabilities.dtype)).dtype
         probabilities[..., start:stop] = np.moveaxis(probs.to(dtype).cpu().numpy(), 0, -1)
     if entropy is not None:
@@ -228,7 +227,7 @@ def predict_volume(model: nn.Module, image: np.ndarray, img_size: Union[int, Seq
                     logits = flip_tta_logits(model, batch, tta)
                     if (x, y) != size:
                         # Channels-last makes the argmax over classes read contiguous memory
-                        # (README, "Smaller measured choices"); the resize costs the same.
+                        # (docs/performance.md); the resize costs the same.
                         logits = F.interpolate(
                             logits.contiguous(memory_format=torch.channels_last), size=(x, y),
                             mode="bilinear", align_corners=False)

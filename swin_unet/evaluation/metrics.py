@@ -55,7 +55,7 @@ def surface_mask(mask: np.ndarray) -> np.ndarray:
 
     Equal to ``mask ^ scipy.ndimage.binary_erosion(mask, generate_binary_structure(ndim, 1))``
     (outside the array counts as background), written with shifted views because that is
-    cheaper than ``binary_erosion`` (README, "Smaller measured choices").
+    cheaper than ``binary_erosion`` (docs/performance.md).
 
     Parameters
     ----------
@@ -126,7 +126,7 @@ def _hd95_in_box(pred: np.ndarray, label: np.ndarray, spacing: np.ndarray) -> fl
     pred_points = np.argwhere(surface_mask(pred)) * spacing
     label_points = np.argwhere(surface_mask(label)) * spacing
     # Exact nearest neighbours between the two surfaces: faster (benchmarks/bench_metrics.py,
-    # README) than a distance transform limited to the same box, whose cost grows with the
+    # docs/performance.md) than a distance transform limited to the same box, whose cost grows with the
     # box's volume (scattered false positives make it large) rather than with the surfaces'
     # area.
     to_label, _ = cKDTree(label_points).query(pred_points, k=1, workers=-1)

@@ -360,9 +360,9 @@ def write_probabilities(probabilities: np.ndarray, affine: np.ndarray,
     """Write ``probabilities`` (K, X, Y, Z) and ``affine`` to a compressed ``.npz`` file.
 
     ``probabilities`` is stored in its dtype (float16 from test.py), written to the archive in
-    chunks (no second copy in memory), deflated at level 1: on 9x256x256x20 float16
-    probabilities it was 1.3-3x faster than numpy's savez_compressed (level 6), the file at
-    most 18 % larger. ``np.load`` reads it. The file appears under its name only when complete.
+    chunks (no second copy in memory), deflated at level 1 (faster than numpy's
+    savez_compressed for a slightly larger file; docs/performance.md). ``np.load`` reads it.
+    The file appears under its name only when complete.
     """
     path = Path(path)
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")

@@ -158,9 +158,8 @@ class Mlp(nn.Module):
         if torch.is_grad_enabled() and hidden.requires_grad:
             hidden = self.act(hidden)  # the backward needs the GELU's input
         else:
-            # In place without autograd: a fresh (B*N, 4C) output costs more than the GELU
-            # itself on the CPU (page faults of new memory: 45 ms against 12 ms in place for
-            # stage 0 at batch 8, one thread, on the machine we measured).
+            # In place without autograd: page faults of a fresh (B*N, 4C) output cost more
+            # than the GELU itself on the CPU.
             hidden = torch.ops.aten.gelu_(hidden, approximate=self.act.approximate)
         hidden = self.drop(hidden)
         if residual is not None and not (self.training and self.drop.p > 0):
@@ -293,7 +292,7 @@ class WindowAttention(nn.Module):
         else:
             # One layout copy per tensor, the scale folded into q's and k written already
             # transposed: a batched matmul with a stored k^T is faster than with a transposed
-            # view of k on the CPU (README, "How the fast path works"). cuBLAS takes the
+            # view of k on the CPU (docs/performance.md). cuBLAS takes the
             # transposed views as they are.
             q = qkv[:, :, 0].transpose(1, 2)
             if torch.is_grad_enabled() and q.requires_grad:  # autograd takes no out= argument

@@ -38,8 +38,7 @@ class _PermuteTokens(torch.autograd.Function):
 
 def _select(x: torch.Tensor, dim: int, index: torch.Tensor) -> torch.Tensor:
     """``x.index_select(dim, index)``; for the token axis of a contiguous (B, L, C) stream, as
-    one gather of whole rows of the (B * L, C) view (1.7x faster for (8, 3136, 96) on the CPU:
-    README, "Smaller measured choices")."""
+    one gather of whole rows of the (B * L, C) view (faster on the CPU: docs/performance.md)."""
     if dim != 1 or x.ndim != 3 or not x.is_contiguous() or x.shape[0] == 1:
         return x.index_select(dim, index)
     b, length, c = x.shape

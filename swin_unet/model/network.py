@@ -215,7 +215,7 @@ class SwinUnet(nn.Module):
     attention
         "explicit" (softmax of q k^T + bias), "sdpa"
         (``F.scaled_dot_product_attention``), or "auto": SDPA on CUDA, explicit elsewhere
-        (on the 2-core CPU we measured, explicit is faster for 49-token windows).
+        (explicit is faster on the CPU for 49-token windows, docs/performance.md).
     grad_checkpoint
         recompute each stage's activations in the backward pass to save memory.
 

@@ -9,10 +9,9 @@ and with autograd a block keeps every activation anyway (blocks in tiles trained
 both run whole there. The final expansion also runs in tiles in training on the CPU, with a
 hand-written backward (:class:`_FoldedExpansion`) that needs none of its full-size activations.
 
-The thresholds were measured on the 2-core development CPUs (README, "Smaller measured
-choices"): a block gains once its MLP hidden tensor exceeds 16 MiB, in tiles of at most 4096
-tokens, and loses a little below that; the final expansion gains at any batch, in tiles of 512
-tokens (a 3 MiB expansion for 96 channels), and more with its LayerNorm folded into the output
+The thresholds were measured on a 2-core CPU (docs/performance.md): a block gains once its MLP
+hidden tensor exceeds 16 MiB, in tiles of at most 4096 tokens, and loses a little below that;
+the final expansion gains at any batch, in tiles of 512 tokens (a 3 MiB expansion for 96 channels), and more with its LayerNorm folded into the output
 projection (:func:`expansion_logits_tiled`).
 """
 
@@ -182,7 +181,7 @@ class _FoldedExpansion(torch.autograd.Function):
     the expansion's is W_g'^T B_s^T - sum (c F_s x) x^T, with B = sum x (r g)^T and W_g' = W_g
     centred. gamma, beta and W follow from B and the gradients' sum. F x is recomputed per tile
     rather than stored: three (tokens, s^2 C) GEMMs as in the unfolded backward, and no
-    LayerNorm pass, no K-wide GEMM and no full-size tensor (README, "Smaller measured choices").
+    LayerNorm pass, no K-wide GEMM and no full-size tensor (docs/performance.md).
     """
 
     @staticmethod

@@ -92,7 +92,7 @@ def build_optimizer(model: nn.Module, train, global_batch_size: int) -> torch.op
     the Swin convention of no decay on norms, biases and relative-position bias tables.
     """
     lr = scaled_lr(train, global_batch_size)
-    # The fused kernels update all parameters in one pass (README, "Smaller measured choices").
+    # The fused kernels update all parameters in one pass (docs/performance.md).
     fused = {"fused": True} if _fused_supported(model) else {}
     if train.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=lr, momentum=train.momentum,
