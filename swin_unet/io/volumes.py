@@ -14,6 +14,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError, parsing
+from .dicom_series import read_series, series_cases
 from .headers import (ITK_SUFFIXES, NIFTI_SUFFIXES, check_declared_size, itk_affine,
                       itk_storage, label_dtype, list_folder, read_geometry, same_grid)
 
@@ -93,20 +94,13 @@ def _channel_groups(files: list[Path]) -> Optional[list[tuple[str, list[Path], N
     return cases
 
 
-def _dicom_series(folder: Path) -> list[str]:
-    reader = sitk.ImageSeriesReader()
-    try:
-        return list(reader.GetGDCMSeriesIDs(str(folder)))
-    except RuntimeError:
-        return []
-
-
 def find_inputs(path: Union[str, Path], channels: bool = False
                 ) -> list[tuple[str, Union[Path, list[Path]], Optional[str]]]:
     """The volumes under ``path``: (case name, file or folder, DICOM series id or None).
 
     ``path`` may be an image file, a folder of image files, a DICOM series folder, or a folder
-    of DICOM series folders. Hidden files and folders are skipped. With ``channels``, a folder
+    of DICOM series folders; a folder of several series gives one case per series (see
+    :func:`~swin_unet.io.dicom_series.series_cases`). Hidden files and folders are skipped. With ``channels``, a folder
     of nnU-Net per-channel files (``CASE_0000.nii.gz``, ``CASE_0001.nii.gz``) gives one case
     ``CASE`` per group, with the list of its channel files in channel order.
 
@@ -130,10 +124,7 @@ def find_inputs(path: Union[str, Path], channels: bool = False
         return groups or [(case_name(p), p, None) for p in files]
     found = []
     for folder in [path] + [p for p in entries if p.is_dir()]:
-        series = _dicom_series(folder)
-        for series_id in series:
-            name = folder.name if len(series) == 1 else f"{folder.name}_{series_id[-8:]}"
-            found.append((name, folder, series_id))
+        found += [(name, folder, uid) for name, uid in series_cases(folder)]
     if not found:
         raise InputError(f"{path}: empty input folder (no NIfTI, NRRD or MHA file and no DICOM "
                          f"series)")
@@ -223,14 +214,7 @@ def read_volume(path: Union[str, Path, list[Path]], case: Optional[str] = None,
     path = Path(path)
     case = case or case_name(path)
     if path.is_dir():
-        reader = sitk.ImageSeriesReader()
-        series_id = series_id or (_dicom_series(path) or [None])[0]
-        if series_id is None:
-            raise InputError(f"{path}: no DICOM series in the folder", path=path)
-        with parsing(path, "DICOM series"):
-            reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(path), series_id))
-            image = reader.Execute()
-        volume = _itk_to_volume(image, case, path)
+        volume = _itk_to_volume(read_series(path, series_id), case, path)
     elif not path.is_file():
         raise InputError(f"{path}: file not found", path=path)
     elif path.name.lower().endswith(NIFTI_SUFFIXES):
