@@ -17,7 +17,7 @@ from pathlib import Path
 # at barriers for a descheduled sibling slow small parallel ops ten-fold; passive ones sleep.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from swin_unet.config import Device, MetricMode, Split, choices
+from swin_unet.config import Device, MetricMode, Split, choices, comma_indices, comma_names
 from swin_unet.data_layer import add_dataset_option
 from swin_unet.errors import InputError, format_error
 
@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also write probabilities/<case>.npz (float16 (K, X, Y, Z) in the "
                              "label map's voxel order, and the affine); with --tta also "
                              "uncertainty/<case>.nii.gz (entropy of the mean probabilities)")
+    parser.add_argument("--dicom-seg", action=argparse.BooleanOptionalAction,
+                        help="DICOM series --input: also predictions/<case>_seg.dcm, a DICOM SEG "
+                             "(default on; FRACTIONAL with --save-probabilities)")
+    parser.add_argument("--rtstruct", action="store_true", help="DICOM series --input: also "
+                        "predictions/<case>_rtstruct.dcm, an RT Structure Set (needs rt-utils)")
     parser.add_argument("--keep-orientation", action="store_true",
                         help="--input: segment scans in their stored voxel order instead of "
                              "turning them to the orientation the model was trained in")
@@ -78,24 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--no-report", action="store_true",
                         help="skip report.html and figures/ (overlay figures of every case)")
-    parser.add_argument("--figure-cases", type=_names, default=[], metavar="CASE,CASE",
+    parser.add_argument("--figure-cases", type=comma_names, default=[], metavar="CASE,CASE",
                         help="also draw these cases as publication figures "
                              "(figures/paper_<case>.png: image, ground truth, prediction)")
-    parser.add_argument("--figure-slices", type=_indices, metavar="Z,Z",
+    parser.add_argument("--figure-slices", type=comma_indices, metavar="Z,Z",
                         help="the slices of those figures (default: the slices where each "
                              "organ is largest and the one with the largest error)")
     return parser
-
-
-def _names(text: str) -> list[str]:
-    return [name.strip() for name in text.split(",") if name.strip()]
-
-
-def _indices(text: str) -> list[int]:
-    try:
-        return [int(z) for z in _names(text)]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected slice numbers like 40,55, got {text!r}")
 
 
 def main(argv=None) -> int:
@@ -131,7 +125,8 @@ def report(result) -> None:
         if result.notes:  # 2-D images: label PNGs and overlays
             print("; ".join(result.notes))
         else:
-            count = sum(1 for path in result.written if path.parent.name == "predictions")
+            count = sum(1 for path in result.written
+                        if path.parent.name == "predictions" and path.suffix == ".gz")
             print(f"{count} prediction(s) in {folder}: open each over its scan in 3D Slicer or "
                   f"ITK-SNAP; {tables}.")
     else:

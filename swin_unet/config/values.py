@@ -10,12 +10,28 @@ from typing import Any, Literal, Optional, Sequence, Union
 
 from ..errors import InputError
 
-__all__ = ["choices", "look_up_option", "fill_dataclass", "unknown_key", "dotted_keys"]
+__all__ = ["choices", "look_up_option", "fill_dataclass", "unknown_key", "dotted_keys",
+           "comma_names", "comma_indices"]
 
 
 def choices(literal: Any) -> tuple:
     """The options of a ``Literal`` type, e.g. ``choices(MetricMode) == ("mm", "paper")``."""
     return typing.get_args(literal)
+
+
+def comma_names(text: str) -> list[str]:
+    """A command line's ``A,B`` list: its non-empty names, stripped."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def comma_indices(text: str) -> list[int]:
+    """A command line's ``40,55`` list of integers (an argparse ``type``)."""
+    import argparse
+
+    try:
+        return [int(z) for z in comma_names(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected slice numbers like 40,55, got {text!r}")
 
 
 def look_up_option(value: Any, options: Sequence, key: str,

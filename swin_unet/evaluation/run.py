@@ -23,6 +23,7 @@ from ..errors import InputError
 from ..io.images import read_image
 from .images import find_image_inputs, image_targets, segment_images, \
     write_image_prediction
+from .dicom_outputs import DicomOutputs
 from .metrics import case_metrics
 from ..io.orientation import Reorientation
 from .output_folder import RunResult, check_output, remove_results, write_results
@@ -161,7 +162,8 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: Inf
                    overwrite: bool = False,
                    normalise: Optional[Callable[[np.ndarray], np.ndarray]] = None,
                    report: Optional[ReportBuilder] = None, probabilities: bool = False,
-                   keep_orientation: bool = False) -> RunResult:
+                   keep_orientation: bool = False,
+                   dicom: DicomOutputs = DicomOutputs()) -> RunResult:
     """Segment a user's scans; write ``output/predictions/<case>.nii.gz`` in their geometry.
 
     Each scan is turned to the model's orientation (its ``geometry`` record; as stored with
@@ -172,7 +174,8 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: Inf
     published one). Viewer colour tables go beside; ``report`` shows scans and volumes in ml.
     ``probabilities`` also writes ``probabilities/<case>.npz`` and, with TTA,
     ``uncertainty/<case>.nii.gz``. nnU-Net's per-channel files (``CASE_0000``, ``CASE_0001``)
-    are one multi-channel case.
+    are one multi-channel case. A DICOM series also gets the objects ``dicom`` asks for
+    (``<case>_seg.dcm``, ``<case>_rtstruct.dcm``; see :class:`DicomOutputs`).
 
     Raises
     ------
@@ -208,17 +211,19 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: Inf
         raise InputError(f"{inputs}: two inputs would both be written as {duplicate}.nii.gz")
     kinds = OutputKinds(probabilities=probabilities, uncertainty=probabilities and options.tta)
     targets = [output_paths(output, name, kinds) for name in names]
+    dicom_targets = [dicom.paths(output, name, series) for name, _, series in found]
     read = [f for _, path, _ in found for f in (path if isinstance(path, list) else [path])]
-    stale = check_output(output, overwrite, [p for paths in targets for p in paths.values()],
-                         keep=read)
+    stale = check_output(output, overwrite, [p for paths in targets + dicom_targets
+                                             for p in paths.values()], keep=read)
     for file in read:
         if file.is_file():
             read_geometry(file)  # every header readable before the first scan is segmented
     remove_results(output, stale)
     (output / "predictions").mkdir(parents=True, exist_ok=True)
     result = RunResult(kind="input", output=output)
-    for (name, path, series), paths in tqdm(list(zip(found, targets)), desc="scans",
-                                            unit="scan", disable=not options.progress):
+    for (name, path, series), paths, dicom_paths in tqdm(
+            list(zip(found, targets, dicom_targets)), desc="scans", unit="scan",
+            disable=not options.progress):
         volume = read_volume(path, name, series)
         if not np.isfinite(volume.array).all():
             raise InputError(f"{volume.path}: image contains NaN or infinite values")
@@ -229,7 +234,9 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: Inf
             prediction, written = options.segment(loaded, image, volume, plan, paths)
         except InputError as exc:
             raise exc.at(volume.path) from None
-        result.written += written
+        result.written += written + dicom.write(prediction, path, series, dicom_paths,
+                                                loaded.class_names, paths.get("probabilities"),
+                                                result.notes)
         if report is not None:
             report.add_case(name, prediction, image, None, volume.affine, volume.spacing)
     write_viewer_tables(output / "predictions", loaded.class_names)
@@ -254,6 +261,8 @@ class EvaluationRequest:
     save_nifti: bool = False
     save_probabilities: bool = False
     keep_orientation: bool = False
+    dicom_seg: Optional[bool] = None
+    rtstruct: bool = False
     metric_mode: Optional[str] = None
     batch_size: Optional[int] = None
     tta: bool = False
@@ -335,7 +344,9 @@ def run_evaluation(request: EvaluationRequest) -> RunResult:
                               report=report_for(request, request.output, loaded.class_names,
                                                 options, **{"data set": loaded.config.dataset}),
                               probabilities=request.save_probabilities,
-                              keep_orientation=request.keep_orientation)
+                              keep_orientation=request.keep_orientation,
+                              dicom=DicomOutputs(request.dicom_seg, request.rtstruct,
+                                                 Path(request.checkpoint).name))
     output = request.output or Path("outputs") / f"test_{request.dataset}"
     stale = check_output(output, request.overwrite)
     source = datasets.open_dataset(request.dataset, loaded.config.data)

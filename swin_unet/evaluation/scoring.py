@@ -12,6 +12,7 @@ from ..errors import InputError
 from .metrics import case_metrics
 from .output_folder import RunResult, remove_results, write_results
 from ..report.builder import ReportBuilder
+from ..io.dicom_seg import read_seg_volume, seg_files, seg_highest_label
 from ..io.volumes import find_inputs, read_volume, same_grid
 
 __all__ = ["evaluate_predictions"]
@@ -20,7 +21,9 @@ __all__ = ["evaluate_predictions"]
 def _image_files(folder: Path, what: str) -> dict[str, Path]:
     if not folder.is_dir():
         raise InputError(f"{folder}: {what} folder not found")
-    files = {}
+    files = seg_files(folder) if what == "labels" else {}
+    if files:  # DICOM SEG label maps; DICOM series beside them give their grids
+        return files
     for name, path, series in find_inputs(folder):
         if series is not None:
             raise InputError(f"{path}: {what} must be NIfTI/NRRD/MHA files, found a DICOM series")
@@ -61,7 +64,7 @@ def evaluate_predictions(predictions: Path, labels: Path, output: Path, mode: st
         result.notes.append(f"{unused} label file(s) without a prediction were not scored")
     pairs = [(name, predicted[name], references[name]) for name in sorted(predicted)]
     mismatched = [name for name, pred, label in pairs
-                  if not same_grid(pred, label, ignore_geometry)]
+                  if not _is_seg(label) and not same_grid(pred, label, ignore_geometry)]
     if mismatched:
         result.notes.append(f"--ignore-geometry: {len(mismatched)} prediction(s) whose affine "
                             f"differs from their label's were scored voxel by voxel")
@@ -70,6 +73,9 @@ def evaluate_predictions(predictions: Path, labels: Path, output: Path, mode: st
         class_names = [f"class_{i}" for i in range(1, max(highest, 1) + 1)]
         result.notes.append(f"classes 1..{len(class_names)} taken from the labels' values "
                             f"(pass --dataset for names)")
+        names_given = False
+    else:
+        names_given = True
     num_classes = len(class_names) + 1
     if report is not None:
         report.class_names = list(class_names)  # perhaps named from the labels' values
@@ -81,7 +87,11 @@ def evaluate_predictions(predictions: Path, labels: Path, output: Path, mode: st
     for name, pred_path, label_path in tqdm(pairs, desc="cases", unit="case",
                                             disable=not progress):
         pred = read_volume(pred_path, dtype=None)
-        label = read_volume(label_path, dtype=None)
+        if _is_seg(label_path):
+            label = _seg_label(label_path, pred, class_names if names_given else None,
+                               ignore_geometry, mismatched, name)
+        else:
+            label = read_volume(label_path, dtype=None)
         try:
             per_case[name] = case_metrics(pred.array, label.array, num_classes,
                                           spacing=label.spacing, mode=mode)
@@ -95,8 +105,30 @@ def evaluate_predictions(predictions: Path, labels: Path, output: Path, mode: st
     return write_results(output, per_case, class_names, mode, result, True, report, **extra)
 
 
+def _is_seg(path: Path) -> bool:
+    return path.suffix.lower() == ".dcm"
+
+
+def _seg_label(path: Path, pred, class_names, ignore_geometry: bool, mismatched: list,
+               name: str):
+    """A SEG label in its series' grid (or the prediction's), checked against the prediction."""
+    label = read_seg_volume(path, pred.affine, pred.array.shape[-3:], class_names, name)
+    if label.array.shape != pred.array.shape[-3:]:
+        raise InputError(f"{path}: the SEG's series is {label.array.shape}, the prediction "
+                         f"{pred.array.shape}", path=path)
+    if not np.allclose(label.affine, pred.affine, atol=1e-3):
+        if not ignore_geometry:
+            raise InputError(f"{path}: the SEG's series has another affine than the "
+                             f"prediction {pred.path} (--ignore-geometry scores them voxel by "
+                             f"voxel)", path=path)
+        mismatched.append(name)
+    return label
+
+
 def _highest_label(path: Path) -> int:
     """The largest value of a label file, which must be finite."""
+    if _is_seg(path):
+        return seg_highest_label(path)
     array = read_volume(path, dtype=None).array
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
         raise InputError(f"{path}: label contains NaN or infinite values", path=path)
