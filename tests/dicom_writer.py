@@ -63,6 +63,7 @@ def write_series(folder: Path, volume_zyx: np.ndarray, modality: str = "CT",
         ds.ReferringPhysicianName, ds.Manufacturer = "", "TestWriter"
         ds.SeriesNumber, ds.SeriesDescription, ds.InstanceNumber = number, description, int(k) + 1
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.Laterality, ds.PatientPosition, ds.AcquisitionNumber = "", "HFS", 1
         position = np.asarray(origin, float) + heights[k] * normal
         ds.ImagePositionPatient = [f"{v:.6f}" for v in position]
         ds.ImageOrientationPatient = [f"{v:.6f}" for v in np.concatenate([row, column])]

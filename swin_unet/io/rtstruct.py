@@ -67,6 +67,7 @@ def write_rtstruct(labels: np.ndarray, series: Series, class_names: Sequence[str
         structure.add_roi(mask=np.transpose(labels == c, (1, 0, 2)), name=class_names[c - 1],
                           color=list(class_colour(c)), description=f"Swin-Unet {checkpoint}"[:64],
                           roi_generation_algorithm="AUTOMATIC")
+    _complete(structure.ds, headers[0])
     dice = {}
     back = rasterise_rtstruct(structure.ds, series)
     for c in present:
@@ -88,6 +89,22 @@ def write_rtstruct(labels: np.ndarray, series: Series, class_names: Sequence[str
         tmp.unlink(missing_ok=True)
         raise
     return path, dice
+
+
+def _complete(dataset, source) -> None:
+    """What rt-utils leaves out or too long for dciodvfy: Type 2 study/series attributes, the
+    frame of reference, contour coordinates as at most 16-character decimal strings."""
+    from pydicom.valuerep import DSfloat
+
+    for keyword in ("ReferringPhysicianName", "AccessionNumber", "OperatorsName",
+                    "PositionReferenceIndicator"):
+        if keyword not in dataset:
+            setattr(dataset, keyword, source.get(keyword, ""))
+    dataset.FrameOfReferenceUID = source.FrameOfReferenceUID
+    for roi in dataset.ROIContourSequence:
+        for contour in getattr(roi, "ContourSequence", []):
+            contour.ContourData = [DSfloat(float(v), auto_format=True)
+                                   for v in contour.ContourData]
 
 
 def rasterise_rtstruct(dataset, series: Series) -> dict[str, np.ndarray]:
