@@ -9,13 +9,14 @@ import numpy as np
 __all__ = ["PALETTE", "class_colour", "class_colours", "colour_hex", "grey_image",
            "overlay_labels"]
 
-# RGB 0-255 of classes 1, 2, 3, ...; background has none. Cycles past 12 classes. Chosen so
-# that neighbouring class numbers contrast (Synapse: aorta red, gallbladder green, left kidney
-# blue, right kidney yellow, liver magenta, pancreas cyan, spleen orange, stomach violet).
+# RGB 0-255 of classes 1, 2, 3, ...; background has none. Cycles past 16 classes. Any two of
+# the 16 differ by CIEDE2000 >= 20 (tests/test_report_palette.py), chosen greedily, each the
+# colour farthest from those before it, among saturated mid-light sRGB colours.
 PALETTE = np.array([
     [230, 26, 26], [26, 191, 51], [38, 89, 242], [242, 217, 26],
-    [217, 51, 217], [26, 217, 217], [242, 140, 26], [140, 77, 242],
-    [153, 217, 64], [242, 115, 166], [89, 153, 153], [179, 128, 64],
+    [75, 225, 255], [255, 195, 240], [105, 90, 0], [225, 15, 165],
+    [0, 120, 105], [255, 165, 105], [150, 165, 255], [0, 255, 210],
+    [105, 75, 120], [165, 150, 90], [255, 120, 135], [30, 120, 0],
 ], dtype=np.uint8)
 
 
@@ -51,8 +52,8 @@ def overlay_labels(grey: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> 
 
     Parameters
     ----------
-    grey : (H, W) float in [0, 1]
-        The slice, already scaled (:func:`grey_image`).
+    grey : (H, W) or (H, W, 3) float in [0, 1]
+        The slice, already scaled (:func:`grey_image`); an RGB one stays in colour.
     labels : (H, W) int
         Label map, 0 = background (left grey).
     alpha : float
@@ -63,7 +64,8 @@ def overlay_labels(grey: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> 
     np.ndarray
         (H, W, 3) float32 RGB in [0, 1].
     """
-    rgb = np.repeat(np.asarray(grey, dtype=np.float32)[..., None], 3, axis=-1)
+    grey = np.asarray(grey, dtype=np.float32)
+    rgb = grey if grey.ndim == 3 else np.repeat(grey[..., None], 3, axis=-1)
     labels = np.asarray(labels).astype(np.int64)
     colours = PALETTE[(np.maximum(labels, 1) - 1) % len(PALETTE)].astype(np.float32) / 255.0
     mask = (labels > 0)[..., None]

@@ -125,8 +125,9 @@ def test_html_tables_hold_the_numbers_of_summary_json(run):
     summary = json.loads((out / "summary.json").read_text())
     tables = Page((out / "report.html").read_text()).tables
     header, values = tables["paper-table"]
-    assert [c["text"] for c in header[2:]] == ["Aorta", "Gallbladder", "Kidney(L)", "Kidney(R)",
-                                               "Liver", "Pancreas", "Spleen", "Stomach"]
+    assert [c["text"] for c in header[2:]] == ["aorta", "gallbladder", "kidney_left",
+                                               "kidney_right", "liver", "pancreas", "spleen",
+                                               "stomach"]
     assert same_number(values[0], summary["mean_dice"], 100)
     assert same_number(values[1], summary["mean_hd95"])
     for cell, name in zip(values[2:], SYNAPSE):

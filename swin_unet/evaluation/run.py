@@ -28,6 +28,7 @@ from .metrics import case_metrics
 from ..io.orientation import Reorientation
 from .output_folder import RunResult, check_output, remove_results, write_results
 from ..report.builder import ReportBuilder, report_for
+from ..report.warnings import collect_warnings
 from .scoring import evaluate_predictions
 from ..report.viewer_tables import write_viewer_tables
 from ..io.volumes import Volume, find_inputs, read_geometry, read_volume, reference_of_item
@@ -142,8 +143,9 @@ def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
                 prediction, read_image(item["image_path"]), output, item["case"], num_classes)
         result.written += written
         seconds.append(time.perf_counter() - start)
-        if report is not None:
-            report.add_case(item["case"], prediction, item["image"], item["label"],
+        if report is not None:  # a 2-D image is shown as its file is, in colour if it is
+            shown = read_image(item["image_path"])[..., None] if unit == "px" else item["image"]
+            report.add_case(item["case"], prediction, shown, item["label"],
                             item["affine"], item["spacing"], per_case[item["case"]])
         write_results(output, per_case, loaded.class_names, options.metric_conventions, result, False,
                       distance_unit=unit, checkpoint=str(loaded.path), n_listed=len(volumes))
@@ -182,7 +184,7 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: Inf
     InputError
         An empty or unreadable input, a prediction file that exists (without ``overwrite``).
     """
-    from .scan_outputs import OutputKinds, orient_scan, output_paths  # torch: with the model
+    from .scan_outputs import OutputKinds, check_intensities, orient_scan, output_paths
 
     if normalise is None:
         from .trained import resolve_intensity_for
@@ -228,6 +230,7 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: Inf
         if not np.isfinite(volume.array).all():
             raise InputError(f"{volume.path}: image contains NaN or infinite values")
         plan = orient_scan(volume, loaded.config.geometry, keep_orientation)
+        check_intensities(volume, loaded.config)
         # The raw voxels are not needed again (only their shape, to write): one copy fewer.
         volume.array = image = normalise(volume.array)
         try:
@@ -306,12 +309,19 @@ class EvaluationRequest:
 def run_evaluation(request: EvaluationRequest) -> RunResult:
     """Score a data set with a checkpoint, score existing predictions, or segment scans.
 
+    What the run warns is collected for the report and summary.json.
+
     Raises
     ------
     InputError
         Bad options, unreadable files, a checkpoint whose classes are not the data set's, or
         results of an earlier run in the output folder (without ``overwrite``).
     """
+    with collect_warnings():
+        return _run(request)
+
+
+def _run(request: EvaluationRequest) -> RunResult:
     kind = request.kind()
     datasets = project_datasets()
     if kind == "predictions":
@@ -342,7 +352,7 @@ def run_evaluation(request: EvaluationRequest) -> RunResult:
     if kind == "input":
         return segment_inputs(loaded, request.input, request.output, options, request.overwrite,
                               report=report_for(request, request.output, loaded.class_names,
-                                                options, **{"data set": loaded.config.dataset}),
+                                                options, **{"trained on": loaded.config.dataset}),
                               probabilities=request.save_probabilities,
                               keep_orientation=request.keep_orientation,
                               dicom=DicomOutputs(request.dicom_seg, request.rtstruct,

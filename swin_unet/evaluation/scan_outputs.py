@@ -16,7 +16,7 @@ from .inference import predict_volume
 from ..io.orientation import Reorientation, inplane_geometry, plan_reorientation, scale_warnings
 from ..io.volumes import Volume, write_labels, write_map, write_probabilities
 
-__all__ = ["OutputKinds", "output_paths", "orient_scan", "segment_volume"]
+__all__ = ["OutputKinds", "output_paths", "orient_scan", "check_intensities", "segment_volume"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +66,29 @@ def orient_scan(volume: Volume, geometry: GeometryConfig,
     for warning in warnings:
         logger.warning("%s (%s): %s", volume.case, volume.path, warning)
     return plan
+
+
+def check_intensities(volume: Volume, config) -> list[str]:
+    """Warn when a scan's raw values cannot be what the model was trained on, naming both.
+
+    A CT model (``data.intensity: ct``) was trained on Hounsfield units, where air (-1000) and
+    fat (about -100) lie below -50: a scan with hardly any value there (an MR image, a CT
+    export without its rescale) is far outside its training data.
+    """
+    from .trained import resolve_intensity_for
+
+    if resolve_intensity_for(config) != "ct":
+        return []
+    sample = np.asarray(volume.array).ravel()[::max(1, volume.array.size // 1_000_000)]
+    low, high = (float(v) for v in np.percentile(sample, [1, 99]))
+    if low < -50:
+        return []
+    warning = (f"intensities {low:.0f} to {high:.0f} (1st to 99th percentile) do not look like "
+               f"CT Hounsfield units (air -1000, fat about -100), which this CT model was "
+               f"trained on (data.intensity ct): an MR image or a CT export without its "
+               f"rescale gives meaningless results")
+    logger.warning("%s (%s): %s", volume.case, volume.path, warning)
+    return [warning]
 
 
 def segment_volume(model: torch.nn.Module, image: np.ndarray, reference: Optional[Volume],

@@ -11,6 +11,8 @@ import numpy as np
 
 from .figures import box_plots, case_montage, paper_figure, pick_figure_slices
 from .html import write_html_report
+from .viewer import render_strips
+from .warnings import run_warnings
 
 __all__ = ["ReportBuilder", "report_for", "REPORT_FILE", "FIGURES_DIR"]
 
@@ -53,8 +55,9 @@ class ReportBuilder:
         self.paper_dpi = paper_dpi
         self.figures: dict[str, str] = {}
         self.paper_figures: dict[str, str] = {}
-        self.volumes: dict[str, dict[str, float]] = {}
-        self.volume_unit = "ml"
+        self.volumes: dict[str, tuple[dict[str, float], str]] = {}
+        self.viewers: dict[str, dict] = {}
+        self.single_slices = True
         self._started = False
 
     def _start(self) -> None:
@@ -87,6 +90,7 @@ class ReportBuilder:
         """
         if not self._started:
             self._start()
+        self.single_slices = self.single_slices and prediction.shape[-1] == 1
         slices = pick_figure_slices(prediction, label, self.class_names)
         title = case
         if scores:
@@ -98,8 +102,11 @@ class ReportBuilder:
         case_montage(self.folder / name, title, prediction, self.class_names, image=image,
                      label=label, affine=affine, spacing=spacing, slices=slices)
         self.figures[case] = f"{FIGURES_DIR}/{name}"
+        strips = render_strips(self.folder, case, prediction, image, label, affine, spacing)
+        if strips is not None:
+            self.viewers[case] = strips
         if label is None:
-            self.volumes[case] = self._sizes(prediction, spacing)
+            self.volumes[case] = self._sizes(prediction, spacing, affine)
         if case in self.figure_cases:
             chosen = self.figure_slices or [z for z, _ in slices]
             paper = f"paper_{case}.png"
@@ -107,16 +114,25 @@ class ReportBuilder:
                          affine=affine, spacing=spacing, dpi=self.paper_dpi, case=case)
             self.paper_figures[case] = f"{FIGURES_DIR}/{paper}"
 
-    def _sizes(self, prediction: np.ndarray, spacing: Optional[Sequence[float]]) -> dict:
-        """Each class's predicted volume in ml (area in px for an image of one slice)."""
+    def _sizes(self, prediction: np.ndarray, spacing: Optional[Sequence[float]],
+               affine: Optional[np.ndarray] = None) -> tuple[dict[str, float], str]:
+        """Each class's predicted size and its unit: ml for a volume, mm² for a single slice
+        with a spacing, px or voxels without one (an identity affine with unit spacing, as
+        2-D images and spacing-free releases have, means none)."""
+        if spacing is not None and (affine is None or np.allclose(np.asarray(affine)[:3, :3],
+                                                                  np.eye(3))):
+            spacing = None if np.allclose(spacing[:3], 1.0) else spacing
         counts = np.bincount(np.asarray(prediction).ravel().astype(np.int64),
                              minlength=len(self.class_names) + 1)
-        if prediction.shape[-1] == 1:
-            self.volume_unit, scale = "px", 1.0
+        single = prediction.shape[-1] == 1
+        if spacing is None:
+            unit, scale = ("px" if single else "voxels"), 1.0
+        elif single:
+            unit, scale = "mm²", float(np.prod(spacing[:2]))
         else:
-            scale = float(np.prod(spacing[:3])) / 1000.0 if spacing is not None else 1.0
+            unit, scale = "ml", float(np.prod(spacing[:3])) / 1000.0
         return {name: float(counts[i]) * scale
-                for i, name in enumerate(self.class_names, start=1)}
+                for i, name in enumerate(self.class_names, start=1)}, unit
 
     def write(self, summary: Optional[dict] = None, notes: Sequence[str] = ()) -> Path:
         """Draw the box plots (with a summary) and write ``report.html``; returns its path."""
@@ -126,7 +142,8 @@ class ReportBuilder:
             message = (f"--figure-cases: {', '.join(missing)} not among the cases of this run "
                        f"({', '.join(list(self.figures)[:5])}...)")
             logger.warning(message)
-            notes.append(message)
+            if message not in run_warnings():
+                notes.append(message)
         if not self._started:
             self._start()
         box_plot = None
@@ -134,13 +151,15 @@ class ReportBuilder:
             self.settings.update({"metric conventions": summary["metric_mode"],
                                   "HD95 unit": summary["hd95_unit"],
                                   "cases": summary["n_cases"]})
+        kind = "image" if self.single_slices and self.figures else "volume"
         if summary is not None and summary.get("n_cases"):
             box_plots(self.folder / "boxplots.png", summary)
             box_plot = f"{FIGURES_DIR}/boxplots.png"
         return write_html_report(self.output / REPORT_FILE, self.class_names, self.settings,
                                  self.figures, summary=summary, box_plot=box_plot,
-                                 volumes=self.volumes, volume_unit=self.volume_unit,
-                                 notes=notes, paper_figures=self.paper_figures)
+                                 volumes=self.volumes, notes=notes,
+                                 paper_figures=self.paper_figures, warnings=run_warnings(),
+                                 viewers=self.viewers, kind=kind)
 
 
 def report_for(request, output: Path, class_names: Sequence[str], options=None,

@@ -16,9 +16,18 @@ from ..errors import InputError
 from ..palette import class_colour, grey_image, overlay_labels
 
 __all__ = ["display_plan", "display_slice", "pick_figure_slices", "case_montage",
-           "paper_figure", "box_plots"]
+           "montage_figure", "present_classes", "paper_figure", "box_plots"]
 
 PathLike = Union[str, Path]
+
+# Smallest drawn side of an image panel and smallest figure width, in pixels: readable.
+MIN_PANEL = 160
+MIN_WIDTH = 360
+
+
+def _grow(panel: np.ndarray, factor: int) -> np.ndarray:
+    """``panel`` with each pixel repeated ``factor`` times along both axes."""
+    return panel if factor == 1 else panel.repeat(factor, axis=0).repeat(factor, axis=1)
 
 
 def _figure(width: float, height: float):
@@ -116,20 +125,53 @@ def pick_figure_slices(prediction: np.ndarray, label: Optional[np.ndarray],
     return [(z, ", ".join(reasons[z])) for z in sorted(reasons)]
 
 
+def _is_colour(image: Optional[np.ndarray]) -> bool:
+    """A (3, X, Y, Z) image: an RGB photograph, drawn in colour."""
+    return image is not None and image.ndim == 4 and image.shape[0] == 3
+
+
 def _display_window(image: np.ndarray) -> tuple[float, float]:
-    """A robust grey window (0.5th to 99.5th percentile) of a volume, on a subsample."""
-    sample = np.asarray(image[0] if image.ndim == 4 else image)[::2, ::2, ::2]
+    """A robust window (0.5th to 99.5th percentile) of a volume, on a subsample; one window
+    for the three channels of a colour image, so that its colours keep their balance."""
+    sample = np.asarray(image if _is_colour(image) else image[0] if image.ndim == 4 else image)
+    sample = sample[..., ::2, ::2, ::2] if sample.shape[-1] > 1 else sample
     low, high = np.percentile(sample, [0.5, 99.5]) if sample.size else (0.0, 1.0)
     return float(low), float(high)
 
 
-def _legend(fig, class_names: Sequence[str], columns: int) -> None:
+def _text_px(text: str, fontsize: float, dpi: int) -> float:
+    """A generous estimate of the width of ``text`` in pixels (DejaVu Sans averages 0.6 em)."""
+    return 0.62 * fontsize * dpi / 72.0 * len(text)
+
+
+def _legend_shape(entries: Sequence[tuple[int, str]], width: float, dpi: int,
+                  fontsize: float = 9) -> tuple[int, int]:
+    """(columns, rows) of a legend of ``entries`` wrapped to ``width`` pixels."""
+    if not entries:
+        return 1, 0
+    entry = max(_text_px(name, fontsize, dpi) for _, name in entries) + 2.6 * fontsize
+    columns = max(1, min(len(entries), int((width - 16) // entry)))
+    return columns, math.ceil(len(entries) / columns)
+
+
+def _legend(fig, entries: Sequence[tuple[int, str]], columns: int, fontsize: float = 9) -> None:
     from matplotlib.patches import Patch
 
     handles = [Patch(facecolor=np.array(class_colour(i)) / 255.0, edgecolor="none", label=name)
-               for i, name in enumerate(class_names, start=1)]
-    fig.legend(handles=handles, loc="lower center", ncol=max(1, min(columns, len(handles))),
-               frameon=False, fontsize=9, handlelength=1.2, columnspacing=1.0)
+               for i, name in entries]
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=columns, frameon=False,
+                   fontsize=fontsize, handlelength=1.2, columnspacing=1.0)
+
+
+def present_classes(class_names: Sequence[str], *labels: Optional[np.ndarray]
+                    ) -> list[tuple[int, str]]:
+    """(index, name) of each class found in any of ``labels``: what a legend lists."""
+    found = set()
+    for volume in labels:
+        if volume is not None:
+            found.update(int(v) for v in np.unique(np.asarray(volume)))
+    return [(i, name) for i, name in enumerate(class_names, start=1) if i in found]
 
 
 def _rows(image, label, prediction) -> list[tuple[str, Optional[np.ndarray]]]:
@@ -144,27 +186,28 @@ def _rows(image, label, prediction) -> list[tuple[str, Optional[np.ndarray]]]:
 
 def _panel(image, labels, z, plan, window) -> np.ndarray:
     """The RGB panel of slice ``z``: grey image (or black) with ``labels`` coloured over it."""
-    if image is not None:
+    if _is_colour(image):
+        grey = grey_image(np.stack([display_slice(c, z, plan) for c in image], -1), window)
+    elif image is not None:
         grey = grey_image(display_slice(image, z, plan), window)
     else:
         grey = np.zeros(display_slice(labels, z, plan).shape, dtype=np.float32)
     if labels is None:
-        return np.repeat(grey[..., None], 3, axis=-1)
+        return grey if grey.ndim == 3 else np.repeat(grey[..., None], 3, axis=-1)
     alpha = 0.5 if image is not None else 1.0
     return overlay_labels(grey, display_slice(labels, z, plan), alpha)
 
 
-def case_montage(path: PathLike, title: str, prediction: np.ndarray,
+def montage_figure(title: str, prediction: np.ndarray,
                  class_names: Sequence[str], image: Optional[np.ndarray] = None,
                  label: Optional[np.ndarray] = None, affine: Optional[np.ndarray] = None,
                  spacing: Optional[Sequence[float]] = None,
-                 slices: Optional[Sequence[tuple[int, str]]] = None, dpi: int = 100) -> Path:
-    """One case at a glance: a column per chosen slice; rows image, ground truth, prediction.
+                 slices: Optional[Sequence[tuple[int, str]]] = None, dpi: int = 100):
+    """One case at a glance: a column per chosen slice; rows image, ground truth, prediction
+    (a single 2-D image: the three side by side). Returns the matplotlib Figure.
 
     Parameters
     ----------
-    path : str or Path
-        The PNG to write.
     title : str
         Shown above the panels (the case name and its scores).
     prediction : (X, Y, Z) int
@@ -180,7 +223,6 @@ def case_montage(path: PathLike, title: str, prediction: np.ndarray,
     slices : sequence of (int, str), optional
         Slices and captions; default :func:`pick_figure_slices`.
     """
-    path = Path(path)
     plan = display_plan(affine)
     slices = list(slices) if slices is not None else pick_figure_slices(prediction, label,
                                                                        class_names)
@@ -188,38 +230,56 @@ def case_montage(path: PathLike, title: str, prediction: np.ndarray,
     window = _display_window(image) if image is not None else None
     aspect = _aspect(spacing, plan)
     # One mosaic in one Axes, panels about 256 pixels a side (every n-th pixel: labels stay
-    # crisp), drawn pixel for pixel: no resampling, and a tenth of the time of 27 Axes.
+    # crisp; small images repeated up to a readable size), drawn pixel for pixel.
     height, width = display_slice(prediction, 0, plan).shape
     step = max(1, int(round(max(height, width * aspect) / 256)))
-    panels = [[_panel(image, labels, z, plan, window)[::step, ::step] for z, _ in slices]
-              for _, labels in rows]
+    grow = max(1, math.ceil(MIN_PANEL / max(height, width * aspect)))
+    panels = [[_grow(_panel(image, labels, z, plan, window)[::step, ::step], grow)
+               for z, _ in slices] for _, labels in rows]
+    single = prediction.shape[-1] == 1
+    if single:  # one image: image, ground truth and prediction side by side
+        panels = [[row[0] for row in panels]]
+        captions = [name for name, _ in rows]
+        row_names: list[str] = []
+    else:
+        captions = [f"slice {z}\n{why}" if why else f"slice {z}" for z, why in slices]
+        row_names = [name for name, _ in rows]
     ph, pw = panels[0][0].shape[:2]
     gap = 4
-    mosaic = np.ones((len(rows) * (ph + gap) - gap, len(slices) * (pw + gap) - gap, 3),
+    mosaic = np.ones((len(panels) * (ph + gap) - gap, len(panels[0]) * (pw + gap) - gap, 3),
                      dtype=np.float32)
     for r, row in enumerate(panels):
         for c, panel in enumerate(row):
             mosaic[r * (ph + gap):r * (ph + gap) + ph, c * (pw + gap):c * (pw + gap) + pw] = panel
-    left, right, top, bottom = 28, 8, 64 if prediction.shape[-1] > 1 else 34, 40
-    legend_rows = math.ceil(len(class_names) / max(4, 2 * len(slices)))
-    bottom += 18 * (legend_rows - 1)
+    entries = present_classes(class_names, label, prediction)
+    left = 28 if row_names else 8
+    width_px = max(left + mosaic.shape[1] + 8, _text_px(title, 10, dpi) + 24, MIN_WIDTH)
+    columns, legend_rows = _legend_shape(entries, width_px, dpi)
+    top = 34 + 14 * max(c.count("\n") + 1 for c in captions)
+    bottom = 14 + 20 * legend_rows
     shown_h = mosaic.shape[0] * aspect
-    fig = _figure((left + mosaic.shape[1] + right) / dpi, (top + shown_h + bottom) / dpi)
-    W, H = fig.get_figwidth() * dpi, fig.get_figheight() * dpi
+    fig = _figure(width_px / dpi, (top + shown_h + bottom) / dpi)
+    W, H = width_px, fig.get_figheight() * dpi
+    left = max(left, (W - mosaic.shape[1]) / 2)
     ax = fig.add_axes((left / W, bottom / H, mosaic.shape[1] / W, shown_h / H))
     ax.imshow(mosaic, aspect=aspect, interpolation="nearest")
     ax.set_axis_off()
-    for c, (z, why) in enumerate(slices):
-        caption = f"slice {z}" if prediction.shape[-1] > 1 else ""
-        ax.text(c * (pw + gap) + pw / 2, -3, f"{caption}\n{why}" if why else caption,
-                ha="center", va="bottom", fontsize=8)
-    for r, (name, _) in enumerate(rows):
+    for c, caption in enumerate(captions):
+        ax.text(c * (pw + gap) + pw / 2, -3, caption, ha="center", va="bottom", fontsize=8)
+    for r, name in enumerate(row_names):
         ax.text(-4, r * (ph + gap) + ph / 2, name, rotation=90, ha="right", va="center",
                 fontsize=9)
     fig.text(0.5, 1 - 4 / H, title, ha="center", va="top", fontsize=10)
-    _legend(fig, class_names, columns=max(4, 2 * len(slices)))
+    _legend(fig, entries, columns)
+    return fig
+
+
+def case_montage(path: PathLike, title: str, prediction: np.ndarray,
+                 class_names: Sequence[str], dpi: int = 100, **kwargs) -> Path:
+    """Write :func:`montage_figure` (same arguments) as the PNG ``path``."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    montage_figure(title, prediction, class_names, dpi=dpi, **kwargs).savefig(path, dpi=dpi)
     return path
 
 
@@ -247,7 +307,10 @@ def paper_figure(path: PathLike, image: np.ndarray, label: Optional[np.ndarray],
     aspect = _aspect(spacing, plan)
     panel_w = 1.8
     panel_h = panel_w * height * aspect / width
-    fig = _figure(panel_w * len(rows), 0.3 + panel_h * len(slices) + 0.45)
+    entries = present_classes(class_names, label, prediction)
+    columns, legend_rows = _legend_shape(entries, panel_w * len(rows) * dpi, dpi, fontsize=9)
+    legend_h = 0.15 + 0.2 * legend_rows
+    fig = _figure(panel_w * len(rows), 0.3 + panel_h * len(slices) + legend_h)
     axes = fig.subplots(len(slices), len(rows), squeeze=False)
     for r, z in enumerate(slices):
         for c, (name, labels) in enumerate(rows):
@@ -257,9 +320,9 @@ def paper_figure(path: PathLike, image: np.ndarray, label: Optional[np.ndarray],
             ax.set_axis_off()
             if r == 0:
                 ax.set_title(name[0].upper() + name[1:], fontsize=9)
-    _legend(fig, class_names, columns=4)
+    _legend(fig, entries, columns)
     fig.subplots_adjust(left=0.01, right=0.99, wspace=0.02, hspace=0.02,
-                        top=1 - 0.3 / fig.get_figheight(), bottom=0.45 / fig.get_figheight())
+                        top=1 - 0.3 / fig.get_figheight(), bottom=legend_h / fig.get_figheight())
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)

@@ -14,9 +14,13 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 from ..palette import colour_hex
-from .tables import conventions_line, display_name
+from .tables import conventions_line
+from .viewer import VIEWER_SCRIPT, viewer_html
 
-__all__ = ["write_html_report", "case_mean"]
+__all__ = ["write_html_report", "case_mean", "run_title", "MAX_GRID"]
+
+# A 2-D run's grid shows this many images, worst first; the others are linked.
+MAX_GRID = 24
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:1.5em auto;
@@ -34,6 +38,15 @@ vertical-align:-.15em;margin-right:.35em}
 .case{margin:1.2em 0}.case img,.plot{max-width:100%;height:auto;border:1px solid #eee}
 .case img.paper{max-width:640px}
 .note{color:#555;font-size:.9em}
+.warnings{border:1px solid #e0a800;background:#fff8e1;padding:.4em 1em;margin:1em 0}
+.warnings h2{margin:.2em 0;border:0;font-size:1.1em}.warnings li{margin:.2em 0}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(380px,1fr));gap:1em}
+.grid .case{margin:0}.grid h3{font-size:1em;margin:.2em 0}
+.viewer{margin:.6em 0 1.4em}.views{display:flex;flex-wrap:wrap;gap:.6em}
+.view{margin:0}.view canvas{width:320px;image-rendering:pixelated;border:1px solid #ccc;
+cursor:crosshair}.view figcaption{font-size:.85em;color:#555}
+.controls label{margin-left:.8em}.controls .slider{width:240px;vertical-align:middle}
+.hover{font-size:.9em;color:#333;min-height:1.3em}
 """
 
 # Click a column header to sort by it (numbers by their exact data-value); click again to flip.
@@ -99,8 +112,10 @@ def _legend(class_names: Sequence[str]) -> str:
 def _score_tables(summary: dict) -> str:
     unit = summary.get("hd95_unit", "mm")
     classes = summary["classes"]
-    head = "".join(f"<th>{_text(display_name(n))}</th>" for n in classes)
-    paper = (f'<table id="paper-table"><thead><tr><th>DSC (%)</th><th>HD95 ({_text(unit)})</th>'
+    head = "".join(f"<th>{_text(n)}</th>" for n in classes)
+    paper = (f'<table id="paper-table"><caption class="note">mean Dice and HD95 over cases, '
+             f"then Dice (%) per class</caption><thead><tr><th>mean Dice (%)</th>"
+             f"<th>mean HD95 ({_text(unit)})</th>"
              f"{head}</tr></thead><tbody><tr>{_cell(summary['mean_dice'], 100)}"
              f"{_cell(summary['mean_hd95'])}"
              + "".join(_cell(c["dice"], 100) for c in classes.values())
@@ -108,7 +123,7 @@ def _score_tables(summary: dict) -> str:
     rows = []
     for index, (name, stats) in enumerate(classes.items(), start=1):
         rows.append(f'<tr data-class="{_text(name)}"><td class="name">{_swatch(index)}'
-                    f"{_text(display_name(name))}</td>{_cell(stats['dice'], 100)}"
+                    f"{_text(name)}</td>{_cell(stats['dice'], 100)}"
                     f"{_cell(stats['hd95'])}"
                     + "".join(f"<td>{stats.get(k, 0)}</td>" for k in
                               ("n_counted", "n_missed", "n_false_positive", "n_absent"))
@@ -132,33 +147,82 @@ def _case_table(summary: dict) -> str:
                     f'<a href="#case-{_text(case)}">{_text(case)}</a></td>'
                     f"{_cell(case_mean(scores, 'dice'), 100)}{_cell(case_mean(scores, 'hd95'))}"
                     + "".join(_cell(scores[n]["dice"], 100) for n in names) + "</tr>")
-    head = "".join(f"<th>{_swatch(i)}{_text(display_name(n))}</th>"
+    head = "".join(f"<th>{_swatch(i)}{_text(n)}</th>"
                    for i, n in enumerate(names, start=1))
-    return (f'<table id="case-table" class="sortable"><thead><tr><th class="name">case</th>'
+    return (f'<table id="case-table" class="sortable"><caption class="note">mean Dice, '
+            f"mean HD95, then Dice (%) per class</caption><thead>"
+            f'<tr><th class="name">case</th>'
             f"<th>mean Dice (%)</th><th>mean HD95 ({_text(unit)})</th>{head}</tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table>")
 
 
-def _volume_table(volumes: dict[str, dict[str, float]], class_names: Sequence[str],
-                  unit: str) -> str:
-    """Per case the size of each predicted class (ml, or px for 2-D images)."""
-    head = "".join(f"<th>{_swatch(i)}{_text(n)} ({_text(unit)})</th>"
+def _volume_table(volumes: dict[str, tuple[dict[str, float], str]],
+                  class_names: Sequence[str]) -> str:
+    """Per case the size of each predicted class: ml, mm² for a single slice, px without
+    spacing; the unit in the header when all cases share it, else in every cell."""
+    units = {unit for _, unit in volumes.values()}
+    shared = units.pop() if len(units) == 1 else None
+    suffix = f" ({_text(shared)})" if shared else ""
+    head = "".join(f"<th>{_swatch(i)}{_text(n)}{suffix}</th>"
                    for i, n in enumerate(class_names, start=1))
-    digits = 0 if unit == "px" else 2
-    rows = "".join(f'<tr data-case="{_text(case)}"><td class="name"><a href="#case-{_text(case)}">'
-                   f"{_text(case)}</a></td>"
-                   + "".join(_cell(sizes.get(n, 0.0), digits=digits) for n in class_names)
-                   + "</tr>" for case, sizes in volumes.items())
+    rows = []
+    for case, (sizes, unit) in volumes.items():
+        digits = 0 if unit in ("px", "voxels") else 2
+        cells = "".join(_cell(sizes.get(n, 0.0), digits=digits) for n in class_names)
+        if not shared:
+            cells = cells.replace("</td>", f" {_text(unit)}</td>")
+        rows.append(f'<tr data-case="{_text(case)}"><td class="name"><a href="#case-'
+                    f'{_text(case)}">{_text(case)}</a></td>{cells}</tr>')
     return (f'<table id="volume-table" class="sortable"><thead><tr><th class="name">case</th>'
-            f"{head}</tr></thead><tbody>{rows}</tbody></table>")
+            f"{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+
+def run_title(settings: dict) -> str:
+    """What was segmented and with which model: the page's title."""
+    model = Path(str(settings["checkpoint"])).name if settings.get("checkpoint") else None
+    if settings.get("input"):
+        what = f"{settings['input']}"
+    elif settings.get("predictions"):
+        return f"{settings['predictions']} scored against {settings.get('labels')}"
+    else:
+        what = f"{settings.get('data set') or 'data set'}"
+        what += f" ({settings['split']} split)" if settings.get("split") else ""
+    return f"{what} segmented with {model}" if model else what
+
+
+def _warnings_box(warnings: Sequence[str]) -> str:
+    items = "".join(f"<li>{_text(w)}</li>" for w in warnings)
+    return (f'<div class="warnings" id="warnings"><h2>Warnings ({len(warnings)})</h2>'
+            f"<ul>{items}</ul></div>") if warnings else ""
+
+
+def _figures(order: Sequence[str], figures: dict[str, str], labelled: bool, kind: str,
+             viewers: dict, class_names: Sequence[str]) -> list[str]:
+    """The figures section: a grid for 2-D images (at most MAX_GRID), one case a row else."""
+    what = "image, ground truth and prediction" if labelled else "image and prediction"
+    cells = [f'<div class="case" id="case-{_text(c)}"><h3>{_text(c)}</h3>'
+             f'<img src="{_text(figures[c])}" alt="{_text(c)}: {what}">'
+             + (viewer_html(c, viewers[c], class_names) if c in viewers else "") + "</div>"
+             for c in order]
+    if kind != "image":
+        return ["<h2>Figures</h2>", *cells]
+    parts = [f"<h2>Images, worst first ({min(len(order), MAX_GRID)} of {len(order)})</h2>",
+             f'<div class="grid" id="grid">{"".join(cells[:MAX_GRID])}</div>']
+    if len(order) > MAX_GRID:
+        links = ", ".join(f'<a href="{_text(figures[c])}">{_text(c)}</a>'
+                          for c in order[MAX_GRID:])
+        parts.append(f'<p class="note" id="more-figures">The other figures: {links}</p>')
+    return parts
 
 
 def write_html_report(path: Union[str, Path], class_names: Sequence[str], settings: dict,
                       figures: dict[str, str], summary: Optional[dict] = None,
                       box_plot: Optional[str] = None,
-                      volumes: Optional[dict[str, dict[str, float]]] = None,
-                      volume_unit: str = "ml", notes: Sequence[str] = (),
-                      paper_figures: Optional[dict[str, str]] = None) -> Path:
+                      volumes: Optional[dict[str, tuple[dict[str, float], str]]] = None,
+                      notes: Sequence[str] = (),
+                      paper_figures: Optional[dict[str, str]] = None,
+                      warnings: Sequence[str] = (), viewers: Optional[dict] = None,
+                      kind: str = "volume") -> Path:
     """Write the report page.
 
     Parameters
@@ -176,19 +240,23 @@ def write_html_report(path: Union[str, Path], class_names: Sequence[str], settin
     box_plot : str, optional
         The box plot figure, relative to the page.
     volumes : dict, optional
-        Case to class name to predicted size (runs without ground truth).
-    volume_unit : str
-        "ml", or "px" for 2-D images.
+        Case to (class name to predicted size, unit) (runs without ground truth).
     notes : sequence of str
         Remarks on the run (shown under the settings).
     paper_figures : dict of str to str, optional
         Case to its publication figure (``--figure-cases``), relative to the page.
+    warnings : sequence of str
+        What the run warned: a box at the top of the page.
+    viewers : dict, optional
+        Case to its slice strips (:func:`~swin_unet.report.viewer.render_strips`).
+    kind : {"volume", "image"}
+        "image" (every case a single 2-D image) lays the figures out in a grid.
     """
     path = Path(path)
-    title = f"Swin-Unet results: {settings.get('data set') or settings.get('input') or ''}"
+    title = run_title(settings)
     parts = [f"<h1>{_text(title)}</h1>",
              f'<p class="note">written {datetime.datetime.now().isoformat(timespec="seconds")}'
-             f"</p><h2>Run</h2>", _settings_table(settings)]
+             f"</p>", _warnings_box(warnings), "<h2>Run</h2>", _settings_table(settings)]
     if summary is not None:
         parts.append(f'<p class="note">{_text(conventions_line(summary))}</p>')
     parts += [f'<p class="note">{_text(n)}</p>' for n in notes]
@@ -202,22 +270,17 @@ def write_html_report(path: Union[str, Path], class_names: Sequence[str], settin
                   "</p>", _case_table(summary)]
         order = [row for row in _case_order(summary) if row in figures]
     else:
-        parts += [f"<h2>Predicted {'areas' if volume_unit == 'px' else 'volumes'}</h2>",
-                  _volume_table(volumes or {}, class_names, volume_unit)]
+        parts += ["<h2>Predicted sizes</h2>", _volume_table(volumes or {}, class_names)]
         order = list(figures)
-    parts.append("<h2>Figures</h2>")
-    for case in order:
-        caption = f"{case}: image, ground truth and prediction" if summary is not None \
-            else f"{case}: image and prediction"
-        parts.append(f'<div class="case" id="case-{_text(case)}"><h3>{_text(case)}</h3>'
-                     f'<img src="{_text(figures[case])}" alt="{_text(caption)}"></div>')
+    parts += _figures(order, figures, summary is not None, kind, viewers or {}, class_names)
     if paper_figures:
         parts.append("<h2>Publication figures</h2>")
         parts += [f'<div class="case"><h3>{_text(c)}</h3><img class="paper" src="{_text(f)}" '
                   f'alt="{_text(c)}: publication figure"></div>' for c, f in paper_figures.items()]
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{_text(title)}</title><style>{_STYLE}</style></head><body>\n"
-            + "\n".join(parts) + f"\n<script>{_SORT_SCRIPT}</script>\n</body></html>\n")
+            + "\n".join(parts) + f"\n<script>{_SORT_SCRIPT}{VIEWER_SCRIPT}</script>\n"
+            "</body></html>\n")
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(page, encoding="utf-8")
     os.replace(tmp, path)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from ..config.conventions import describe_conventions
+from .warnings import run_warnings
 
 __all__ = ["write_metrics_csv", "write_summary_json", "format_table", "display_name",
            "conventions_line"]
@@ -99,9 +100,11 @@ def conventions_line(summary: dict) -> str:
 def write_summary_json(path: Union[str, Path], summary: dict, **extra: Any) -> None:
     """Write ``summary`` (from :func:`swin_unet.evaluation.metrics.summarize`) plus ``extra`` keys as JSON.
 
-    NaN ("not counted") becomes null. The metric conventions are added under ``conventions``.
+    NaN ("not counted") becomes null. The metric conventions are added under ``conventions``,
+    what the run warned so far under ``warnings``.
     """
     document = dict(summary)
+    document.setdefault("warnings", run_warnings())
     document.setdefault("conventions", describe_conventions(summary.get("metric_mode", "mm"),
                                                             summary.get("hd95_unit", "mm")))
     document.update(extra)
