@@ -40,7 +40,7 @@ vertical-align:-.15em;margin-right:.35em}
 .note{color:#555;font-size:.9em}
 .warnings{border:1px solid #e0a800;background:#fff8e1;padding:.4em 1em;margin:1em 0}
 .warnings h2{margin:.2em 0;border:0;font-size:1.1em}.warnings li{margin:.2em 0}
-.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(380px,1fr));gap:1em}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(520px,1fr));gap:1em}
 .grid .case{margin:0}.grid h3{font-size:1em;margin:.2em 0}
 .viewer{margin:.6em 0 1.4em}.views{display:flex;flex-wrap:wrap;gap:.6em}
 .view{margin:0}.view canvas{width:320px;image-rendering:pixelated;border:1px solid #ccc;
