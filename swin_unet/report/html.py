@@ -206,7 +206,8 @@ def _figures(order: Sequence[str], figures: dict[str, str], labelled: bool, kind
              for c in order]
     if kind != "image":
         return ["<h2>Figures</h2>", *cells]
-    parts = [f"<h2>Images, worst first ({min(len(order), MAX_GRID)} of {len(order)})</h2>",
+    heading = "Images, worst first" if labelled else "Images"
+    parts = [f"<h2>{heading} ({min(len(order), MAX_GRID)} of {len(order)})</h2>",
              f'<div class="grid" id="grid">{"".join(cells[:MAX_GRID])}</div>']
     if len(order) > MAX_GRID:
         links = ", ".join(f'<a href="{_text(figures[c])}">{_text(c)}</a>'
