@@ -150,7 +150,7 @@ def test_a_2d_run_lays_out_a_grid_worst_first_and_links_the_rest(tmp_path):
     summary = {"metric_mode": "mm", "hd95_unit": "px", "n_cases": n, "mean_dice": 0.8,
                "mean_hd95": 3.0, "classes": {"lesion": {"dice": 0.8, "hd95": 3.0,
                                                         "n_counted": n}}, "cases": cases}
-    text = builder.write(summary).read_text()
+    text = builder.write(summary).read_text(encoding="utf-8")
     grid = text[text.index('id="grid"'):text.index('id="more-figures"')]
     shown = [c.split('"')[0] for c in grid.split('id="case-')[1:]]
     assert shown == [f"lesion_{i:04d}" for i in range(n - 1, n - 1 - MAX_GRID, -1)]
@@ -172,7 +172,7 @@ def test_sizes_are_mm2_for_a_slice_with_spacing_ml_for_volumes_and_px_without(tm
     builder.add_case("ct", volume, affine=np.diag([2.0, 2.0, 2.5, 1.0]),
                      spacing=(2.0, 2.0, 2.5))
     builder.add_case("photo", slice_, affine=np.eye(4), spacing=(1, 1, 1))
-    header, *rows = Page(builder.write().read_text()).tables["volume-table"]
+    header, *rows = Page(builder.write().read_text(encoding="utf-8")).tables["volume-table"]
     assert [c["text"] for c in header[1:]] == ["liver", "stomach"]  # units per cell
     cells = {row[0]["text"]: [c["text"] for c in row[1:]] for row in rows}
     assert cells["dicom_slice"] == [f"{100 * 0.66 * 0.66:.2f} mm²", "0.00 mm²"]
@@ -189,12 +189,12 @@ def test_what_the_run_warned_is_on_the_page_and_in_summary_json(tmp_path):
         builder = ReportBuilder(tmp_path, ["liver"], {"input": "b.nii.gz",
                                                       "checkpoint": "ct/best.pth"})
         builder.add_case("brain", np.zeros((8, 8, 3), np.uint8), spacing=(1, 1, 1))
-        page = builder.write().read_text()
+        page = builder.write().read_text(encoding="utf-8")
         write_summary_json(tmp_path / "summary.json", {"metric_mode": "mm"})
     assert len(warned) == 2
     box = page[page.index('id="warnings"'):page.index("<h2>Run</h2>")]
     assert "in-plane spacing 0.5 mm" in box and "2 mask(s)" in box and "not ours" not in box
-    assert json.loads((tmp_path / "summary.json").read_text())["warnings"] == warned
+    assert json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))["warnings"] == warned
     assert "<title>b.nii.gz segmented with best.pth</title>" in page
 
 
