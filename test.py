@@ -28,37 +28,36 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="--metric-mode paper reproduces the published TransUNet / Swin-Unet procedure "
                "(its resize and its metric conventions); mm (default) resizes bicubic and "
                "scores HD95 in mm with sound empty-mask rules.")
-    parser.add_argument("--volume", action="store_true",
-                        help="score whole 3-D volumes (the only mode; kept for the original "
-                             "command line)")
+    parser.add_argument("--volume", action="store_true", help="whole 3-D volumes (always on)")
     add_dataset_option(parser, help="the data to score and its class names")
     parser.add_argument("--root", help="the data set's folder (data.root)")
-    parser.add_argument("--split", default="test", choices=choices(Split),
-                        help="which cases of the data set to score (default: test)")
-    parser.add_argument("--checkpoint", type=Path, help="this project's checkpoint, or an "
-                                                        "original Swin-Unet one (with --dataset)")
+    parser.add_argument("--split", default="test", choices=choices(Split), help="default: test")
+    parser.add_argument("--checkpoint", type=Path, nargs="+",
+                        help="this project's checkpoint, or an original Swin-Unet one (with "
+                             "--dataset); several: an ensemble (their mean probabilities)")
+    parser.add_argument("--cross-validation", type=Path, nargs="+", default=[], metavar="RUN",
+                        help="each run's best checkpoint on its own validation fold, one table")
+    parser.add_argument("--compare", action="store_true",
+                        help="--cross-validation of several configurations (runs grouped by "
+                             "parent folder): means and paired Wilcoxon tests per class")
     parser.add_argument("--predictions", type=Path,
                         help="score the label files in this folder (no model) ...")
     parser.add_argument("--labels", type=Path, help="... against the same-named files here")
     parser.add_argument("--input", type=Path,
-                        help="segment your own scans: a NIfTI/NRRD/MHA file, a folder of them, "
-                             "or a DICOM series folder; or 2-D images: a PNG/JPEG/TIFF/BMP file "
-                             "or a folder of them")
-    parser.add_argument("--output", type=Path, help="results folder (default: "
-                                                    "outputs/test_<dataset>)")
+                        help="segment your own scans: a NIfTI/NRRD/MHA file or folder of them, "
+                             "a DICOM series folder, 2-D PNG/JPEG/TIFF/BMP images (file, folder)")
+    parser.add_argument("--output", type=Path, help="default: outputs/test_<dataset>")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the results of an earlier run in --output")
     parser.add_argument("--ignore-geometry", action="store_true",
                         help="with --predictions/--labels: score a prediction whose affine "
-                             "differs from its label's voxel by voxel (recorded in "
-                             "summary.json) instead of refusing it")
+                             "differs from its label's voxel by voxel (noted in summary.json)")
     parser.add_argument("--save-nifti", action="store_true",
                         help="also write predictions/<case>.nii.gz (uint8, the image's geometry); "
                              "2-D images: predictions/<case>.png and overlays/<case>.png")
     parser.add_argument("--save-probabilities", action="store_true",
-                        help="also write probabilities/<case>.npz (float16 (K, X, Y, Z) in the "
-                             "label map's voxel order, and the affine); with --tta also "
-                             "uncertainty/<case>.nii.gz (entropy of the mean probabilities)")
+                        help="also write probabilities/<case>.npz (float16 (K, X, Y, Z), voxels "
+                             "as the labels', the affine), with --tta uncertainty/<case>.nii.gz")
     parser.add_argument("--dicom-seg", action=argparse.BooleanOptionalAction,
                         help="DICOM series --input: also predictions/<case>_seg.dcm, a DICOM SEG "
                              "(default on; FRACTIONAL with --save-probabilities)")
@@ -78,8 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=choices(Device), default="auto",
                         help="where to run the model (default auto: CUDA when there is a GPU)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="override the checkpoint's config, e.g. "
-                                                  "--set data.test_cases=[1,2]")
+                        metavar="KEY=VALUE", help="override the checkpoint's config")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--no-report", action="store_true",
                         help="skip report.html and figures/ (overlay figures of every case)")
@@ -132,7 +130,7 @@ def report(result) -> None:
     else:
         from swin_unet.report.tables import format_table
 
-        print(format_table(result.summary))
+        print("\n".join(result.tables) if result.tables else format_table(result.summary))
         for note in result.notes:
             print(f"note: {note}")
         tables = f"; {tables}" if (folder / SLICER_TABLE).is_file() else ""

@@ -35,7 +35,13 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                        help="data set layout; phantom generates a synthetic CT set on first use")
     parser.add_argument("--root", help="data folder (sets data.root)")
     parser.add_argument("--config", help="a YAML config layered over the data set's one")
-    parser.add_argument("--output", help="run folder (default: runs/<dataset>)")
+    parser.add_argument("--output", help="run folder (default: runs/<dataset>, with --fold "
+                                          "runs/<dataset>/fold_K)")
+    parser.add_argument("--fold", metavar="K|all",
+                        help="cross-validation: validate on fold K (0-based) of the labelled "
+                             "non-test cases split into data.folds folds (default 5; a folder's "
+                             "splits_final.json when present), train on the rest; all: train "
+                             "on every one, no validation")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE",
                         help="override a config key with a YAML value, e.g. "
@@ -70,7 +76,8 @@ def _script(name: str) -> str:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
-    output = Path(args.output or Path("runs") / args.dataset)
+    output = Path(args.output or Path("runs") / args.dataset
+                  / (f"fold_{args.fold}" if args.fold is not None else ""))
     rank = int(os.environ.get("RANK", "0"))
     try:
         from swin_unet.training import TrainingDiverged, train_from_layers
@@ -80,7 +87,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 args.dataset, output, config_file=args.config, overrides=args.overrides,
                 root=args.root, resume=args.resume, pretrained=args.pretrained,
                 device=args.device, amp=args.amp, compile=args.compile, verbose=not args.quiet,
-                overwrite=args.overwrite)
+                overwrite=args.overwrite, fold=args.fold)
         except TrainingDiverged as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

@@ -26,6 +26,7 @@ overlays the image. A 2-D image is a volume of one slice: (rows, columns, 1).
 
 from .base import DataSource, RawVolume, VolumeEntry
 from .intensity import INTENSITY_MODES, normalize_intensity, resolve_intensity
+from .folds import make_folds, read_splits_final, resolve_fold, write_splits_final
 from .phantom import generate_phantom
 from .registry import (DATASET_NAMES, DATASETS, LAYOUTS, DatasetEntry, Layout, class_names_for,
                        dataset_entry, default_intensity_for, default_root, open_dataset)
@@ -60,6 +61,10 @@ __all__ = [
     "class_names_for",
     "default_intensity_for",
     "generate_phantom",
+    "make_folds",
+    "read_splits_final",
+    "resolve_fold",
+    "write_splits_final",
     "normalize_intensity",
     "resolve_intensity",
     "open_dataset",

@@ -120,6 +120,8 @@ class DataSource(abc.ABC):
     augmentation: str = "recipe"
     # The unit of distances (HD95) with the data's spacing: mm, or px for 2-D images.
     distance_unit: str = "mm"
+    # An nnU-Net splits_final.json whose folds train.py --fold uses (folder data sets).
+    splits_final: Optional[Path] = None
 
     def __init__(self, root: Path, data_cfg: DataConfig,
                  default_splits: dict[str, Sequence[str]], normalize_case):

@@ -171,6 +171,9 @@ class FolderDataset(DataSource):
         if not self._labelled:
             raise InputError(f"{labels_dir}: no *{self.file_ending} label files")
         splits = read_splits(root) or deterministic_split(self._labelled)
+        # nnU-Net's folds, for train.py --fold (read_splits takes fold 0 as the plain split).
+        final = root / "splits_final.json"
+        self.splits_final = final if final.is_file() else None
         super().__init__(root, data_cfg, splits, case_id)
 
     def _image_files(self, case: str) -> list[Path]:

@@ -93,6 +93,11 @@ class DataConfig:
     train_cases: Optional[list[str]] = None
     val_cases: Optional[list[str]] = None
     test_cases: Optional[list[str]] = None
+    # Cross-validation (train.py --fold): the labelled non-test cases split into ``folds``
+    # folds from train.seed (or a folder's splits_final.json); ``fold`` "0".."folds-1" is the
+    # validation fold, "all" trains on every case. The resolved case lists above are recorded.
+    folds: int = 5
+    fold: Optional[str] = None
     # DataLoader workers; also the threads that read volumes into the cache and check them.
     num_workers: int = 2
     # "auto" (from the data set / modality), "ct" (clip to ct_window, scale to [0, 1]),

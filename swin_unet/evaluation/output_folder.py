@@ -34,6 +34,7 @@ class RunResult:
     kind: str = "dataset"  # "dataset", "predictions" or "input" (EvaluationRequest.kind)
     output: Optional[Path] = None
     report: Optional[Path] = None  # report.html, unless the run was asked for none
+    tables: list[str] = field(default_factory=list)  # printed instead of the summary's table
 
 
 def result_files(output: Path) -> list[Path]:

@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, Union
 
 import numpy as np
 from tqdm import tqdm
@@ -101,7 +101,8 @@ def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
                      options: InferenceOptions, save_nifti: bool = False,
                      unit_spacing_note: Optional[str] = None,
                      report: Optional[ReportBuilder] = None,
-                     probabilities: bool = False) -> RunResult:
+                     probabilities: bool = False, scored: Optional[dict] = None,
+                     complete: bool = True, extra: Optional[dict] = None) -> RunResult:
     """Predict and score each volume of a data set; write metrics.csv, summary.json (+ NIfTI).
 
     With ``save_nifti``, a 2-D image's prediction is written as ``predictions/<case>.png``
@@ -109,6 +110,9 @@ def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
 
     ``report`` draws each case as it is scored; viewer colour tables go beside predictions.
     ``probabilities``: also probabilities/ and, with TTA, uncertainty/ (see segment_inputs).
+    ``scored``: the cases of earlier calls (cross-validation's other folds), which the tables
+    keep and this call adds to; ``complete`` False leaves the tables marked incomplete for a
+    later call; ``extra``: more summary.json keys (by default the checkpoint or checkpoints).
 
     Raises
     ------
@@ -120,7 +124,8 @@ def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
     output.mkdir(parents=True, exist_ok=True)
     result = RunResult(notes=[unit_spacing_note] if unit_spacing_note else [], output=output)
     num_classes = len(loaded.class_names) + 1
-    per_case: dict[str, list[dict]] = {}
+    per_case: dict[str, list[dict]] = {} if scored is None else scored
+    extra = loaded.summary_fields() if extra is None else extra
     seconds = []
     unit = "mm"
     for item in tqdm(volumes, desc="volumes", unit="vol", disable=not options.progress):
@@ -147,16 +152,18 @@ def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
             shown = read_image(item["image_path"])[..., None] if unit == "px" else item["image"]
             report.add_case(item["case"], prediction, shown, item["label"],
                             item["affine"], item["spacing"], per_case[item["case"]])
-        write_results(output, per_case, loaded.class_names, options.metric_conventions, result, False,
-                      distance_unit=unit, checkpoint=str(loaded.path), n_listed=len(volumes))
+        write_results(output, per_case, loaded.class_names, options.metric_conventions, result,
+                      False, distance_unit=unit, **{"n_listed": len(volumes), **extra})
     if not per_case:
         raise InputError("no volumes to evaluate in the selected split")
     if unit == "px":
         result.notes.append(PIXEL_NOTE)
     elif save_nifti:
         write_viewer_tables(output / "predictions", loaded.class_names)
-    return write_results(output, per_case, loaded.class_names, options.metric_conventions, result, True,
-                         report, distance_unit=unit, checkpoint=str(loaded.path),
+    if not complete:
+        return result
+    return write_results(output, per_case, loaded.class_names, options.metric_conventions, result,
+                         True, report, distance_unit=unit, **extra,
                          seconds_per_volume=float(np.mean(seconds)))
 
 
@@ -254,7 +261,8 @@ class EvaluationRequest:
     dataset: Optional[str] = None
     root: Optional[str] = None
     split: str = "test"
-    checkpoint: Optional[Path] = None
+    # One checkpoint, or several: an ensemble (their mean probabilities).
+    checkpoint: Union[Path, Sequence[Path], None] = None
     predictions: Optional[Path] = None
     labels: Optional[Path] = None
     input: Optional[Path] = None
@@ -276,9 +284,21 @@ class EvaluationRequest:
     report: bool = True
     figure_cases: Sequence[str] = ()
     figure_slices: Optional[Sequence[int]] = None
+    # Run folders whose best checkpoints score their own validation folds (evaluation.crossval);
+    # compare: of several configurations, with paired differences.
+    cross_validation: Sequence[Path] = ()
+    compare: bool = False
+
+    def checkpoints(self) -> list[Path]:
+        """``checkpoint`` as a list: one path, or an ensemble's."""
+        if self.checkpoint is None:
+            return []
+        if isinstance(self.checkpoint, (str, Path)):
+            return [Path(self.checkpoint)]
+        return [Path(p) for p in self.checkpoint]
 
     def kind(self) -> str:
-        """Which of the three runs this is: "predictions", "input" or "dataset".
+        """Which run this is: "predictions", "input", "dataset" or "crossval".
 
         Raises
         ------
@@ -287,6 +307,11 @@ class EvaluationRequest:
         """
         if self.batch_size is not None and self.batch_size < 1:
             raise InputError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.compare and not self.cross_validation:
+            raise InputError("--compare compares cross-validations: give --cross-validation "
+                             "RUN RUN ...")
+        if self.cross_validation:  # its options are checked by evaluation.crossval
+            return "crossval"
         if self.predictions or self.labels:
             if not (self.predictions and self.labels):
                 raise InputError("--predictions and --labels go together")
@@ -306,6 +331,26 @@ class EvaluationRequest:
         return "dataset"
 
 
+def request_overrides(request: EvaluationRequest) -> list[str]:
+    """``--set`` overrides of the checkpoint's config, with ``--root`` as ``data.root``."""
+    return list(request.overrides) + ([f"data.root={request.root}"] if request.root else [])
+
+
+def inference_options(request: EvaluationRequest, loaded: LoadedModel,
+                      device: torch.device) -> InferenceOptions:
+    """How the network runs: the request's options, else the checkpoint's ``inference``."""
+    from ..precision import autocast_dtype, precision_name
+
+    inference = loaded.config.inference
+    chosen = (metric_mode_settings(request.metric_mode) if request.metric_mode else
+              {"resize": inference.resize, "metric_conventions": inference.metric_conventions})
+    logger.info("precision: %s", precision_name(device, autocast_dtype(device, request.amp),
+                                                request.amp))
+    return InferenceOptions(request.batch_size or inference.batch_size, **chosen,
+                            tta=request.tta or inference.tta, device=device, amp=request.amp,
+                            progress=request.progress)
+
+
 def run_evaluation(request: EvaluationRequest) -> RunResult:
     """Score a data set with a checkpoint, score existing predictions, or segment scans.
 
@@ -323,6 +368,9 @@ def run_evaluation(request: EvaluationRequest) -> RunResult:
 
 def _run(request: EvaluationRequest) -> RunResult:
     kind = request.kind()
+    if kind == "crossval":
+        from .crossval import cross_validate
+        return cross_validate(request)
     datasets = project_datasets()
     if kind == "predictions":
         output = request.output or Path("outputs") / f"eval_{request.predictions.name}"
@@ -334,21 +382,13 @@ def _run(request: EvaluationRequest) -> RunResult:
                                     request.metric_mode or "mm", names, request.progress,
                                     report_for(request, output, names or []),
                                     request.ignore_geometry, stale)
+    from .ensemble import load_models
     from .inference import resolve_device
-    from .trained import load_model
 
     device = resolve_device(request.device)
-    overrides = list(request.overrides) + ([f"data.root={request.root}"] if request.root else [])
-    loaded = load_model(request.checkpoint, request.dataset, overrides, device)
-    inference = loaded.config.inference
-    chosen = (metric_mode_settings(request.metric_mode) if request.metric_mode else
-              {"resize": inference.resize, "metric_conventions": inference.metric_conventions})
-    options = InferenceOptions(request.batch_size or inference.batch_size, **chosen,
-                               tta=request.tta or inference.tta, device=device, amp=request.amp,
-                               progress=request.progress)
-    from ..precision import autocast_dtype, precision_name
-    logger.info("precision: %s", precision_name(device, autocast_dtype(device, request.amp),
-                                                request.amp))
+    loaded = load_models(request.checkpoints(), request.dataset, request_overrides(request),
+                         device)
+    options = inference_options(request, loaded, device)
     if kind == "input":
         return segment_inputs(loaded, request.input, request.output, options, request.overwrite,
                               report=report_for(request, request.output, loaded.class_names,
@@ -361,9 +401,9 @@ def _run(request: EvaluationRequest) -> RunResult:
     stale = check_output(output, request.overwrite)
     source = datasets.open_dataset(request.dataset, loaded.config.data)
     if list(source.class_names) != loaded.class_names:
-        raise InputError(f"{request.checkpoint}: trained for classes "
+        raise InputError(f"{loaded.path}: trained for classes "
                          f"{', '.join(loaded.class_names)}; {request.dataset} has "
-                         f"{', '.join(source.class_names)}", path=request.checkpoint)
+                         f"{', '.join(source.class_names)}", path=loaded.path)
     source.check_integrity((request.split,))  # a bad case fails now, not after the others
     remove_results(output, stale)
     note = None

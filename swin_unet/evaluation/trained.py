@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -29,6 +29,19 @@ class LoadedModel:
     class_names: list[str]
     source: str  # "project" (this project's training) or "swin_unet" (the original code)
     path: Path
+    # An ensemble's checkpoints (evaluation.ensemble), ``path`` the first; empty for one.
+    members: list[Path] = field(default_factory=list)
+
+    @property
+    def checkpoints(self) -> list[Path]:
+        """The checkpoint, or an ensemble's checkpoints."""
+        return list(self.members) or [self.path]
+
+    def summary_fields(self) -> dict:
+        """What summary.json says of the network: the checkpoint, or the ensemble's."""
+        if not self.members:
+            return {"checkpoint": str(self.path)}
+        return {"checkpoint": str(self.path), "checkpoints": [str(p) for p in self.members]}
 
 
 def resolve_intensity_for(config: Config) -> str:

@@ -182,7 +182,9 @@ def report_for(request, output: Path, class_names: Sequence[str], options=None,
     if not request.report:
         return None
     scored = request.input is None and request.predictions is None
-    shown = {"checkpoint": request.checkpoint, "data set": request.dataset,
+    checkpoints = ", ".join(str(p) for p in request.checkpoints())
+    shown = {"checkpoint" if "," not in checkpoints else "ensemble": checkpoints or None,
+             "data set": request.dataset,
              "split": request.split if scored else None, "input": request.input,
              "predictions": request.predictions, "labels": request.labels}
     if options is not None:

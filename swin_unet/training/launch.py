@@ -18,7 +18,8 @@ def resolve_run_config(dataset: str, output: Union[str, Path], *,
                        config_file: Union[str, Path, None] = None,
                        overrides: Sequence[str] = (), root: Optional[str] = None,
                        resume: Optional[str] = None, amp: bool = False,
-                       compile: bool = False) -> tuple[Config, Optional[Path], Optional[dict]]:
+                       compile: bool = False,
+                       fold: Optional[str] = None) -> tuple[Config, Optional[Path], Optional[dict]]:
     """The run's config, the checkpoint to resume from and how far it got (None, None for a
     fresh run).
 
@@ -34,6 +35,9 @@ def resolve_run_config(dataset: str, output: Union[str, Path], *,
         The run folder (where ``resume=""`` looks for ``checkpoints/last.pth``).
     resume : str, optional
         None: a fresh run; "": the run folder's last checkpoint; else a checkpoint's path.
+    fold : str, optional
+        The cross-validation fold to train ("0".., or "all"; ``data.fold``). A resumed run
+        keeps its own fold and cases: another fold is refused.
 
     Returns
     -------
@@ -45,7 +49,7 @@ def resolve_run_config(dataset: str, output: Union[str, Path], *,
     ------
     InputError
         An unreadable config or checkpoint, a checkpoint of another data set, an unknown key
-        or a bad value.
+        or a bad value, or a resumed run of another fold.
     """
     resume_path, progress = None, None
     if resume is not None:
@@ -70,6 +74,12 @@ def resolve_run_config(dataset: str, output: Union[str, Path], *,
         config.train.amp = True
     if compile:
         config.train.compile = True
+    if fold is not None:
+        if resume_path is not None and config.data.fold != str(fold):
+            raise InputError(f"--fold {fold}: {resume_path} is a run of "
+                             f"{'fold ' + config.data.fold if config.data.fold else 'no fold'}",
+                             path=resume_path)
+        config.data.fold = str(fold)
     return config, resume_path, progress
 
 
@@ -78,7 +88,8 @@ def train_from_layers(dataset: str, output: Union[str, Path], *,
                       root: Optional[str] = None, resume: Optional[str] = None,
                       pretrained: Union[str, Path, None] = None, device: str = "auto",
                       amp: bool = False, compile: bool = False,
-                      verbose: bool = True, overwrite: bool = False) -> TrainResult:
+                      verbose: bool = True, overwrite: bool = False,
+                      fold: Optional[str] = None) -> TrainResult:
     """What ``train.py`` does: :func:`resolve_run_config`, then :func:`train`.
 
     Returns
@@ -97,7 +108,7 @@ def train_from_layers(dataset: str, output: Union[str, Path], *,
     """
     config, resume_path, progress = resolve_run_config(
         dataset, output, config_file=config_file, overrides=overrides, root=root, resume=resume,
-        amp=amp, compile=compile)
+        amp=amp, compile=compile, fold=fold)
     if progress is not None and not progress["step_in_epoch"] \
             and int(progress["epoch"]) >= config.train.epochs:
         return TrainResult(output_dir=Path(output), epochs_done=int(progress["epoch"]),

@@ -17,6 +17,7 @@ from ..data_layer import project_datasets
 from ..errors import InputError, format_error
 from ..model import build_model, load_pretrained
 from ..io.orientation import training_geometry
+from .folds import apply_fold
 from .distributed import (DistributedContext, broadcast_object, cleanup_distributed,
                           configure_cpu_threads, configure_math, math_settings,
                           restore_math_settings, setup_distributed)
@@ -182,6 +183,9 @@ def train(config: Config, output_dir: Union[str, Path], *, resume: Union[str, Pa
                         dist.get_backend())
 
         source = _open_data(config, context)
+        if config.data.fold is not None and resume is None:  # a resumed fold keeps its cases
+            config = apply_fold(config, source, output_dir, context.is_main)
+            source = _open_data(config, context)
         _on_rank0_first(lambda: _check_data(source), context)
         config = _record_geometry(_fit_model_config(config, source), source)
         torch.manual_seed(config.train.seed)  # same initial weights on every rank

@@ -26,8 +26,8 @@ def existing_run(folder: Path) -> Optional[Path]:
 
 
 def _run_files(folder: Path) -> list[Path]:
-    """What a run writes: config, log, checkpoints (and their temporaries), TensorBoard events."""
-    files = [folder / "config.yaml", folder / "train.log"]
+    """What a run writes: config, log, folds, checkpoints (and temporaries), TensorBoard events."""
+    files = [folder / "config.yaml", folder / "train.log", folder / "splits_final.json"]
     checkpoints, tensorboard = folder / "checkpoints", folder / "tensorboard"
     if checkpoints.is_dir():
         files += sorted(checkpoints.glob("*.pth")) + sorted(checkpoints.glob("*.pth.tmp"))
