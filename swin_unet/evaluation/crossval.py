@@ -17,7 +17,8 @@ from ..data_layer import project_datasets
 from ..errors import InputError
 from ..report.builder import report_for
 from .output_folder import RunResult, check_output, remove_results
-from .run import EvaluationRequest, evaluate_volumes, inference_options, request_overrides
+from .networks import inference_options, request_overrides
+from .run import EvaluationRequest, evaluate_volumes
 
 __all__ = ["FoldRun", "cross_validate", "read_fold_run", "group_runs"]
 

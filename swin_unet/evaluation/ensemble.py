@@ -12,7 +12,7 @@ from torch import nn
 from ..errors import InputError
 from .trained import LoadedModel, load_model, resolve_intensity_for
 
-__all__ = ["Ensemble", "load_ensemble", "load_models"]
+__all__ = ["Ensemble", "load_ensemble"]
 
 
 class Ensemble(nn.Module):
@@ -54,16 +54,6 @@ def _preprocessing(loaded: LoadedModel) -> list[tuple[str, object]]:
                                                                     (list, tuple))
              else config.model.img_size),
             ("orientation record", (geometry.axcodes, geometry.slice_axis))]
-
-
-def load_models(paths: Sequence[Path], dataset: Optional[str] = None,
-                overrides: Sequence[str] = (),
-                device: Optional[torch.device] = None) -> LoadedModel:
-    """One checkpoint as :func:`load_model` loads it; several as an :class:`Ensemble`."""
-    paths = [Path(p) for p in paths]
-    if len(paths) == 1:
-        return load_model(paths[0], dataset, overrides, device)
-    return load_ensemble(paths, dataset, overrides, device)
 
 
 def load_ensemble(paths: Sequence[Path], dataset: Optional[str] = None,

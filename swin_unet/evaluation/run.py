@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence, Union
 import numpy as np
 from tqdm import tqdm
 
-from ..config import metric_mode_settings
 from ..data_layer import project_datasets
 from ..errors import InputError
 from ..io.images import read_image
@@ -331,26 +330,6 @@ class EvaluationRequest:
         return "dataset"
 
 
-def request_overrides(request: EvaluationRequest) -> list[str]:
-    """``--set`` overrides of the checkpoint's config, with ``--root`` as ``data.root``."""
-    return list(request.overrides) + ([f"data.root={request.root}"] if request.root else [])
-
-
-def inference_options(request: EvaluationRequest, loaded: LoadedModel,
-                      device: torch.device) -> InferenceOptions:
-    """How the network runs: the request's options, else the checkpoint's ``inference``."""
-    from ..precision import autocast_dtype, precision_name
-
-    inference = loaded.config.inference
-    chosen = (metric_mode_settings(request.metric_mode) if request.metric_mode else
-              {"resize": inference.resize, "metric_conventions": inference.metric_conventions})
-    logger.info("precision: %s", precision_name(device, autocast_dtype(device, request.amp),
-                                                request.amp))
-    return InferenceOptions(request.batch_size or inference.batch_size, **chosen,
-                            tta=request.tta or inference.tta, device=device, amp=request.amp,
-                            progress=request.progress)
-
-
 def run_evaluation(request: EvaluationRequest) -> RunResult:
     """Score a data set with a checkpoint, score existing predictions, or segment scans.
 
@@ -382,8 +361,8 @@ def _run(request: EvaluationRequest) -> RunResult:
                                     request.metric_mode or "mm", names, request.progress,
                                     report_for(request, output, names or []),
                                     request.ignore_geometry, stale)
-    from .ensemble import load_models
     from .inference import resolve_device
+    from .networks import inference_options, load_models, request_overrides
 
     device = resolve_device(request.device)
     loaded = load_models(request.checkpoints(), request.dataset, request_overrides(request),
