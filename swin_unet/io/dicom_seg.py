@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import InputError, parsing
 from ..palette import class_colour
 
-__all__ = ["segment_codes", "write_seg", "is_seg_file", "seg_files", "read_seg_labels",
+__all__ = ["present_classes", "segment_codes", "write_seg", "is_seg_file", "seg_files", "read_seg_labels",
            "read_seg_volume", "seg_highest_label", "SEG_SUFFIX"]
 
 logger = logging.getLogger(__name__)
@@ -72,6 +72,12 @@ def _description(number: int, name: str, index: int, algorithm):
     return description
 
 
+def present_classes(labels: np.ndarray, num_foreground: int) -> list[int]:
+    """The foreground classes 1..``num_foreground`` that ``labels`` holds, in order."""
+    counts = np.bincount(np.asarray(labels).reshape(-1), minlength=num_foreground + 1)
+    return [int(c) for c in np.flatnonzero(counts[1:num_foreground + 1]) + 1]
+
+
 def write_seg(labels: np.ndarray, headers: Sequence, class_names: Sequence[str],
               path: Union[str, Path], checkpoint: str,
               probabilities: Optional[np.ndarray] = None) -> Optional[Path]:
@@ -96,7 +102,7 @@ def write_seg(labels: np.ndarray, headers: Sequence, class_names: Sequence[str],
     from .. import __version__
 
     path = Path(path)
-    present = [int(c) for c in np.unique(labels) if 0 < c <= len(class_names)]
+    present = present_classes(labels, len(class_names))
     if not present:
         logger.warning("%s: no class predicted, no DICOM SEG written", path.name)
         return None
@@ -111,8 +117,12 @@ def write_seg(labels: np.ndarray, headers: Sequence, class_names: Sequence[str],
         lookup[present] = np.arange(1, len(present) + 1)
         pixels, kind, syntax = lookup[frames], "BINARY", ExplicitVRLittleEndian
     else:
-        pixels = np.stack([np.transpose(probabilities[c], (2, 1, 0)) for c in present], axis=-1)
-        pixels, kind, syntax = np.clip(pixels.astype(np.float32), 0, 1), "FRACTIONAL", RLELossless
+        pixels = np.empty(frames.shape + (len(present),), dtype=np.float32)  # highdicom: float32
+        for k in range(frames.shape[0]):  # slice by slice: a cache-friendly transposed copy
+            for number, c in enumerate(present):
+                pixels[k, :, :, number] = probabilities[c, :, :, k].T
+        np.clip(pixels, 0.0, 1.0, out=pixels)
+        kind, syntax = "FRACTIONAL", RLELossless
     first = headers[0]
     number = int(first.get("SeriesNumber") or 0) + 1000
     seg = hd.seg.Segmentation(

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..palette import class_colour
+from .dicom_seg import present_classes
 from .dicom_series import Series, slice_geometry
 
 __all__ = ["write_rtstruct", "rasterise_rtstruct", "RTSTRUCT_SUFFIX", "MIN_CHECKED_VOXELS",
@@ -51,7 +52,7 @@ def write_rtstruct(labels: np.ndarray, series: Series, class_names: Sequence[str
 
     RTStruct, ds_helper = _builder()
     path = Path(path)
-    present = [int(c) for c in np.unique(labels) if 0 < c <= len(class_names)]
+    present = present_classes(labels, len(class_names))
     if not present:
         logger.warning("%s: no class predicted, no RT Structure Set written", path.name)
         return None, {}
