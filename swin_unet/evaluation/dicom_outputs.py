@@ -29,7 +29,7 @@ class DicomOutputs:
     rtstruct : bool
         ``--rtstruct``: also an RT Structure Set.
     checkpoint : str
-        The checkpoint's file name, written into the objects' descriptions.
+        The checkpoint's file name (an ensemble's joined by +), written into the descriptions.
     """
 
     seg: Optional[bool] = None

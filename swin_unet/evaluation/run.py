@@ -374,8 +374,8 @@ def _run(request: EvaluationRequest) -> RunResult:
                                                 options, **{"trained on": loaded.config.dataset}),
                               probabilities=request.save_probabilities,
                               keep_orientation=request.keep_orientation,
-                              dicom=DicomOutputs(request.dicom_seg, request.rtstruct,
-                                                 Path(request.checkpoint).name))
+                              dicom=DicomOutputs(request.dicom_seg, request.rtstruct, "+".join(
+                                  path.name for path in request.checkpoints())))
     output = request.output or Path("outputs") / f"test_{request.dataset}"
     stale = check_output(output, request.overwrite)
     source = datasets.open_dataset(request.dataset, loaded.config.data)
