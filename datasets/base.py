@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import functools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,7 @@ from swin_unet.errors import InputError
 from .cases import SPLITS, resolve_splits
 from .intensity import normalize_intensity, resolve_intensity
 from .readers import read_nifti_header
+from .slice_store import SliceStore, StoreBuilder, file_stamp, resolve_cache_dir
 
 if TYPE_CHECKING:
     from .slices import SliceDataset, VolumeDataset
@@ -228,26 +230,46 @@ class DataSource(abc.ABC):
 
         return VolumeDataset(self.entries(split), self.volume_item)
 
-    def train_slices(self, img_size: Union[int, Sequence[int]], seed: int = 0) -> SliceDataset:
-        """Every slice of every training volume, cached at ``img_size``, as a torch Dataset.
+    def slice_cache(self, img_size: Union[int, Sequence[int]]) -> StoreBuilder:
+        """The on-disk cache of every training slice at ``img_size`` (nothing read yet).
 
-        Items are {"image": float32 (in_chans, H, W), "label": int64 (1, H, W)}; augmentation
-        (``data_cfg.augment``; the kind is :attr:`augmentation`) derives its randomness from
-        (seed, epoch, index) only.
+        ``.open()`` reuses it or builds it; its folder name carries a fingerprint of the
+        source files (path, size, modification time), the layout, the intensity settings, the
+        size and dtype.
         """
         from swin_unet.model.network import as_pair
-
-        from .slices import SliceDataset, build_slice_cache
 
         size = as_pair(img_size)
         entries = self.entries("train")
         if not entries:
             raise InputError(f"{self.name}: the training split is empty "
                              f"(set data.train_cases)")
-        cache = build_slice_cache(entries, self._cached_volume, size,
-                                  np.dtype(self.data_cfg.cache_dtype),
-                                  workers=max(1, int(self.data_cfg.num_workers)))
-        return SliceDataset(cache, augment=self.data_cfg.augment, seed=seed,
+        dtype = np.dtype(self.data_cfg.cache_dtype)
+        key = {"kind": "resize", "dataset": self.name, "layout": self.layout,
+               "source": type(self).__qualname__, "intensity": self.intensity,
+               "ct_window": list(self.ct_window), "size": list(size), "dtype": dtype.name,
+               "in_chans": self.in_chans, "allow_slice_gaps": self.data_cfg.allow_slice_gaps,
+               "volumes": [_entry_stamp(e) for e in entries]}
+        return StoreBuilder(resolve_cache_dir(self.data_cfg.cache_dir),
+                            f"{self.name}-{self.layout}-{size[0]}x{size[1]}-{dtype.name}", key,
+                            entries, functools.partial(self._training_slices, size, dtype),
+                            workers=max(1, int(self.data_cfg.num_workers)),
+                            estimate_bytes=self._estimate_bytes(entries, size, dtype))
+
+    def train_slices(self, img_size: Union[int, Sequence[int]], seed: int = 0,
+                     store: Optional[SliceStore] = None) -> SliceDataset:
+        """Every slice of every training volume at ``img_size``, as a torch Dataset.
+
+        Items are {"image": float32 (in_chans, H, W), "label": int64 (1, H, W)}; augmentation
+        (``data_cfg.augment``; the kind is :attr:`augmentation`) derives its randomness from
+        (seed, epoch, index) only. Slices are read from ``store``, by default
+        :meth:`slice_cache`'s, reused or built now.
+        """
+        from .slices import SliceDataset
+
+        if store is None:
+            store = self.slice_cache(img_size).open()
+        return SliceDataset(store, augment=self.data_cfg.augment, seed=seed,
                             augmentation=self.augmentation)
 
     # ----------------------------------------------------------------- helpers
@@ -259,8 +281,49 @@ class DataSource(abc.ABC):
         return normalize_intensity(raw.image, self.intensity, self.ct_window,
                                    channels_first=raw.image.ndim == 4)
 
-    def _cached_volume(self, entry: VolumeEntry) -> tuple[np.ndarray, np.ndarray]:
-        raw = self.load(entry)
+    def _load_for_cache(self, entry: VolumeEntry,
+                        size: Optional[tuple[int, int]]) -> RawVolume:
+        """:meth:`load` for the cache at ``size``; a layout may read less (reduced decodes)."""
+        return self.load(entry)
+
+    def _cached_volume(self, entry: VolumeEntry,
+                       size: Optional[tuple[int, int]] = None) -> tuple[np.ndarray, np.ndarray]:
+        raw = self._load_for_cache(entry, size)
         if raw.label is None:
             raise InputError(f"{entry.image_path}: training case {entry.case} has no label")
         return self._normalised(raw), raw.label
+
+    def _training_slices(self, size: tuple[int, int], dtype: np.dtype,
+                         entry: VolumeEntry) -> tuple[np.ndarray, np.ndarray]:
+        from .slices import prepare_volume
+
+        return prepare_volume(*self._cached_volume(entry, size), size, dtype)
+
+    def _slice_count(self, entry: VolumeEntry) -> Optional[int]:
+        """Slices of ``entry`` from its header, or None when that needs the whole file."""
+        if isinstance(entry.image, Path) and entry.image.name.lower().endswith((".nii",
+                                                                                ".nii.gz")):
+            shape = read_nifti_header(entry.image).shape
+            return int(shape[2]) if len(shape) >= 3 else 1
+        return None
+
+    def _estimate_bytes(self, entries: Sequence[VolumeEntry], size: tuple[int, int],
+                        dtype: np.dtype) -> Optional[int]:
+        """The cache's size from the headers, or None when one volume's depth is unknown."""
+        counts = [self._slice_count(e) for e in entries]
+        if any(c is None for c in counts):
+            return None
+        label_bytes = 1 if self.num_classes <= 256 else 2
+        per_slice = size[0] * size[1] * (self.in_chans * dtype.itemsize + label_bytes)
+        return sum(counts) * per_slice + 256 * len(entries)
+
+
+def _entry_stamp(entry: VolumeEntry) -> dict:
+    """What of a volume's files goes into the cache's fingerprint."""
+    def stamps(paths):
+        if paths is None:
+            return None
+        return [file_stamp(p) for p in (paths if isinstance(paths, list) else [paths])]
+
+    return {"name": entry.name, "case": entry.case, "image": stamps(entry.image),
+            "label": stamps(entry.label), "info": entry.info}

@@ -12,7 +12,7 @@ import logging
 import re
 from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence, Union
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -25,9 +25,6 @@ from .base import DataSource, RawVolume, VolumeEntry
 from .cases import deterministic_split
 from .folder import case_id, read_splits, read_dataset_json
 from .readers import check_label_values
-
-if TYPE_CHECKING:
-    from .slices import SliceDataset
 
 __all__ = ["IMAGES_HELP", "MASK_SUFFIXES", "find_nnunet_2d", "find_image_pairs",
            "ImageSource", "NnUnet2dImages", "ImagePairs"]
@@ -164,8 +161,6 @@ class ImageSource(DataSource):
     """
 
     name = "folder"
-    # Set while the training cache is built: the smallest (rows, columns) the images need.
-    _decode_at_least: Optional[tuple[int, int]] = None
     # Per instance: from data.class_names or dataset.json.
     class_names = None
     default_intensity = "zscore"
@@ -231,9 +226,10 @@ class ImageSource(DataSource):
     def _channels_per_file(self, entry: VolumeEntry) -> int:
         return self.in_chans if len(entry.image) == 1 else 1
 
-    def _read_pixels(self, entry: VolumeEntry) -> np.ndarray:
+    def _read_pixels(self, entry: VolumeEntry,
+                     at_least: Optional[tuple[int, int]] = None) -> np.ndarray:
         per_file = self._channels_per_file(entry)
-        arrays = [read_image(path, per_file, self._decode_at_least) for path in entry.image]
+        arrays = [read_image(path, per_file, at_least) for path in entry.image]
         for path, array in zip(entry.image[1:], arrays[1:]):
             if array.shape[1:] != arrays[0].shape[1:]:
                 raise InputError(f"{path}: size {_size(array.shape[1:])} differs from "
@@ -257,27 +253,27 @@ class ImageSource(DataSource):
         return (f"classes ({names}; a one-class mask holds 0/255 or 0/1)"
                 if self.num_classes == 2 else f"classes ({names})")
 
-    def train_slices(self, img_size: Union[int, Sequence[int]], seed: int = 0) -> SliceDataset:
-        """As :meth:`DataSource.train_slices`; the cache holds images at the model's size only,
-        so JPEGs decode at a reduced scale (see ``read_image``'s ``at_least``): on ISIC-sized
-        photographs a fraction of a full decode and normalisation
-        (``benchmarks/bench_data.py``). Masks are read in full."""
-        from swin_unet.model.network import as_pair  # torch: only when training
-
-        self._decode_at_least = as_pair(img_size)
-        try:
-            return super().train_slices(img_size, seed)
-        finally:
-            self._decode_at_least = None
+    def _load_for_cache(self, entry: VolumeEntry,
+                        size: Optional[tuple[int, int]]) -> RawVolume:
+        """The cache holds images at the model's size only, so JPEGs decode at a reduced
+        scale (see ``read_image``'s ``at_least``): on ISIC-sized photographs a fraction of a
+        full decode and normalisation (``benchmarks/bench_data.py``). Masks are read in full."""
+        return self._load(entry, size)
 
     def load(self, entry: VolumeEntry) -> RawVolume:
-        pixels = self._read_pixels(entry)
-        shape = (pixels.shape[1:] if self._decode_at_least is None
+        return self._load(entry, None)
+
+    def _load(self, entry: VolumeEntry, at_least: Optional[tuple[int, int]]) -> RawVolume:
+        pixels = self._read_pixels(entry, at_least)
+        shape = (pixels.shape[1:] if at_least is None
                  else read_image_header(entry.image[0]).shape)
         label = self._read_labels(entry, shape)
         image = pixels[0] if self.in_chans == 1 else pixels
         return RawVolume(image[..., None], label[..., None], (1.0, 1.0, 1.0), np.eye(4),
                          entry.image[0])
+
+    def _slice_count(self, entry: VolumeEntry) -> Optional[int]:
+        return 1
 
     def check_entry(self, entry: VolumeEntry, read_image: bool) -> None:
         shape = read_image_header(entry.image[0]).shape

@@ -1,4 +1,8 @@
-"""Cached, resized training slices (a torch Dataset) and lazily read whole volumes."""
+"""Training slices (a torch Dataset over a slice store) and lazily read whole volumes.
+
+Training reads slices from the on-disk cache (:class:`~datasets.slice_store.SliceStore`);
+:class:`SliceCache` holds the same in memory, for small sets built in code (tests, benchmarks).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from collections.abc import Sequence
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Union
 
 import numpy as np
 import torch
@@ -16,24 +20,32 @@ from torch.utils.data import Dataset
 
 from swin_unet.io.volumes import label_dtype
 
+if TYPE_CHECKING:
+    from .slice_store import SliceStore
+
 from .transforms import apply_seeded, build_augmentation, resize_slices, volume_to_slices
 
-__all__ = ["SliceCache", "build_slice_cache", "SliceDataset", "VolumeDataset"]
+__all__ = ["SliceCache", "prepare_volume", "build_slice_cache", "SliceDataset", "VolumeDataset"]
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class SliceCache:
-    """Training volumes as compact 2-D slices at the model's size.
+    """Training volumes as compact 2-D slices at the model's size, in memory.
 
-    ``images[v]`` is (Z, C, H, W) float16 or float32 and ``labels[v]`` (Z, H, W) uint8 or uint16 for
-    volume ``names[v]``.
+    ``images[v]`` is (Z, C, H, W) float16 or float32 and ``labels[v]`` (Z, H, W) uint8 or uint16
+    for volume ``names[v]``. It reads like a :class:`~datasets.slice_store.SliceStore`:
+    ``len(cache)``, ``cache.slice(i)``, ``cache.locate(i)``, ``cache.volume(v)``.
     """
 
     names: list[str]
     images: list[np.ndarray]
     labels: list[np.ndarray]
+
+    def __post_init__(self):
+        self.lengths = [len(a) for a in self.labels]
+        self.offsets = np.cumsum([0] + self.lengths)
 
     @property
     def nbytes(self) -> int:
@@ -43,11 +55,30 @@ class SliceCache:
     @property
     def num_slices(self) -> int:
         """Total number of cached slices."""
-        return sum(len(a) for a in self.labels)
+        return len(self)
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """(volume number, slice number in it) of slice ``index``."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"slice index {index} out of range for {len(self)} slices")
+        volume = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        return volume, int(index - self.offsets[volume])
+
+    def volume(self, v: int) -> tuple[np.ndarray, np.ndarray]:
+        """Volume ``v``'s (Z, C, H, W) images and (Z, H, W) labels."""
+        return self.images[v], self.labels[v]
+
+    def slice(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Slice ``index``'s (C, H, W) image and (H, W) label."""
+        v, z = self.locate(index)
+        return self.images[v][z], self.labels[v][z]
 
 
-def _prepare(volume: np.ndarray, label: np.ndarray, size: tuple[int, int],
-             dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+def prepare_volume(volume: np.ndarray, label: np.ndarray, size: tuple[int, int],
+                   dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     """(C, )X, Y, Z volume and X, Y, Z label -> (Z, C, H, W) ``dtype`` and (Z, H, W) labels.
 
     Labels are uint8, or uint16 when a class index exceeds 255.
@@ -73,7 +104,7 @@ def build_slice_cache(entries: Sequence, load: Callable, size: tuple[int, int],
 
     def one(entry):
         image, label = load(entry)
-        return _prepare(image, label, size, dtype)
+        return prepare_volume(image, label, size, dtype)
 
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(entries)))) as pool:
         results = list(pool.map(one, entries))
@@ -96,20 +127,19 @@ class SliceDataset(Dataset):
     shared memory so persistent workers see it too.
     """
 
-    def __init__(self, cache: SliceCache, augment: bool = True, seed: int = 0,
-                 augmentation: str = "recipe"):
+    def __init__(self, cache: Union[SliceCache, "SliceStore"], augment: bool = True,
+                 seed: int = 0, augmentation: str = "recipe"):
         self.cache = cache
         self.augment = bool(augment)
         self.seed = int(seed) % 2 ** 32
-        self._offsets = np.cumsum([0] + [len(a) for a in cache.labels])
         # Shared with DataLoader workers (fork or spawn), unlike a plain attribute.
         self._epoch = multiprocessing.Value("q", 0, lock=False)
-        shape = cache.labels[0].shape[1:] if cache.labels else (1, 1)
+        shape = cache.slice(0)[1].shape if len(cache) else (1, 1)
         self._augmentation = build_augmentation(square=shape[0] == shape[1],
                                                 kind=augmentation) if self.augment else None
 
     def __len__(self) -> int:
-        return int(self._offsets[-1])
+        return len(self.cache)
 
     @property
     def epoch(self) -> int:
@@ -122,8 +152,8 @@ class SliceDataset(Dataset):
 
     def locate(self, index: int) -> tuple[str, int]:
         """(volume name, slice index) of sample ``index``."""
-        volume = int(np.searchsorted(self._offsets, index, side="right")) - 1
-        return self.cache.names[volume], int(index - self._offsets[volume])
+        volume, z = self.cache.locate(index)
+        return self.cache.names[volume], z
 
     def sample_seed(self, index: int) -> int:
         """The augmentation seed of sample ``index`` in the current epoch."""
@@ -133,10 +163,9 @@ class SliceDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < len(self):
             raise IndexError(f"slice index {index} out of range for {len(self)} slices")
-        volume = int(np.searchsorted(self._offsets, index, side="right")) - 1
-        z = int(index - self._offsets[volume])
-        image = torch.from_numpy(self.cache.images[volume][z].astype(np.float32))
-        label = torch.from_numpy(self.cache.labels[volume][z][None].astype(np.float32))
+        image, label = self.cache.slice(index)
+        image = torch.from_numpy(image.astype(np.float32))
+        label = torch.from_numpy(label[None].astype(np.float32))
         if self._augmentation is not None:
             out = apply_seeded(self._augmentation, {"image": image, "label": label},
                                self.sample_seed(index))

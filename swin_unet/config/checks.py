@@ -54,6 +54,11 @@ def check_train_config(train: TrainConfig) -> None:
     _at_least(train, "train", ("base_lr", "ce_weight", "dice_weight", "weight_decay", "momentum",
                                "poly_power", "warmup_epochs", "overlay_slices"), 0,
               "not be negative")
+    if train.iters_per_epoch is not None and (isinstance(train.iters_per_epoch, bool)
+                                              or train.iters_per_epoch < 1):
+        raise InputError(f"config key 'train.iters_per_epoch': must be a positive number of "
+                         f"iterations or null (one pass over the slices), got "
+                         f"{train.iters_per_epoch}", key="train.iters_per_epoch")
     if train.base_lr == 0:
         raise InputError("config key 'train.base_lr': must be positive, got 0")
     if train.ce_weight + train.dice_weight == 0:

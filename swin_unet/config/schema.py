@@ -106,6 +106,12 @@ class DataConfig:
     ct_window: list[float] = field(default_factory=lambda: [-125.0, 275.0])
     # dtype of cached, resized training volumes: "float16" or "float32".
     cache_dtype: CacheDtype = "float16"
+    # Folder of the on-disk slice caches (docs/large-datasets.md); None: $SWIN_UNET_CACHE,
+    # else cache/ under the working folder.
+    cache_dir: Optional[str] = None
+    # cache_dir is on a file system every node of a multi-node job sees: one process of the
+    # job builds the cache (false: one per node, each in its own cache_dir).
+    cache_shared: bool = False
     augment: bool = True
     # Foreground class names in label order, overriding the layout's (e.g. for a release made
     # by a script that numbers the organs by raw BTCV label); None: the layout's own names
@@ -121,6 +127,9 @@ class TrainConfig:
     """The optimisation recipe; the defaults are the published Synapse recipe."""
 
     epochs: int = 150
+    # Iterations per epoch (validation, checkpoints and the schedule count these epochs);
+    # None: one pass over the training slices.
+    iters_per_epoch: Optional[int] = None
     # The global batch: split evenly over the processes of a torchrun job.
     batch_size: int = 24
     base_lr: float = 0.05

@@ -62,6 +62,9 @@ def look_up_option(value: Any, options: Sequence, key: str,
 
 
 def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        return " or ".join("null" if t is type(None) else _type_name(t)
+                           for t in typing.get_args(tp))
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 

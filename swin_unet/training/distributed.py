@@ -1,19 +1,26 @@
-"""Process setup: the device, torchrun's process group, CPU threads, and cross-rank helpers."""
+"""Process setup: the device, torchrun's process group, CPU threads, and cross-rank helpers.
+
+A job may span several machines (torchrun ``--nnodes``): ``rank`` and ``world_size`` count
+every process of the job, ``local_rank`` and ``local_world_size`` those of this machine
+(``node_rank`` of ``num_nodes``). The GPU is the local rank's; the job's rank 0 writes the run
+folder; slice caches are built per machine (local rank 0) or once per job (shared file system).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.distributed as dist
 
+from ..errors import InputError
 from ..evaluation.inference import resolve_device
 
 __all__ = ["DistributedContext", "setup_distributed", "cleanup_distributed",
-           "any_rank", "ranks_where", "gather_objects", "broadcast_object",
+           "any_rank", "ranks_where", "gather_objects", "broadcast_object", "raise_first_error",
            "configure_cpu_threads", "configure_math", "math_settings", "restore_math_settings"]
 
 logger = logging.getLogger(__name__)
@@ -28,11 +35,22 @@ class DistributedContext:
     world_size: int = 1
     local_world_size: int = 1
     device: torch.device = torch.device("cpu")
+    node_rank: int = 0
 
     @property
     def is_main(self) -> bool:
-        """Rank 0: the process that writes checkpoints, logs and TensorBoard."""
+        """Rank 0 of the job: the process that writes checkpoints, logs and TensorBoard."""
         return self.rank == 0
+
+    @property
+    def is_local_main(self) -> bool:
+        """Local rank 0: the first process on this machine."""
+        return self.local_rank == 0
+
+    @property
+    def num_nodes(self) -> int:
+        """Machines in the job (torchrun starts the same number of processes on each)."""
+        return max(1, self.world_size // max(1, self.local_world_size))
 
     @property
     def distributed(self) -> bool:
@@ -53,6 +71,8 @@ def setup_distributed(device_name: str = "auto") -> DistributedContext:
     world_size = _env_int("WORLD_SIZE", 1)
     rank, local_rank = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
     local_world_size = _env_int("LOCAL_WORLD_SIZE", world_size)
+    # torchrun's GROUP_RANK: the machine's number in the job (--node_rank, or rendezvous order).
+    node_rank = _env_int("GROUP_RANK", 0)
     device = resolve_device(device_name, local_rank if world_size > 1 else 0)
     if world_size > 1 and not dist.is_initialized():
         if device.type == "cuda":
@@ -60,7 +80,8 @@ def setup_distributed(device_name: str = "auto") -> DistributedContext:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
                                 init_method="env://", rank=rank, world_size=world_size)
     return DistributedContext(rank=rank, local_rank=local_rank, world_size=world_size,
-                              local_world_size=local_world_size, device=device)
+                              local_world_size=local_world_size, device=device,
+                              node_rank=node_rank)
 
 
 def cleanup_distributed() -> None:
@@ -172,3 +193,20 @@ def broadcast_object(obj: Any, context: DistributedContext) -> Any:
     holder = [obj]
     dist.broadcast_object_list(holder, src=0)
     return holder[0]
+
+
+def raise_first_error(error: Optional[InputError], context: DistributedContext) -> None:
+    """Raise on every rank the InputError of the lowest rank that had one (a collective).
+
+    Every rank stops with the same one-line message rather than some waiting in the next
+    collective for the ones that failed.
+    """
+    if not context.distributed:
+        if error is not None:
+            raise error
+        return
+    packed = None if error is None else (str(error), error.path, error.key, error.details)
+    for item in gather_objects(packed, context):
+        if item is not None:
+            message, path, key, details = item
+            raise InputError(message, path=path, key=key, details=details)

@@ -98,7 +98,7 @@ class Trainer:
         self.amp_dtype = autocast_dtype(self.device, self.train_cfg.amp, self.train_cfg.amp_dtype)
         batch = per_rank_batch_size(self.train_cfg.batch_size, context.world_size)
         self.loader, self.sampler = build_train_loader(
-            train_dataset, batch, context, self.train_cfg.seed, config.data.num_workers)
+            train_dataset, batch, context, self.train_cfg, config.data.num_workers)
         self.iters_per_epoch = self.sampler.batches_per_epoch()
         self.loss_fn = SegmentationLoss(self.train_cfg.ce_weight, self.train_cfg.dice_weight)
         self.optimizer = build_optimizer(model, self.train_cfg, self.train_cfg.batch_size)

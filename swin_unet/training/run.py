@@ -21,6 +21,7 @@ from .folds import apply_fold
 from .distributed import (DistributedContext, broadcast_object, cleanup_distributed,
                           configure_cpu_threads, configure_math, math_settings,
                           restore_math_settings, setup_distributed)
+from .data import open_train_slices
 from .loop import Trainer, TrainingDiverged, TrainResult
 from .monitor import Monitor, close_logging, log_failure, setup_logging
 from .run_folder import RunLock, claim_run_folder
@@ -199,7 +200,7 @@ def train(config: Config, output_dir: Union[str, Path], *, resume: Union[str, Pa
         logger.info("model: %.2f M parameters, img_size %s, classes %s", params / 1e6,
                     config.model.img_size, ", ".join(source.class_names))
 
-        train_slices = source.train_slices(config.model.img_size, seed=config.train.seed)
+        train_slices = open_train_slices(source, config, context)
         val_volumes = source.volumes("val")
         validator = Validator(val_volumes, list(source.class_names), config.model.img_size,
                               config.inference, config.train.val_hd95,
