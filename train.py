@@ -61,6 +61,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                              "on other CPUs (train.amp_dtype=bf16 forces bf16)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--quiet", action="store_true", help="log to train.log only")
+    parser.add_argument("--prepare-only", action="store_true",
+                        help="check the training data, build its slice cache (data.cache_dir) "
+                             "and exit")
     return parser.parse_args(argv)
 
 
@@ -80,8 +83,14 @@ def main(argv: Optional[list[str]] = None) -> int:
                   / (f"fold_{args.fold}" if args.fold is not None else ""))
     rank = int(os.environ.get("RANK", "0"))
     try:
-        from swin_unet.training import TrainingDiverged, train_from_layers
+        from swin_unet.training import TrainingDiverged, prepare_from_layers, train_from_layers
 
+        if args.prepare_only:
+            store = prepare_from_layers(args.dataset, config_file=args.config,
+                                        overrides=args.overrides, root=args.root,
+                                        verbose=not args.quiet)
+            print(f"slice cache ready: {len(store)} slices at {store.path}")
+            return 0
         try:
             result = train_from_layers(
                 args.dataset, output, config_file=args.config, overrides=args.overrides,

@@ -49,3 +49,39 @@ def test_seed_everything_per_epoch_and_rank():
     assert torch.equal(*draws[(0, 0)])
     assert not torch.equal(draws[(0, 0)][0], draws[(0, 1)][0])
     assert not torch.equal(draws[(0, 0)][0], draws[(1, 0)][0])
+
+
+def iters_batches(n, batch, world_size, seed, epoch, iters, skip=0):
+    out = []
+    for rank in range(world_size):
+        context = DistributedContext(rank=rank, world_size=world_size)
+        sampler = EpochBatchSampler(range(n), batch, context, seed, iters_per_epoch=iters)
+        sampler.set_epoch(epoch, skip=skip)
+        batches = list(sampler)
+        assert len(batches) == len(sampler) == iters - skip
+        out.append(batches)
+    return out
+
+
+def test_iters_per_epoch_gives_full_batches_and_every_slice_once_per_pass():
+    n, batch, world, iters = 23, 2, 2, 4  # 16 slices an epoch: a pass spans epochs
+    epochs = [iters_batches(n, batch, world, 5, e, iters) for e in range(6)]
+    for ranks in epochs:
+        assert all(len(b) == batch for batches in ranks for b in batches)
+    # The epochs' indices in global order (rank r holds every world-th) are passes over the
+    # slices one after another.
+    interleaved = [ranks[r][step][pos] for ranks in epochs
+                   for step in range(iters) for pos in range(batch) for r in range(world)]
+    for start in range(0, 4 * n, n):
+        assert sorted(interleaved[start:start + n]) == list(range(n))
+    assert epochs[2] == iters_batches(n, batch, world, 5, 2, iters)
+    assert epochs[2] != iters_batches(n, batch, world, 6, 2, iters)
+    resumed = iters_batches(n, batch, world, 5, 2, iters, skip=3)
+    assert resumed == [batches[3:] for batches in epochs[2]]
+
+
+def test_iters_per_epoch_of_one_pass_is_the_distributed_samplers_order():
+    n, batch, world = 24, 3, 2  # 4 iterations of 3 per rank cover the 24 slices exactly
+    for epoch in (0, 1):
+        assert (iters_batches(n, batch, world, 9, epoch, 4)
+                == epoch_batches(n, batch, world, seed=9, epoch=epoch))

@@ -192,6 +192,26 @@ def test_ctrl_c_mid_epoch_then_resume_gives_the_uninterrupted_weights(
     assert [e.value for e in events.Scalars("train/loss")] == pytest.approx(reference, abs=1e-6)
 
 
+def test_iters_per_epoch_sets_the_epoch_length_and_a_mid_epoch_resume_is_exact(
+        phantom, tmp_path, monkeypatch):
+    # 3 iterations of 4 of the 16 slices: epoch 2 ends one pass and starts the next.
+    extra = ["--set", "train.iters_per_epoch=3", "--set", "train.val_hd95=false"]
+    full = tmp_path / "full"
+    assert train_cli.main(tiny_args(phantom, full, *extra)) == 0
+    checkpoint = read_checkpoint(full / "checkpoints" / "last.pth")
+    assert (checkpoint["epoch"], checkpoint["global_step"]) == (2, 6)
+    assert "training 2 epochs of 3 iterations" in (full / "train.log").read_text()
+    stopped = tmp_path / "stopped"
+    with monkeypatch.context() as patch:
+        _interrupt_when(patch, "_step", 5)  # iteration 2 of epoch 2
+        assert train_cli.main(tiny_args(phantom, stopped, *extra)) == 130
+    checkpoint = read_checkpoint(stopped / "checkpoints" / "last.pth")
+    assert (checkpoint["epoch"], checkpoint["step_in_epoch"]) == (1, 2)
+    assert train_cli.main(["--dataset", "phantom", "--output", str(stopped), "--resume",
+                           "--quiet"]) == 0
+    assert_same_weights(weights(stopped), weights(full))
+
+
 _KILLER = textwrap.dedent("""
     import io, sys, time
     import torch

@@ -11,7 +11,7 @@ from .checkpointing import read_resume_checkpoint
 from .loop import TrainResult
 from .run import default_resume_path, train
 
-__all__ = ["resolve_run_config", "train_from_layers"]
+__all__ = ["resolve_run_config", "train_from_layers", "prepare_from_layers"]
 
 
 def resolve_run_config(dataset: str, output: Union[str, Path], *,
@@ -117,3 +117,35 @@ def train_from_layers(dataset: str, output: Union[str, Path], *,
                            already_finished=True)
     return train(config, output, resume=resume_path, pretrained=pretrained, device=device,
                  verbose=verbose, overwrite=overwrite)
+
+
+def prepare_from_layers(dataset: str, *, config_file: Union[str, Path, None] = None,
+                        overrides: Sequence[str] = (), root: Optional[str] = None,
+                        verbose: bool = True):
+    """What ``train.py --prepare-only`` does: check the training data and build (or reuse) its
+    slice cache, so that a cluster job can prepare the data before the training job starts.
+
+    Returns
+    -------
+    SliceStore
+        The complete cache (``len(store)`` slices at ``store.path``).
+
+    Raises
+    ------
+    InputError
+        A bad config, missing or broken data, or a cache folder that cannot be written.
+    """
+    from ..config.checks import check_config
+    from ..data_layer import project_datasets
+    from .monitor import close_logging, setup_logging
+
+    config, _, _ = resolve_run_config(dataset, ".", config_file=config_file,
+                                      overrides=overrides, root=root)
+    check_config(config, ("data", "train"))
+    handlers = setup_logging(None, verbose=verbose)
+    try:
+        source = project_datasets().open_dataset(config.dataset, config.data)
+        source.check_integrity(("train",))
+        return source.slice_cache(config.model.img_size).open()
+    finally:
+        close_logging(handlers)
