@@ -16,6 +16,7 @@ import numpy as np
 from swin_unet.config import DataConfig
 from swin_unet.config.checks import check_choices
 from swin_unet.errors import InputError
+from swin_unet.io.paths import inside
 
 from .cases import SPLITS, resolve_splits
 from .intensity import normalize_intensity, resolve_intensity
@@ -171,8 +172,14 @@ class DataSource(abc.ABC):
         return list(self._splits[split])
 
     def entries(self, split: str) -> list[VolumeEntry]:
-        """Every volume of every case of ``split``."""
-        return [entry for case in self.cases(split) for entry in self.entries_for_case(case)]
+        """Every volume of every case of ``split``; each file under the data set's root."""
+        entries = [entry for case in self.cases(split) for entry in self.entries_for_case(case)]
+        for entry in entries:
+            for value in (entry.image, entry.label):
+                for path in value if isinstance(value, list) else [value]:
+                    if path is not None:
+                        inside(path, self.root, "the data set's folder (--root)")
+        return entries
 
     def check_integrity(self, splits: Sequence[str] = SPLITS, read_images: bool = False) -> None:
         """Check that every listed case is present, readable and consistent.

@@ -12,6 +12,7 @@ import numpy as np
 
 from swin_unet.config import DataConfig
 from swin_unet.errors import InputError, parsing
+from swin_unet.io.paths import check_case_id
 from swin_unet.io.volumes import label_dtype
 
 from .base import DataSource, RawVolume, VolumeEntry
@@ -35,10 +36,7 @@ See http://medicaldecathlon.com/ and nnU-Net's dataset_format documentation. Poi
 
 def case_id(value: object, key: str) -> str:
     # Folder data keeps its own case ids; only YAML's number-for-string reading is undone.
-    text = str(value).strip()
-    if not text:
-        raise InputError(f"{key}: empty case id")
-    return text
+    return check_case_id(value.strip() if isinstance(value, str) else value, key)
 
 
 def read_dataset_json(path: Path) -> dict:
@@ -126,7 +124,7 @@ def read_splits(root: Path) -> Optional[dict[str, list]]:
                                                       not isinstance(c, bool) for c in cases):
                 raise InputError(f"{path}: '{key}' must be a list of case names, got "
                                  f"{str(cases)[:80]}", path=path)
-            splits[key] = [str(c) for c in cases]
+            splits[key] = [check_case_id(c, f"{path} '{key}'") for c in cases]
         logger.info("split from %s", path)
         return splits
     return None
@@ -165,7 +163,7 @@ class FolderDataset(DataSource):
             raise InputError(f"{labels_dir}: folder not found", path=labels_dir,
                              details=FOLDER_HELP)
         # MSD archives carry macOS "._name" files next to the real ones.
-        self._labelled = sorted(p.name[:-len(self.file_ending)]
+        self._labelled = sorted(check_case_id(p.name[:-len(self.file_ending)], p)
                                 for p in labels_dir.glob(f"*{self.file_ending}")
                                 if not p.name.startswith("."))
         if not self._labelled:

@@ -18,6 +18,7 @@ import numpy as np
 
 from swin_unet.config import DataConfig
 from swin_unet.errors import InputError
+from swin_unet.io.paths import check_case_id
 from swin_unet.io.images import (IMAGE_SUFFIXES, image_name, is_image_file, read_image,
                                 read_image_header, read_mask)
 
@@ -74,7 +75,7 @@ def _by_name(folder: Path, what: str) -> dict[str, Path]:
     for path in sorted(folder.iterdir()):
         if not is_image_file(path):
             continue
-        name = image_name(path)
+        name = check_case_id(image_name(path), path)
         if name in found:
             raise InputError(f"{path}: two {what} named {name} ({found[name].name} too)",
                              path=path)
@@ -134,7 +135,7 @@ def _nnunet_cases(root: Path, ending: str,
     for first in sorted(images_dir.glob(f"*_0000{ending}")):
         if first.name.startswith("."):
             continue
-        case = first.name[:-len(f"_0000{ending}")]
+        case = check_case_id(first.name[:-len(f"_0000{ending}")], first)
         files = [first]
         if (images_dir / f"{case}_0001{ending}").is_file():
             files = [images_dir / f"{case}_{c:04d}{ending}" for c in range(channels)]

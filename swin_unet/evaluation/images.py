@@ -10,6 +10,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import InputError
+from ..io.paths import check_case_id, inside_output
 from ..io.images import (image_name, is_image_file, read_image, read_image_header,
                        write_label_png, write_overlay_png)
 
@@ -42,12 +43,13 @@ def image_targets(output: Path, names: list[str]) -> list[Path]:
     """
     seen: set[str] = set()
     for name in names:
+        check_case_id(name, f"{output}: image name")
         if name in seen:
             raise InputError(f"{output / 'predictions' / (name + '.png')}: two input images "
                              f"are named {name} (e.g. {name}.png and {name}.jpg)")
         seen.add(name)
-    return ([output / "predictions" / f"{n}.png" for n in names]
-            + [output / "overlays" / f"{n}.png" for n in names])
+    return [inside_output(output / folder / f"{n}.png", output)
+            for folder in ("predictions", "overlays") for n in names]
 
 
 def write_image_prediction(labels: np.ndarray, image: np.ndarray, output: Path, name: str,
@@ -68,8 +70,9 @@ def write_image_prediction(labels: np.ndarray, image: np.ndarray, output: Path, 
         image = image[None, ..., 0]
     elif image.ndim == 2:
         image = image[None]
-    return [write_label_png(labels, output / "predictions" / f"{name}.png", num_classes),
-            write_overlay_png(image, labels, output / "overlays" / f"{name}.png", num_classes)]
+    label_path, overlay_path = image_targets(output, [name])
+    return [write_label_png(labels, label_path, num_classes),
+            write_overlay_png(image, labels, overlay_path, num_classes)]
 
 
 def segment_images(found: list[tuple[str, Path]], output: Path, in_chans: int,

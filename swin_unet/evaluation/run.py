@@ -25,6 +25,7 @@ from .images import find_image_inputs, image_targets, segment_images, \
 from .dicom_outputs import DicomOutputs
 from .metrics import case_metrics
 from ..io.orientation import Reorientation
+from ..io.paths import check_case_id
 from .output_folder import RunResult, check_output, remove_results, write_results
 from ..report.builder import ReportBuilder, report_for
 from ..report.warnings import collect_warnings
@@ -213,7 +214,8 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: Inf
             options.progress)
         return result
     found = find_inputs(inputs, channels=True)
-    names = [name for name, _, _ in found]
+    names = [check_case_id(name, path if isinstance(path, Path) else path[0])
+             for name, path, _ in found]
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate:
         raise InputError(f"{inputs}: two inputs would both be written as {duplicate}.nii.gz")

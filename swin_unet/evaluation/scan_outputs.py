@@ -14,6 +14,7 @@ import torch
 from ..config import GeometryConfig
 from .inference import predict_volume
 from ..io.orientation import Reorientation, inplane_geometry, plan_reorientation, scale_warnings
+from ..io.paths import check_case_id, inside_output
 from ..io.volumes import Volume, write_labels, write_map, write_probabilities
 
 __all__ = ["OutputKinds", "output_paths", "orient_scan", "check_intensities", "segment_volume"]
@@ -40,8 +41,15 @@ _SUFFIX = {"predictions": ".nii.gz", "probabilities": ".npz", "uncertainty": ".n
 
 
 def output_paths(output: Path, case: str, kinds: OutputKinds) -> dict[str, Path]:
-    """``{"predictions": OUTPUT/predictions/<case>.nii.gz, ...}`` for the kinds asked for."""
-    return {folder: Path(output) / folder / f"{case}{_SUFFIX[folder]}"
+    """``{"predictions": OUTPUT/predictions/<case>.nii.gz, ...}`` for the kinds asked for.
+
+    Raises
+    ------
+    InputError
+        ``case`` is not a case id, or a path leads out of ``output`` (a linked sub-folder).
+    """
+    check_case_id(case, f"{output}: case")
+    return {folder: inside_output(Path(output) / folder / f"{case}{_SUFFIX[folder]}", output)
             for folder in kinds.folders()}
 
 

@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..io.paths import check_case_id, inside_output
 from .figures import box_plots, case_montage, paper_figure, pick_figure_slices
 from .html import write_html_report
 from .viewer import render_strips
@@ -98,9 +99,10 @@ class ReportBuilder:
                     if r["dice"] is not None and not math.isnan(r["dice"])]
             if dice:
                 title += f": mean Dice {100.0 * float(np.mean(dice)):.2f} %"
-        name = f"{case}.png"
-        case_montage(self.folder / name, title, prediction, self.class_names, image=image,
-                     label=label, affine=affine, spacing=spacing, slices=slices)
+        name = f"{check_case_id(case, f'{self.folder}: figure of case')}.png"
+        case_montage(inside_output(self.folder / name, self.output), title, prediction,
+                     self.class_names, image=image, label=label, affine=affine,
+                     spacing=spacing, slices=slices)
         self.figures[case] = f"{FIGURES_DIR}/{name}"
         strips = render_strips(self.folder, case, prediction, image, label, affine, spacing)
         if strips is not None:
@@ -110,8 +112,9 @@ class ReportBuilder:
         if case in self.figure_cases:
             chosen = self.figure_slices or [z for z, _ in slices]
             paper = f"paper_{case}.png"
-            paper_figure(self.folder / paper, image, label, prediction, chosen, self.class_names,
-                         affine=affine, spacing=spacing, dpi=self.paper_dpi, case=case)
+            paper_figure(inside_output(self.folder / paper, self.output), image, label,
+                         prediction, chosen, self.class_names, affine=affine, spacing=spacing,
+                         dpi=self.paper_dpi, case=case)
             self.paper_figures[case] = f"{FIGURES_DIR}/{paper}"
 
     def _sizes(self, prediction: np.ndarray, spacing: Optional[Sequence[float]],
