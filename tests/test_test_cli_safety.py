@@ -83,9 +83,11 @@ def test_overwrite_clears_stale_predictions_and_a_failed_run_leaves_results_alon
     shutil.copy(workspace / "phantom/RawData/Training/img/img0001.nii.gz", scans / "one.nii.gz")
     args = ["--checkpoint", workspace / "tiny.pth", "--input", scans, "--output", out,
             "--no-progress"]
+    shutil.copy(scans / "one.nii.gz", scans / "old_case.nii.gz")
     assert run_cli(args, capsys)[0] == 0
-    (out / "predictions" / "old_case.nii.gz").write_bytes(b"an earlier run's prediction")
+    (scans / "old_case.nii.gz").unlink()  # its prediction is stale now
     (out / "my_notes.txt").write_text("kept")
+    (out / "predictions" / "one_corrected.nii.gz").write_bytes(b"the user's own correction")
     code, _, err = run_cli(args, capsys)
     assert code == 2 and "--overwrite" in err
     # A run that fails its checks removes nothing.
@@ -98,6 +100,8 @@ def test_overwrite_clears_stale_predictions_and_a_failed_run_leaves_results_alon
     written = sorted(p.name for p in (out / "predictions").iterdir())
     assert "old_case.nii.gz" not in written and "one.nii.gz" in written
     assert (out / "my_notes.txt").read_text() == "kept"
+    assert (out / "predictions" / "one_corrected.nii.gz").read_bytes() == (
+        b"the user's own correction")
 
 
 def test_a_bad_case_fails_before_any_scoring(workspace, tmp_path, capsys):

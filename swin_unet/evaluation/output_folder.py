@@ -8,14 +8,17 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 from ..errors import InputError
+from ..io.folders import (MANIFEST_NAME, Manifest, RunLock, check_output_folder, check_reads,
+                          remove_written)
 from .metrics import summarize
 from ..report.tables import write_metrics_csv, write_summary_json
 
-__all__ = ["RunResult", "RESULT_FILES", "RESULT_FOLDERS", "result_files", "check_output",
-           "remove_results", "write_results"]
+__all__ = ["RunResult", "RESULT_FILES", "RESULT_FOLDERS", "LOCK_NAME", "result_files",
+           "check_output", "remove_results", "write_results", "claim_output", "finish_output"]
 
 logger = logging.getLogger(__name__)
 
+LOCK_NAME = "test.lock"
 RESULT_FILES = ("metrics.csv", "summary.json", "report.html")
 # Result folders and the files test.py writes in them.
 RESULT_FOLDERS = {"predictions": ("*.nii.gz", "*.png", "*.ctbl", "*.txt"),
@@ -48,52 +51,93 @@ def result_files(output: Path) -> list[Path]:
     return found
 
 
-def check_output(output: Path, overwrite: bool, files: Iterable[Path] = (),
-                 keep: Iterable[Path] = ()) -> list[Path]:
-    """Refuse to replace an earlier run's results unless ``overwrite``; return those results.
-
-    Nothing is removed here: the caller checks its inputs first, then removes the returned
-    files with :func:`remove_results`, so a run that fails its checks leaves the earlier
-    results as they were. ``files`` are those the run will write; ``keep`` the files and
-    folders it reads (``--predictions``, ``--labels``, the ``--input`` scans): those are inputs,
-    never results, even under ``output/predictions``.
+def claim_output(output: Path) -> RunLock:
+    """Make ``output`` this run's: created if missing, its lock taken (one test.py at a time).
 
     Raises
     ------
     InputError
-        ``output`` is a file, a file to write is one the run reads, or ``output`` holds
-        results (tables, predictions, figures, or one of ``files``) without ``overwrite``.
+        ``output`` is a file or a dangling link, cannot be created, or another process holds
+        its lock (the message names the lock file).
     """
-    output = Path(output)
-    if output.exists() and not output.is_dir():
-        raise InputError(f"{output}: --output exists and is not a folder", path=output)
-    inputs = [Path(k).resolve() for k in keep]
+    output = check_output_folder(output)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{output}: cannot create the output folder ({exc.strerror or exc})",
+                         path=output) from None
+    lock = RunLock(output, LOCK_NAME)
+    lock.acquire()
+    return lock
+
+
+def check_output(output: Path, overwrite: bool, files: Iterable[Path] = (),
+                 keep: Iterable[Path] = ()) -> list[Path]:
+    """Refuse to replace an earlier run's results unless ``overwrite``; return those results.
+
+    An earlier run's results are exactly the files its record (the folder's manifest) lists;
+    files of the user's are never results. Nothing is removed here: the caller checks its
+    inputs first, then removes the returned files with :func:`remove_results`, so a run that
+    fails its checks leaves the earlier results as they were. ``files`` are those the run will
+    write; ``keep`` the files and folders it reads (``--checkpoint``, ``--predictions``,
+    ``--labels``, the ``--input`` scans).
+
+    Raises
+    ------
+    InputError
+        ``output`` is a file; a file to write is one the run reads or one the user's; the
+        folder holds results without ``overwrite``; with ``overwrite``, a file the run reads
+        is among the results to remove, or the folder holds results but no record of them.
+    """
+    output = check_output_folder(output)
+    keep = [Path(k) for k in keep]
+    inputs = [k.resolve() for k in keep]
 
     def is_input(path: Path) -> bool:
         path = path.resolve()
         return any(k == path or k in path.parents for k in inputs)
 
+    files = list(files)
     clash = next((f for f in files if f.exists() and is_input(f)), None)
     if clash is not None:
         raise InputError(f"{clash}: this run reads it and would write over it; choose another "
                          f"--output", path=clash)
-    existing = [f for f in files if f.is_file()]  # named first: what this run would replace
-    existing += [f for f in (result_files(output) if output.is_dir() else [])
-                 if f not in existing]
-    existing = [p for p in existing if not is_input(p)]
+    manifest = Manifest(output, "test.py")
+    ours = manifest.written()
+    foreign = next((f for f in files if (f.is_file() or f.is_symlink()) and f not in ours), None)
+    if foreign is not None and manifest.exists():
+        raise InputError(f"{foreign}: exists and was not written by test.py; move it or choose "
+                         f"another --output", path=foreign)
+    # Named first: what this run would replace, then the tables, then the rest.
+    existing = [f for f in files if f in ours] + sorted(
+        (f for f in ours if f not in files),
+        key=lambda f: (f.name not in RESULT_FILES, RESULT_FILES.index(f.name)
+                       if f.name in RESULT_FILES else 0, str(f)))
+    if not manifest.exists():  # results of a run that kept no record, or the user's files
+        existing = ([f for f in files if f.is_file()]
+                    + [f for f in (result_files(output) if output.is_dir() else [])
+                       if f not in files and not is_input(f)])
+        if existing and overwrite:
+            raise InputError(f"{existing[0]}: exists, and {output} has no record of the files "
+                             f"test.py wrote ({MANIFEST_NAME}); remove them yourself or choose "
+                             f"another --output", path=existing[0])
     if existing and not overwrite:
         raise InputError(f"{existing[0]}: exists from an earlier run; pass --overwrite or "
                          f"choose another --output", path=existing[0])
+    check_reads(existing, keep)
     return existing
 
 
 def remove_results(output: Path, stale: Sequence[Path]) -> None:
-    """Remove an earlier run's results (from :func:`check_output`) before writing new ones."""
-    for path in stale:
-        path.unlink(missing_ok=True)
-    if stale:
-        logger.info("--overwrite: removed %d result file(s) of an earlier run in %s",
-                    len(stale), output)
+    """Remove an earlier run's results (from :func:`check_output`) and start this run's record
+    of the files it writes."""
+    remove_written(output, stale)
+    Manifest(output, "test.py").start()
+
+
+def finish_output(output: Path) -> None:
+    """Record the files this run wrote (whatever happened)."""
+    Manifest(output, "test.py").finish()
 
 
 def write_results(output: Path, per_case: dict, class_names: list[str], mode: str, result,

@@ -26,7 +26,8 @@ from .dicom_outputs import DicomOutputs
 from .metrics import case_metrics
 from ..io.orientation import Reorientation
 from ..io.paths import check_case_id
-from .output_folder import RunResult, check_output, remove_results, write_results
+from .output_folder import (RunResult, check_output, claim_output, finish_output, remove_results,
+                            write_results)
 from ..report.builder import ReportBuilder, report_for
 from ..report.warnings import collect_warnings
 from .scoring import evaluate_predictions
@@ -204,7 +205,8 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: Inf
     images = find_image_inputs(inputs)
     if images:  # 2-D images: a label PNG and an overlay each, at the image's own size
         remove_results(output, check_output(output, overwrite, image_targets(
-            output, [name for name, _ in images]), keep=[path for _, path in images]))
+            output, [name for name, _ in images]),
+            keep=[path for _, path in images] + [loaded.path]))
         result = RunResult(kind="input", output=output, notes=[
             f"label PNGs (values 0..{len(loaded.class_names)}, class colours) in "
             f"{output / 'predictions'}, the images with their classes in {output / 'overlays'}"])
@@ -224,7 +226,7 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: Inf
     dicom_targets = [dicom.paths(output, name, series) for name, _, series in found]
     read = [f for _, path, _ in found for f in (path if isinstance(path, list) else [path])]
     stale = check_output(output, overwrite, [p for paths in targets + dicom_targets
-                                             for p in paths.values()], keep=read)
+                                             for p in paths.values()], keep=read + [loaded.path])
     for file in read:
         if file.is_file():
             read_geometry(file)  # every header readable before the first scan is segmented
@@ -352,9 +354,25 @@ def _run(request: EvaluationRequest) -> RunResult:
     if kind == "crossval":
         from .crossval import cross_validate
         return cross_validate(request)
+    output = request.output or (Path("outputs") / f"eval_{request.predictions.name}"
+                                if kind == "predictions" else
+                                Path("outputs") / f"test_{request.dataset}")
+    created = not output.exists()
+    lock = claim_output(output)
+    try:
+        return _run_in(request, kind, output)
+    finally:
+        try:
+            finish_output(output)
+        finally:
+            lock.release()
+            if created and output.is_dir() and not any(output.iterdir()):
+                output.rmdir()  # refused before writing anything: no empty folder left
+
+
+def _run_in(request: EvaluationRequest, kind: str, output: Path) -> RunResult:
     datasets = project_datasets()
     if kind == "predictions":
-        output = request.output or Path("outputs") / f"eval_{request.predictions.name}"
         stale = check_output(output, request.overwrite,
                              keep=[request.predictions, request.labels])
         names = (datasets.class_names_for(request.dataset, root=request.root)
@@ -371,15 +389,14 @@ def _run(request: EvaluationRequest) -> RunResult:
                          device)
     options = inference_options(request, loaded, device)
     if kind == "input":
-        return segment_inputs(loaded, request.input, request.output, options, request.overwrite,
-                              report=report_for(request, request.output, loaded.class_names,
+        return segment_inputs(loaded, request.input, output, options, request.overwrite,
+                              report=report_for(request, output, loaded.class_names,
                                                 options, **{"trained on": loaded.config.dataset}),
                               probabilities=request.save_probabilities,
                               keep_orientation=request.keep_orientation,
                               dicom=DicomOutputs(request.dicom_seg, request.rtstruct, "+".join(
                                   path.name for path in request.checkpoints())))
-    output = request.output or Path("outputs") / f"test_{request.dataset}"
-    stale = check_output(output, request.overwrite)
+    stale = check_output(output, request.overwrite, keep=list(request.checkpoints()))
     source = datasets.open_dataset(request.dataset, loaded.config.data)
     if list(source.class_names) != loaded.class_names:
         raise InputError(f"{loaded.path}: trained for classes "

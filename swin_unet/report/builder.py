@@ -29,9 +29,8 @@ class ReportBuilder:
     Parameters
     ----------
     output : Path
-        The run's folder: ``report.html`` and ``figures/`` go there. PNG files an earlier run
-        left in ``figures/`` are removed when the first case is drawn (after test.py's checks:
-        only with ``--overwrite`` or in a folder without results).
+        The run's folder: ``report.html`` and ``figures/`` go there (test.py removes an
+        earlier run's figures with its other results, under ``--overwrite``).
     class_names : sequence of str
         Foreground class names, class 1 first.
     settings : dict
@@ -62,10 +61,7 @@ class ReportBuilder:
         self._started = False
 
     def _start(self) -> None:
-        """Empty ``figures/`` of an earlier run's PNGs (on the first case: after the checks)."""
-        if self.folder.is_dir():
-            for stale in self.folder.glob("*.png"):
-                stale.unlink()
+        """Create ``figures/`` (an earlier run's figures are gone with its other results)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         self._started = True
 

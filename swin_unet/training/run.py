@@ -24,7 +24,7 @@ from .distributed import (DistributedContext, broadcast_object, cleanup_distribu
 from .data import open_train_slices
 from .loop import Trainer, TrainingDiverged, TrainResult
 from .monitor import Monitor, close_logging, log_failure, setup_logging
-from .run_folder import RunLock, claim_run_folder
+from .run_folder import RunLock, claim_run_folder, run_manifest
 from .validation import Validator
 
 __all__ = ["train", "default_resume_path"]
@@ -170,8 +170,9 @@ def train(config: Config, output_dir: Union[str, Path], *, resume: Union[str, Pa
     lock: Optional[RunLock] = None
     try:
         # Rank 0 holds the folder's lock for every rank of the run.
-        lock = _on_rank0_first(lambda: claim_run_folder(output_dir, resume is not None,
-                                                        overwrite), context)
+        lock = _on_rank0_first(lambda: claim_run_folder(
+            output_dir, resume is not None, overwrite,
+            [pretrained] if pretrained is not None else []), context)
         if context.is_main:
             handlers = setup_logging(output_dir / "train.log", verbose=verbose)
         threads = configure_cpu_threads(context, config.train.cpu_threads)
@@ -246,4 +247,7 @@ def train(config: Config, output_dir: Union[str, Path], *, resume: Union[str, Pa
         torch.set_num_threads(previous_threads)
         restore_math_settings(previous_math)
         if lock is not None:
-            lock.release()
+            try:
+                run_manifest(output_dir).finish()
+            finally:
+                lock.release()
