@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Iterator, Optional, Sequence
 
 from ..errors import InputError
 from ..io.folders import (MANIFEST_NAME, Manifest, RunLock, check_output_folder, check_reads,
@@ -14,7 +15,7 @@ from .metrics import summarize
 from ..report.tables import write_metrics_csv, write_summary_json
 
 __all__ = ["RunResult", "RESULT_FILES", "RESULT_FOLDERS", "LOCK_NAME", "result_files",
-           "check_output", "remove_results", "write_results", "claim_output", "finish_output"]
+           "check_output", "remove_results", "write_results", "claim_output", "claimed_output", "finish_output"]
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +127,23 @@ def check_output(output: Path, overwrite: bool, files: Iterable[Path] = (),
                          f"choose another --output", path=existing[0])
     check_reads(existing, keep)
     return existing
+
+
+@contextmanager
+def claimed_output(output: Path) -> Iterator[None]:
+    """``output`` held by this run (:func:`claim_output`); on leaving, the files it wrote are
+    recorded, the lock released, and a folder it created but left empty removed."""
+    created = not Path(output).exists()
+    lock = claim_output(output)
+    try:
+        yield
+    finally:
+        try:
+            finish_output(output)
+        finally:
+            lock.release()
+            if created and output.is_dir() and not any(output.iterdir()):
+                output.rmdir()  # refused before writing anything: no empty folder left
 
 
 def remove_results(output: Path, stale: Sequence[Path]) -> None:

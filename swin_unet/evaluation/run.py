@@ -26,8 +26,7 @@ from .dicom_outputs import DicomOutputs
 from .metrics import case_metrics
 from ..io.orientation import Reorientation
 from ..io.paths import check_case_id
-from .output_folder import (RunResult, check_output, claim_output, finish_output, remove_results,
-                            write_results)
+from .output_folder import RunResult, check_output, claimed_output, remove_results, write_results
 from ..report.builder import ReportBuilder, report_for
 from ..report.warnings import collect_warnings
 from .scoring import evaluate_predictions
@@ -357,17 +356,8 @@ def _run(request: EvaluationRequest) -> RunResult:
     output = request.output or (Path("outputs") / f"eval_{request.predictions.name}"
                                 if kind == "predictions" else
                                 Path("outputs") / f"test_{request.dataset}")
-    created = not output.exists()
-    lock = claim_output(output)
-    try:
+    with claimed_output(output):
         return _run_in(request, kind, output)
-    finally:
-        try:
-            finish_output(output)
-        finally:
-            lock.release()
-            if created and output.is_dir() and not any(output.iterdir()):
-                output.rmdir()  # refused before writing anything: no empty folder left
 
 
 def _run_in(request: EvaluationRequest, kind: str, output: Path) -> RunResult:
