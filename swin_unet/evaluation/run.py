@@ -25,7 +25,6 @@ from .images import find_image_inputs, image_targets, segment_images, \
 from .dicom_outputs import DicomOutputs
 from .metrics import case_metrics
 from ..io.orientation import Reorientation
-from ..io.paths import check_case_id
 from .output_folder import RunResult, check_output, claimed_output, remove_results, write_results
 from ..report.builder import ReportBuilder, report_for
 from ..report.warnings import collect_warnings
@@ -204,8 +203,7 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: Inf
     images = find_image_inputs(inputs)
     if images:  # 2-D images: a label PNG and an overlay each, at the image's own size
         remove_results(output, check_output(output, overwrite, image_targets(
-            output, [name for name, _ in images]),
-            keep=[path for _, path in images] + [loaded.path]))
+            output, [name for name, _ in images]), keep=[p for _, p in images] + [loaded.path]))
         result = RunResult(kind="input", output=output, notes=[
             f"label PNGs (values 0..{len(loaded.class_names)}, class colours) in "
             f"{output / 'predictions'}, the images with their classes in {output / 'overlays'}"])
@@ -215,8 +213,7 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: Inf
             options.progress)
         return result
     found = find_inputs(inputs, channels=True)
-    names = [check_case_id(name, path if isinstance(path, Path) else path[0])
-             for name, path, _ in found]
+    names = [name for name, _, _ in found]
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate:
         raise InputError(f"{inputs}: two inputs would both be written as {duplicate}.nii.gz")
@@ -353,9 +350,8 @@ def _run(request: EvaluationRequest) -> RunResult:
     if kind == "crossval":
         from .crossval import cross_validate
         return cross_validate(request)
-    output = request.output or (Path("outputs") / f"eval_{request.predictions.name}"
-                                if kind == "predictions" else
-                                Path("outputs") / f"test_{request.dataset}")
+    output = request.output or Path("outputs") / (f"eval_{request.predictions.name}" if kind
+                                                  == "predictions" else f"test_{request.dataset}")
     with claimed_output(output):
         return _run_in(request, kind, output)
 
