@@ -17,6 +17,7 @@ from swin_unet.config import DataConfig
 from swin_unet.config.checks import check_choices
 from swin_unet.errors import InputError
 from swin_unet.io.paths import inside
+from swin_unet.sizes import as_pair
 
 from .cases import SPLITS, resolve_splits
 from .intensity import normalize_intensity, resolve_intensity
@@ -244,8 +245,6 @@ class DataSource(abc.ABC):
         source files (path, size, modification time), the layout, the intensity settings, the
         size and dtype.
         """
-        from swin_unet.model.network import as_pair
-
         size = as_pair(img_size)
         entries = self.entries("train")
         if not entries:

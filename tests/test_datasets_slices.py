@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from datasets import normalize_intensity, resize_slices
 from datasets.slices import SliceCache, SliceDataset, build_slice_cache
-from swin_unet.model import as_pair as as_size
+from swin_unet.sizes import as_pair as as_size
 from swin_unet.errors import InputError
 
 K = 5  # classes in the synthetic cache

@@ -283,11 +283,12 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         assert torch.allclose(a.grad, b.grad, atol=1e-6), name
 
 
-def test_input_of_another_valid_size_rebuilds_the_plan():
+def test_set_input_size_gives_the_network_built_for_that_size():
     model = tiny(img_size=64, window_size=2)
     ref = tiny(img_size=(64, 128), window_size=2)
     ref.load_state_dict(model.state_dict())
     x = torch.randn(1, 1, 64, 128)
+    model.set_input_size((64, 128))
     with torch.no_grad():
         assert torch.equal(model(x), ref(x))
     assert model.img_size == (64, 128)
@@ -312,11 +313,13 @@ def test_wrong_input_channels_or_incompatible_size_raise():
     model = tiny(in_chans=1)
     with pytest.raises(ValueError, match=r"\(B, 1, H, W\)"):
         model(torch.randn(1, 3, 64, 64))
-    with pytest.raises(ValueError, match="multiples of"):
+    with pytest.raises(ValueError, match="set for 64x64"):
         model(torch.randn(1, 1, 70, 64))
+    with pytest.raises(ValueError, match="multiples of"):
+        model.set_input_size((70, 64))
     big = tiny(img_size=128, window_size=4, num_heads=(1, 1, 1, 1))
     with pytest.raises(ValueError, match="needs windows"):
-        big(torch.randn(1, 1, 64, 64))  # stage 3 (2x2) would shrink the window: tables differ
+        big.set_input_size(64)  # stage 3 (2x2) would shrink the window: tables differ
 
 
 @pytest.mark.parametrize("training", [False, True])

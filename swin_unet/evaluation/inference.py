@@ -13,9 +13,9 @@ from torch import nn
 
 from ..config import ResizeMethod, choices, look_up_option
 from ..errors import InputError
-from ..model.network import as_pair
 from ..io.volumes import label_dtype
 from ..precision import autocast, autocast_dtype
+from ..sizes import as_pair
 
 __all__ = ["predict_volume", "resolve_device", "flip_tta_logits"]
 

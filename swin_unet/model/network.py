@@ -2,45 +2,24 @@
 
 from __future__ import annotations
 
-import numbers
+import dataclasses
+import inspect
 from typing import Optional, Sequence, Union
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..config import AttentionMode, choices, look_up_option
 from ..errors import InputError
+from ..sizes import as_pair
 from .attention import SwinBlock
 from .layers import FinalPatchExpand, PatchEmbed, PatchExpand, PatchMerging, permute_tokens
 from .plan import TokenPlan, stage_geometry
 
-__all__ = ["SwinUnet", "SwinStage", "build_model", "check_sizes", "as_pair"]
+__all__ = ["SwinUnet", "SwinStage", "build_model", "check_sizes", "ATTENTION_MODES"]
 
-ATTENTION_MODES = choices(AttentionMode)
-
-
-def as_pair(size: Union[int, Sequence[int]], key: str = "img_size") -> tuple[int, int]:
-    """``224`` or ``(H, W)`` (NumPy integers included) -> ``(H, W)``.
-
-    Raises
-    ------
-    InputError
-        Not a positive int or a pair of positive ints; ``key`` names it.
-    """
-    def is_int(value) -> bool:
-        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-    if is_int(size):
-        pair = (int(size), int(size))
-    elif (isinstance(size, (list, tuple, torch.Size)) and len(size) == 2
-          and all(is_int(v) for v in size)):
-        pair = (int(size[0]), int(size[1]))
-    else:
-        raise InputError(f"{key}: expected an int or a pair of ints, got {size!r}", key=key)
-    if min(pair) < 1:
-        raise InputError(f"{key}: sizes must be positive, got {size!r}", key=key)
-    return pair
+# The values of ``attention``; the config's AttentionMode lists the same (a test holds them equal).
+ATTENTION_MODES = ("auto", "sdpa", "explicit")
 
 
 def _valid(img_size: tuple[int, int], patch_size: int, window_size: int, depths) -> bool:
@@ -232,7 +211,9 @@ class SwinUnet(nn.Module):
         super().__init__()
         depths, num_heads = tuple(depths), tuple(num_heads)
         decoder_depths = depths[:-1] if decoder_depths is None else tuple(decoder_depths)
-        look_up_option(attention, ATTENTION_MODES, "attention")
+        if attention not in ATTENTION_MODES:
+            raise InputError(f"attention must be one of {', '.join(ATTENTION_MODES)}, got "
+                             f"{attention!r}", key="attention")
         self.img_size = check_sizes(img_size, patch_size, window_size, depths,
                                     num_heads=num_heads, embed_dim=embed_dim, mlp_ratio=mlp_ratio,
                                     in_chans=in_chans, num_classes=num_classes,
@@ -278,8 +259,9 @@ class SwinUnet(nn.Module):
         self.output = nn.Conv2d(embed_dim, num_classes, kernel_size=1, bias=False)
         self.apply(_init_weights)
 
-    def set_img_size(self, img_size: Union[int, Sequence[int]]) -> None:
-        """Rebuild the gathers and masks for another input size with the same windows.
+    def set_input_size(self, img_size: Union[int, Sequence[int]]) -> None:
+        """Rebuild the gathers and masks for another input size with the same windows;
+        :meth:`forward` takes inputs of this size from then on.
 
         Raises
         ------
@@ -322,7 +304,9 @@ class SwinUnet(nn.Module):
         if x.ndim != 4 or x.shape[1] != self.in_chans:
             raise ValueError(f"expected input (B, {self.in_chans}, H, W), got {tuple(x.shape)}")
         if tuple(x.shape[-2:]) != self.img_size:
-            self.set_img_size(tuple(x.shape[-2:]))
+            raise ValueError(f"input {x.shape[-2]}x{x.shape[-1]}, but the model is set for "
+                             f"{self.img_size[0]}x{self.img_size[1]}: resize the input, or call "
+                             f"set_input_size({tuple(x.shape[-2:])}) first")
         plan, levels = self.plan, len(self.depths)
         fused = self.use_fused_attention(x.device)
 
@@ -359,10 +343,13 @@ def _init_weights(module: nn.Module) -> None:
 
 
 def build_model(config, **overrides) -> SwinUnet:
-    """SwinUnet from a :class:`~swin_unet.config.ModelConfig` (or any object with its fields)."""
-    fields = ("img_size", "in_chans", "num_classes", "embed_dim", "depths", "num_heads",
-              "window_size", "mlp_ratio", "qkv_bias", "drop_rate", "attn_drop_rate",
-              "drop_path_rate", "patch_size", "attention", "grad_checkpoint", "decoder_depths")
-    kwargs = {name: getattr(config, name) for name in fields if hasattr(config, name)}
+    """SwinUnet from a :class:`~swin_unet.config.ModelConfig` (a dataclass, or any object with
+    its fields): every field that is a constructor argument, then ``overrides``."""
+    values = ({f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+              if dataclasses.is_dataclass(config) else dict(vars(config)))
+    kwargs = {name: value for name, value in values.items() if name in _ARGUMENTS}
     kwargs.update(overrides)
     return SwinUnet(**kwargs)
+
+
+_ARGUMENTS = frozenset(inspect.signature(SwinUnet).parameters)
