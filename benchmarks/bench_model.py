@@ -61,7 +61,7 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 def build(variant: str, device: torch.device) -> torch.nn.Module:
     """'fast' (this project, attention chosen by device), 'fast-explicit', 'fast-sdpa',
-    'fast-untiled' (no CPU tiles: whole blocks, and the unfolded final expansion in training),
+    'fast-untiled' (no CPU tiles: whole blocks and final expansion in inference),
     'fast-checkpointed' (gradient checkpointing per stage), or 'reference' (roll + partition +
     explicit attention + full-resolution rearrange)."""
     torch.manual_seed(0)

@@ -1,18 +1,14 @@
-"""Paired A/B steps of one model on the CPU, and the final expansion alone in training.
+"""Paired A/B steps of one model on the CPU.
 
 Prints JSON lines:
-  - ``head``: the final 4x expansion alone, forward and backward, folded (tiles, hand-written
-    backward) against unfolded (expansion, LayerNorm, 1x1 projection through autograd, the path
-    CUDA takes), on the 224 model's (B, 3136, 96) decoder output with 9 classes, milliseconds
-    (median of alternating rounds);
   - ``steps``: paired steps of one default 224 model (training with SGD, or an evaluation
     forward), A and B in alternating order; the median of the per-pair ratios B / A is the
     speed-up of A. Pairs of one model are steadier than separate runs on a machine whose speed
-    drifts. ``--pair head``: A folded, B unfolded (``tiling.untiled()``; in evaluation this also
-    turns off the blocks' tiles). ``--pair attention``: A explicit, B SDPA (``model.attention``).
+    drifts. ``--pair tiles`` (evaluation): A tiled, B whole-batch (``tiling.untiled()``).
+    ``--pair attention``: A explicit, B SDPA (``model.attention``).
 
-    python benchmarks/bench_pairs.py [--task train] [--batch 4] [--pair head] [--pairs 12]
-    python benchmarks/bench_pairs.py --task eval --batch 8 --pair attention --skip-head
+    python benchmarks/bench_pairs.py --task eval --batch 8 --pair attention
+    python benchmarks/bench_pairs.py --task eval --batch 16 --pair tiles
 """
 
 from __future__ import annotations
@@ -35,33 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from swin_unet import SwinUnet  # noqa: E402
 from swin_unet.model import tiling  # noqa: E402
-from swin_unet.model.layers import FinalPatchExpand  # noqa: E402
-
-
-def time_head(batch: int, rounds: int) -> dict:
-    torch.manual_seed(0)
-    head = FinalPatchExpand(96)
-    weight = torch.randn(9, 96, requires_grad=True)
-    x = torch.randn(batch, 56 * 56, 96, requires_grad=True)
-    grad = torch.randn(batch, 56 * 56 * 16, 9)
-
-    def unfolded():
-        sub = head.norm(head.expand(x).view(batch, -1, 96))
-        F.linear(sub, weight).backward(grad)
-
-    def folded():
-        tiling.expansion_logits_tiled(head, x, weight).backward(grad)
-
-    variants = {"folded": folded, "unfolded": unfolded}
-    samples = {name: [] for name in variants}
-    for fn in variants.values():
-        fn()
-    for _ in range(rounds):
-        for name, fn in variants.items():
-            start = time.perf_counter()
-            fn()
-            samples[name].append(time.perf_counter() - start)
-    return {name: round(statistics.median(s) * 1e3, 1) for name, s in samples.items()}
 
 
 def paired_steps(task: str, batch: int, pair: str, pairs: int) -> dict:
@@ -76,7 +45,7 @@ def paired_steps(task: str, batch: int, pair: str, pairs: int) -> dict:
         if pair == "attention":
             model.attention = "explicit" if a else "sdpa"
         start = time.perf_counter()
-        with (tiling.untiled() if pair == "head" and not a else contextlib.nullcontext()):
+        with (tiling.untiled() if pair == "tiles" and not a else contextlib.nullcontext()):
             if task == "train":
                 loss = F.cross_entropy(model(x), target)
                 optimizer.zero_grad(set_to_none=True)
@@ -94,7 +63,7 @@ def paired_steps(task: str, batch: int, pair: str, pairs: int) -> dict:
         for a in ((True, False) if i % 2 else (False, True)):
             times[a].append(step(a))
     ratios = [b / a for a, b in zip(times[True], times[False])]
-    names = {"head": ("folded", "unfolded"), "attention": ("explicit", "sdpa")}[pair]
+    names = {"tiles": ("tiled", "whole"), "attention": ("explicit", "sdpa")}[pair]
     return {"task": task, "batch": batch, f"{names[0]}_s": round(statistics.median(times[True]), 3),
             f"{names[1]}_s": round(statistics.median(times[False]), 3),
             f"speedup_{names[0]}_median_of_pairs": round(statistics.median(ratios), 3),
@@ -105,18 +74,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=("train", "eval"), default="train")
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--pair", choices=("head", "attention"), default="head")
+    parser.add_argument("--pair", choices=("tiles", "attention"), default="attention")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=9, help="rounds of the head alone")
     parser.add_argument("--pairs", type=int, default=12, help="paired steps")
-    parser.add_argument("--skip-head", action="store_true", help="no timing of the head alone")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(json.dumps({"bench": "pairs", "torch": torch.__version__, "threads": args.threads,
                       "load_average_1min": round(os.getloadavg()[0], 2)}), flush=True)
-    if not args.skip_head:
-        print(json.dumps({"head_forward_backward_ms": time_head(args.batch, args.rounds),
-                          "batch": args.batch}), flush=True)
     steps = paired_steps(args.task, args.batch, args.pair, args.pairs)
     print(json.dumps({"steps": steps, "pair": args.pair}), flush=True)
 

@@ -158,8 +158,8 @@ class Mlp(nn.Module):
         if torch.is_grad_enabled() and hidden.requires_grad:
             hidden = self.act(hidden)  # the backward needs the GELU's input
         else:
-            # In place without autograd: page faults of a fresh (B*N, 4C) output cost more
-            # than the GELU itself on the CPU.
+            # In place without autograd: a fresh (B*N, 4C) output costs more than the GELU
+            # itself on the CPU (page faults of new memory; docs/performance.md).
             hidden = torch.ops.aten.gelu_(hidden, approximate=self.act.approximate)
         hidden = self.drop(hidden)
         if residual is not None and not (self.training and self.drop.p > 0):

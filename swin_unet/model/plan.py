@@ -116,10 +116,9 @@ class TokenPlan(nn.Module):
                               inverses[g.level][previous][orders[g.level][current]])
             if any(level_shifts):
                 mask = shift_mask(*g.resolution, g.window, max(level_shifts))
-                # -inf, not the original's -100: exp(-100) is a float32 denormal (3.7e-44) and
-                # x86 CPUs compute with denormals slowly (docs/performance.md). -inf gives exact
-                # zeros; outputs differ from -100's by less than float32 resolution. Every
-                # row keeps its own token, so no row is all -inf.
+                # -inf, not the original's -100: exp(-100) is a float32 denormal (3.7e-44), slow
+                # on x86 CPUs (docs/performance.md); -inf gives exact zeros. Every row keeps its
+                # own token, so no row is all -inf.
                 self.register_buffer(f"mask{g.level}", mask.masked_fill(mask < 0, float("-inf")),
                                      persistent=False)
 

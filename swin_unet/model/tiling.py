@@ -2,17 +2,10 @@
 
 Without autograd, a block's LayerNorm, qkv, attention and MLP, and the final 4x expansion's
 LayerNorm and projection, act per token or per window. Over a whole batch at full resolution
-their intermediates are tens of MiB (the stage-0 MLP hidden tensor at batch 8 is 38.5 MiB; the
-final expansion 154 MiB) and stream through memory, with fresh pages for each; run a tile of
-whole windows (or tokens) at a time they stay in the cache. On CUDA one large kernel is better,
-and with autograd a block keeps every activation anyway (blocks in tiles trained no faster), so
-both run whole there. The final expansion also runs in tiles in training on the CPU, with a
-hand-written backward (:class:`_FoldedExpansion`) that needs none of its full-size activations.
-
-The thresholds were measured on a 2-core CPU (docs/performance.md): a block gains once its MLP
-hidden tensor exceeds 16 MiB, in tiles of at most 4096 tokens, and loses a little below that;
-the final expansion gains at any batch, in tiles of 512 tokens (a 3 MiB expansion for 96 channels), and more with its LayerNorm folded into the output
-projection (:func:`expansion_logits_tiled`).
+their intermediates are large (the final expansion of 16 slices at 224 is 308 MiB) and each
+needs fresh memory; run a tile of whole windows (or tokens) at a time, the peak resident memory
+of inference stays far lower (docs/performance.md). On CUDA, and with autograd (a block keeps
+every activation anyway), everything runs whole.
 """
 
 from __future__ import annotations
@@ -23,7 +16,6 @@ from typing import Iterator, Optional
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 from torch import nn
 
 __all__ = ["BLOCK_TILE_MIN_BYTES", "BLOCK_TILE_TOKENS", "HEAD_TILE_TOKENS", "untiled",
@@ -51,16 +43,10 @@ def untiled() -> Iterator[None]:
         _off.value = previous
 
 
-def runs_tiled(x: torch.Tensor, autograd: bool = False) -> bool:
-    """Whether the tiled paths apply to ``x``: a CPU tensor, not :func:`untiled`, and no
-    autograd, unless ``autograd`` (a path with its own backward, written for one dtype): then
-    also with autograd, but not under autocast nor while ``torch.compile`` traces (it would
-    unroll the tiles)."""
-    if x.device.type != "cpu" or getattr(_off, "value", False):
-        return False
-    if not torch.is_grad_enabled():
-        return True
-    return autograd and not (torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling())
+def runs_tiled(x: torch.Tensor) -> bool:
+    """Whether the tiled paths apply to ``x``: a CPU tensor, not :func:`untiled`, no autograd."""
+    return (x.device.type == "cpu" and not getattr(_off, "value", False)
+            and not torch.is_grad_enabled())
 
 
 def block_runs_tiled(x: torch.Tensor, hidden: int) -> bool:
@@ -70,9 +56,8 @@ def block_runs_tiled(x: torch.Tensor, hidden: int) -> bool:
 
 
 def head_runs_tiled(x: torch.Tensor) -> bool:
-    """Whether the final expansion runs tiled on (B, L, C) tokens ``x``, with or without
-    autograd (:class:`_FoldedExpansion`)."""
-    return x.shape[0] * x.shape[1] > HEAD_TILE_TOKENS and runs_tiled(x, autograd=True)
+    """Whether the final expansion runs tiled on (B, L, C) tokens ``x`` (inference only)."""
+    return x.shape[0] * x.shape[1] > HEAD_TILE_TOKENS and runs_tiled(x)
 
 
 def tile_windows(period: int, target: int) -> int:
@@ -126,16 +111,12 @@ def expansion_logits_tiled(expand: nn.Module, x: torch.Tensor,
     sigma_s = sqrt(|F_s x|^2 / C + eps). One GEMM gives F x for the sigmas, one with s^2 K
     outputs per token the numerators: the normalized (tokens s^2, C) tensor and the K-wide GEMM
     on it (slow: K is tiny) are never formed. Equal to the unfolded path to float32 rounding.
-    With autograd the backward is folded the same way (:class:`_FoldedExpansion`).
     """
     b, length, c = x.shape
-    args = (x.reshape(b * length, c), expand.expand.weight, expand.norm.weight,
-            expand.norm.bias, weight, expand.norm.eps, expand.scale * expand.scale)
-    if torch.is_grad_enabled() and any(t.requires_grad for t in args[:5]):
-        logits = _FoldedExpansion.apply(*args)
-    else:
-        logits = _folded_logits(_fold(*args[1:5], args[6]), args[0], args[5])[0]
-    return logits.view(b, length * args[6], weight.shape[0])
+    per_token = expand.scale * expand.scale
+    folded = _fold(expand.expand.weight, expand.norm.weight, expand.norm.bias, weight, per_token)
+    logits = _folded_logits(folded, x.reshape(b * length, c), expand.norm.eps)[0]
+    return logits.view(b, length * per_token, weight.shape[0])
 
 
 def _fold(rows: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, weight: torch.Tensor,
@@ -170,57 +151,3 @@ def _folded_logits(folded, tokens: torch.Tensor, eps: float
         torch.mul(F.linear(tile, numerator).view(-1, k), tile_rstd.unsqueeze(1), out=logits)
         logits.add_(offset)
     return out, rstd
-
-
-class _FoldedExpansion(torch.autograd.Function):
-    """The folded final expansion with its backward folded too, in the same tiles.
-
-    Per token and sub-position (n = the normalized vector, r = 1/sigma, g the logits' gradient,
-    e = M_s x . g): the LayerNorm's input gradient is r P W_g^T g - r^3 e F_s x / C (P centres,
-    W_g = W diag(gamma)), so the input's gradient is (r g) M - (c F x) F with c = r^3 e / C, and
-    the expansion's is W_g'^T B_s^T - sum (c F_s x) x^T, with B = sum x (r g)^T and W_g' = W_g
-    centred. gamma, beta and W follow from B and the gradients' sum. F x is recomputed per tile
-    rather than stored: three (tokens, s^2 C) GEMMs as in the unfolded backward, and no
-    LayerNorm pass, no K-wide GEMM and no full-size tensor (docs/performance.md).
-    """
-
-    @staticmethod
-    def forward(ctx, tokens, rows, gamma, beta, weight, eps, per_token):
-        folded = _fold(rows, gamma, beta, weight, per_token)
-        logits, rstd = _folded_logits(folded, tokens, eps)
-        ctx.save_for_backward(tokens, *folded[:2], gamma, beta, weight, rstd)
-        return logits
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        tokens, centred, numerator, gamma, beta, weight, rstd = ctx.saved_tensors
-        (n, c_in), (per_token, c), k = tokens.shape, centred.shape[:2], weight.shape[0]
-        rows = centred.reshape(per_token * c, c_in)
-        grad = grad.contiguous().view(n, per_token, k)
-        grad_tokens = torch.empty_like(tokens) if ctx.needs_input_grad[0] else None
-        x_rg = tokens.new_zeros(c_in, per_token * k)     # B: sum of x (r g)^T
-        cu_x = tokens.new_zeros(per_token * c, c_in) if ctx.needs_input_grad[1] else None
-        for start in range(0, n, HEAD_TILE_TOKENS):
-            stop = min(n, start + HEAD_TILE_TOKENS)
-            tile, r = tokens[start:stop], rstd[start:stop].unsqueeze(-1)
-            rg = grad[start:stop] * r
-            dot = (F.linear(tile, numerator).view_as(rg) * rg).sum(-1, keepdim=True)  # r e
-            cu = F.linear(tile, rows).view(-1, per_token, c).mul_(dot.mul_(r).mul_(r / c))
-            cu, rg = cu.view(-1, per_token * c), rg.view(-1, per_token * k)
-            if grad_tokens is not None:
-                part = torch.mm(rg, numerator, out=grad_tokens[start:stop])
-                torch.addmm(part, cu, rows, alpha=-1, out=part)
-            x_rg.addmm_(tile.t(), rg)
-            if cu_x is not None:
-                cu_x.addmm_(cu.t(), tile)
-        total = grad.sum((0, 1))
-        x_rg = x_rg.view(c_in, per_token, k)
-        a = torch.einsum("isk,sci->kc", x_rg, centred)  # sum of (r g) (F x)^T
-        grad_rows = None
-        if cu_x is not None:
-            wg = weight * gamma
-            wg = wg - wg.mean(dim=1, keepdim=True)
-            grad_rows = torch.einsum("kc,isk->sci", wg, x_rg).reshape_as(cu_x).sub_(cu_x)
-        return (grad_tokens, grad_rows, (weight * a).sum(0), weight.t() @ total,
-                a * gamma + torch.outer(total, beta), None, None)
