@@ -73,7 +73,7 @@ def _use_in_memory_cache() -> None:
     import numpy as np
 
     from datasets.slices import SliceDataset, build_slice_cache
-    from swin_unet.model.network import as_pair
+    from swin_unet.sizes import as_pair
     from swin_unet.training import run
 
     def in_memory(source, config, context):
