@@ -73,13 +73,24 @@ def _project_datasets_error(site: Path, cwd: Path) -> str:
     return done.stdout
 
 
-def test_a_shadowing_datasets_package_is_a_clear_error(tmp_path):
+def test_another_datasets_package_first_on_the_path_keeps_the_name(tmp_path):
+    """Hugging Face's ``datasets`` before the clone on sys.path (imported first or not): the
+    project's data sets load as ``swin_unet_datasets`` and ``import datasets`` stays theirs."""
     fake = tmp_path / "site" / "datasets"
     fake.mkdir(parents=True)
-    (fake / "__init__.py").write_text("load_dataset = None  # like Hugging Face's\n")
-    path, message = _project_datasets_error(fake.parent, tmp_path).split(" | ")
-    assert Path(path) == fake
-    assert "not the project's" in message and "Hugging Face" in message
+    (fake / "__init__.py").write_text("load_dataset = 'theirs'  # like Hugging Face's\n")
+    for first in ("import datasets\n", ""):
+        code = (first + "from swin_unet.data_layer import project_datasets\n"
+                "ours = project_datasets()\n"
+                "import datasets\n"
+                "print(ours.__name__, ours.open_dataset.__module__, datasets.load_dataset,\n"
+                "      'phantom' in ours.DATASET_NAMES)\n")
+        env = {"PYTHONPATH": f"{fake.parent}:{REPO}", "OMP_WAIT_POLICY": "PASSIVE"}
+        done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == ["swin_unet_datasets", "swin_unet_datasets.registry",
+                                       "theirs", "True"]
 
 
 def test_a_missing_requirement_of_the_data_layer_is_named_not_blamed_on_the_path(tmp_path):

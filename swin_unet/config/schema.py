@@ -9,6 +9,7 @@ wrong type raise :class:`~swin_unet.errors.InputError` naming the key.
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -26,7 +27,16 @@ __all__ = ["REPO_ROOT", "CONFIG_DIR", "AttentionMode", "IntensityMode", "MetricM
            "config_from_dict", "config_to_dict", "apply_overrides", "save_config"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CONFIG_DIR = REPO_ROOT / "configs"
+
+
+def _config_dir() -> Path:
+    """The data sets' YAML files: package data when installed (``swin_unet/configs``), else
+    the clone's ``configs/`` folder beside the package."""
+    installed = importlib.resources.files("swin_unet") / "configs"
+    return Path(str(installed)) if installed.is_dir() else REPO_ROOT / "configs"
+
+
+CONFIG_DIR = _config_dir()
 
 # The choices of the config, each written once: the fields below use these types, and the code
 # that acts on a choice reads its options from them (``choices(MetricMode)``).
@@ -355,7 +365,17 @@ def save_config(config: Config, path: Union[str, Path]) -> None:
     Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
 
 
-def dataset_config_path(dataset: str) -> Optional[Path]:
-    """``configs/<dataset>.yaml`` when the repository ships one, else None."""
+def dataset_config_path(dataset: str) -> Path:
+    """``configs/<dataset>.yaml``, the recipe of a data set of the table.
+
+    Raises
+    ------
+    InputError
+        The file is missing: the install or the clone is incomplete (running on the
+        dataclass defaults instead would train another data set's recipe unnoticed).
+    """
     path = CONFIG_DIR / f"{dataset}.yaml"
-    return path if path.is_file() else None
+    if not path.is_file():
+        raise InputError(f"{path}: the config of data set '{dataset}' is missing (an "
+                         f"incomplete install or clone: reinstall swin-unet)", path=path)
+    return path

@@ -14,7 +14,8 @@ from ..io.paths import check_case_id, inside_output
 from ..io.images import (image_name, is_image_file, read_image, read_image_header,
                        write_label_png, write_overlay_png)
 
-__all__ = ["find_image_inputs", "image_targets", "segment_images", "write_image_prediction"]
+__all__ = ["find_image_inputs", "image_targets", "image_volume", "segment_images",
+           "write_image_prediction"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,12 @@ def write_image_prediction(labels: np.ndarray, image: np.ndarray, output: Path, 
             write_overlay_png(image, labels, overlay_path, num_classes)]
 
 
+def image_volume(pixels: np.ndarray, in_chans: int) -> np.ndarray:
+    """An image (channels, rows, columns) as the one-slice volume the model segments:
+    (rows, columns, 1) for a 1-channel model, (C, rows, columns, 1) otherwise."""
+    return (pixels[0] if in_chans == 1 else pixels)[..., None]
+
+
 def segment_images(found: list[tuple[str, Path]], output: Path, in_chans: int,
                    num_classes: int, predict: Callable[[np.ndarray], np.ndarray],
                    normalise: Callable[[np.ndarray], np.ndarray],
@@ -113,9 +120,8 @@ def segment_images(found: list[tuple[str, Path]], output: Path, in_chans: int,
     written: list[Path] = []
     for name, path in tqdm(found, desc="images", unit="image", disable=not progress):
         pixels = read_image(path, in_chans)
-        volume = (pixels[0] if in_chans == 1 else pixels)[..., None]
         try:
-            labels = predict(normalise(volume))
+            labels = predict(normalise(image_volume(pixels, in_chans)))
         except InputError as exc:
             raise exc.at(path) from None
         written += write_image_prediction(labels, pixels, output, name, num_classes)

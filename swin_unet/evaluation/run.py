@@ -86,14 +86,16 @@ class InferenceOptions:
 
     def segment(self, loaded: LoadedModel, image: np.ndarray, reference: Optional[Volume],
                 plan: Optional[Reorientation] = None,
-                paths: Optional[dict[str, Path]] = None) -> tuple[np.ndarray, list[Path]]:
-        """The labels of ``image`` and the files of ``paths`` (``scan_outputs.segment_volume``)."""
+                paths: Optional[dict[str, Path]] = None,
+                probabilities: Optional[np.ndarray] = None) -> tuple[np.ndarray, list[Path]]:
+        """The labels of ``image`` and the files of ``paths`` (``scan_outputs.segment_volume``;
+        ``probabilities``: a (K, X, Y, Z) array that receives them)."""
         from .scan_outputs import segment_volume
 
         return segment_volume(loaded.model, image, reference, loaded.config.model.img_size,
                               len(loaded.class_names) + 1, plan, paths,
                               batch_size=self.batch_size, resize=self.resize, tta=self.tta,
-                              device=self.device, amp=self.amp)
+                              device=self.device, amp=self.amp, probabilities=probabilities)
 
 
 def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
@@ -190,16 +192,12 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: Inf
     InputError
         An empty or unreadable input, a prediction file that exists (without ``overwrite``).
     """
-    from .scan_outputs import OutputKinds, check_intensities, orient_scan, output_paths
+    from .predictor import Predictor  # torch: with the model
+    from .scan_outputs import OutputKinds, output_paths
 
-    if normalise is None:
-        from .trained import resolve_intensity_for
-        intensity = resolve_intensity_for(loaded.config)
-        window = loaded.config.data.ct_window
-        normalize_intensity = project_datasets().normalize_intensity
-
-        def normalise(array: np.ndarray) -> np.ndarray:
-            return normalize_intensity(array, intensity, window, channels_first=array.ndim == 4)
+    predictor = Predictor(loaded, options)
+    if normalise is not None:
+        predictor.normalise = normalise
     images = find_image_inputs(inputs)
     if images:  # 2-D images: a label PNG and an overlay each, at the image's own size
         remove_results(output, check_output(output, overwrite, image_targets(
@@ -209,8 +207,7 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: Inf
             f"{output / 'predictions'}, the images with their classes in {output / 'overlays'}"])
         result.written = segment_images(
             images, output, loaded.config.model.in_chans, len(loaded.class_names) + 1,
-            lambda volume: options.segment(loaded, volume, None)[0], normalise,
-            options.progress)
+            lambda volume: predictor.segment(volume)[0], predictor.normalise, options.progress)
         return result
     found = find_inputs(inputs, channels=True)
     names = [name for name, _, _ in found]
@@ -233,16 +230,7 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: Inf
             list(zip(found, targets, dicom_targets)), desc="scans", unit="scan",
             disable=not options.progress):
         volume = read_volume(path, name, series)
-        if not np.isfinite(volume.array).all():
-            raise InputError(f"{volume.path}: image contains NaN or infinite values")
-        plan = orient_scan(volume, loaded.config.geometry, keep_orientation)
-        check_intensities(volume, loaded.config)
-        # The raw voxels are not needed again (only their shape, to write): one copy fewer.
-        volume.array = image = normalise(volume.array)
-        try:
-            prediction, written = options.segment(loaded, image, volume, plan, paths)
-        except InputError as exc:
-            raise exc.at(volume.path) from None
+        prediction, written, image = predictor.segment_scan(volume, paths, keep_orientation)
         result.written += written + dicom.write(prediction, path, series, dicom_paths,
                                                 loaded.class_names, paths.get("probabilities"),
                                                 result.notes)
@@ -295,6 +283,8 @@ class EvaluationRequest:
         if isinstance(self.checkpoint, (str, Path)):
             return [Path(self.checkpoint)]
         return [Path(p) for p in self.checkpoint]
+    # With --input: run the network's ONNX graph (swin-unet export) in ONNX Runtime.
+    onnx: Optional[Path] = None
 
     def kind(self) -> str:
         """Which run this is: "predictions", "input", "dataset" or "crossval".
@@ -306,6 +296,8 @@ class EvaluationRequest:
         """
         if self.batch_size is not None and self.batch_size < 1:
             raise InputError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.onnx and not self.input:
+            raise InputError("the ONNX Runtime engine segments --input scans only")
         if self.compare and not self.cross_validation:
             raise InputError("--compare compares cross-validations: give --cross-validation "
                              "RUN RUN ...")
@@ -371,9 +363,17 @@ def _run_in(request: EvaluationRequest, kind: str, output: Path) -> RunResult:
     from .networks import inference_options, load_models, request_overrides
 
     device = resolve_device(request.device)
+    if request.onnx:
+        import torch
+        device = torch.device("cpu")  # the session's providers choose where the graph runs
     loaded = load_models(request.checkpoints(), request.dataset, request_overrides(request),
                          device)
     options = inference_options(request, loaded, device)
+    if request.onnx:
+        from dataclasses import replace
+
+        from .onnx_export import OnnxNetwork
+        loaded = replace(loaded, model=OnnxNetwork(request.onnx, loaded.config.model))
     if kind == "input":
         return segment_inputs(loaded, request.input, output, options, request.overwrite,
                               report=report_for(request, output, loaded.class_names,

@@ -104,8 +104,8 @@ def segment_volume(model: torch.nn.Module, image: np.ndarray, reference: Optiona
                    plan: Optional[Reorientation] = None,
                    paths: Optional[dict[str, Path]] = None, *, batch_size: int = 16,
                    resize: str = "bicubic", tta: bool = False,
-                   device: Optional[torch.device] = None,
-                   amp: bool = False) -> tuple[np.ndarray, list[Path]]:
+                   device: Optional[torch.device] = None, amp: bool = False,
+                   probabilities: Optional[np.ndarray] = None) -> tuple[np.ndarray, list[Path]]:
     """Segment ``image`` (normalised, the scan's voxel order) and write the files of ``paths``.
 
     The volume is seen through ``plan`` (a view, not a copy) so that the model gets its own
@@ -121,6 +121,9 @@ def segment_volume(model: torch.nn.Module, image: np.ndarray, reference: Optiona
         From :func:`output_paths`: ``predictions``, ``probabilities`` (npz with
         ``probabilities`` float16 (K, X, Y, Z) and ``affine``), ``uncertainty`` (float32
         entropy in nats of the (TTA-mean) probabilities, as NIfTI).
+    probabilities : np.ndarray, optional
+        A (K, X, Y, Z) float array in the scan's voxel order that receives the probabilities
+        (instead of the float16 one allocated for ``paths["probabilities"]``).
 
     Returns
     -------
@@ -135,8 +138,8 @@ def segment_volume(model: torch.nn.Module, image: np.ndarray, reference: Optiona
     def model_view(array: np.ndarray) -> np.ndarray:
         return np.moveaxis(plan.forward(array), -3 + slice_axis, -1)
 
-    probabilities = (np.empty((num_classes,) + shape, dtype=np.float16)
-                     if "probabilities" in paths else None)
+    if probabilities is None and "probabilities" in paths:
+        probabilities = np.empty((num_classes,) + shape, dtype=np.float16)
     entropy = np.empty(shape, dtype=np.float32) if "uncertainty" in paths else None
     labels = predict_volume(
         model, model_view(image), img_size, batch_size=batch_size, resize=resize, tta=tta,

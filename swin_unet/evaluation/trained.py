@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
+import numpy as np
 import torch
 
 from ..config import Config, DataConfig, apply_overrides, config_from_dict
@@ -15,7 +16,7 @@ from ..data_layer import project_datasets
 from ..errors import InputError
 from ..model import build_model, checkpoint_state, load_state, read_checkpoint
 
-__all__ = ["LoadedModel", "load_model", "resolve_intensity_for"]
+__all__ = ["LoadedModel", "load_model", "resolve_intensity_for", "intensity_normaliser"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,23 @@ def resolve_intensity_for(config: Config) -> str:
                          f"'{config.dataset}', whose modality it does not store; pass "
                          f"--set data.intensity=ct|zscore|minmax")
     return datasets.resolve_intensity(config.data.intensity, default or "zscore")
+
+
+def intensity_normaliser(config: Config) -> Callable[[np.ndarray], np.ndarray]:
+    """The training intensity normalisation of ``config``, for (X, Y, Z) or (C, X, Y, Z) arrays.
+
+    Raises
+    ------
+    InputError
+        As :func:`resolve_intensity_for`.
+    """
+    intensity = resolve_intensity_for(config)
+    window = config.data.ct_window
+    normalize_intensity = project_datasets().normalize_intensity
+
+    def normalise(array: np.ndarray) -> np.ndarray:
+        return normalize_intensity(array, intensity, window, channels_first=array.ndim == 4)
+    return normalise
 
 
 def load_model(path: Path, dataset: Optional[str] = None, overrides: Sequence[str] = (),

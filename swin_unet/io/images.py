@@ -14,7 +14,7 @@ from ..errors import InputError
 from ..palette import class_colours
 
 __all__ = ["IMAGE_SUFFIXES", "ImageHeader", "is_image_file", "image_name", "read_image_header",
-           "read_image", "read_mask", "label_colours", "write_label_png", "write_overlay_png"]
+           "read_image", "image_from_array", "read_mask", "label_colours", "write_label_png", "write_overlay_png"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 _JPEG_SUFFIXES = (".jpg", ".jpeg")
@@ -140,31 +140,81 @@ def read_image(path: Union[str, Path], channels: Optional[int] = None,
     """
     path = Path(path)
     image, header = _decode(path, at_least)
-    channels = header.channels if channels is None else int(channels)
+    with image:
+        return _pixels(image, header.mode, header.channels, channels, path)
+
+
+def _pixels(image: Image.Image, mode: str, own_channels: int, channels: Optional[int],
+            path: Path) -> np.ndarray:
+    """The decoded ``image`` (Pillow ``mode``) as float32 (channels, rows, columns) in [0, 1]."""
+    channels = own_channels if channels is None else int(channels)
     if channels not in (1, 3, 4):
         raise InputError(f"{path}: cannot read an image as {channels} channels (1, 3 or 4)",
                          path=path)
-    with image:
-        if header.mode in _HIGH_BIT_MODES or header.mode == "F":
-            array = np.asarray(image, dtype=np.float32)
-            if header.mode != "F":
-                array = array / np.float32(65535.0)
-            array = array[None]
-        elif header.mode == "1":
-            array = np.asarray(image, dtype=np.float32)[None]
-        else:
-            target = {1: "L", 3: "RGB", 4: "RGBA"}[channels]
-            if channels == 3 and header.channels == 1:
-                target = "L"  # repeated below: the same values in R, G and B
-            array = np.asarray(image.convert(target), dtype=np.float32) / np.float32(255.0)
-            array = array[None] if array.ndim == 2 else np.moveaxis(array, -1, 0)
+    if mode in _HIGH_BIT_MODES or mode == "F":
+        array = np.asarray(image, dtype=np.float32)
+        if mode != "F":
+            array = array / np.float32(65535.0)
+        array = array[None]
+    elif mode == "1":
+        array = np.asarray(image, dtype=np.float32)[None]
+    else:
+        target = {1: "L", 3: "RGB", 4: "RGBA"}[channels]
+        if channels == 3 and own_channels == 1:
+            target = "L"  # repeated below: the same values in R, G and B
+        array = np.asarray(image.convert(target), dtype=np.float32) / np.float32(255.0)
+        array = array[None] if array.ndim == 2 else np.moveaxis(array, -1, 0)
     if array.shape[0] != channels:
         if array.shape[0] == 1:
             array = np.repeat(array, channels, axis=0)
         else:
-            raise InputError(f"{path}: a {header.mode} image cannot be read as {channels} "
+            raise InputError(f"{path}: a {mode} image cannot be read as {channels} "
                              f"channels", path=path)
     return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def image_from_array(pixels: np.ndarray, channels: Optional[int] = None) -> np.ndarray:
+    """A 2-D image held in memory, (rows, columns) or (rows, columns, 1/3/4), as
+    :func:`read_image` gives it from a file: float32 (channels, rows, columns).
+
+    uint8 and uint16 pixels are scaled by their bit depth and converted between grayscale and
+    colour as Pillow converts a file's (same luma weights); float pixels are taken as already
+    in [0, 1] (an alpha channel, the fourth, is dropped unless ``channels`` is 4).
+
+    Raises
+    ------
+    InputError
+        Not a 2-D image shape, or an unsupported dtype.
+    """
+    pixels = np.asarray(pixels)
+    where = Path("image")
+    if pixels.ndim == 3 and pixels.shape[-1] == 1:
+        pixels = pixels[..., 0]
+    if pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[-1] not in (3, 4)):
+        raise InputError(f"image: expected (rows, columns) or (rows, columns, 3 or 4), got "
+                         f"shape {pixels.shape}", path=where)
+    own = 1 if pixels.ndim == 2 else 3
+    if pixels.dtype == np.uint8 or pixels.dtype == np.bool_:
+        image = Image.fromarray(pixels.astype(np.uint8) * (255 if pixels.dtype == np.bool_ else 1))
+        mode = image.mode
+    elif pixels.dtype == np.uint16 and pixels.ndim == 2:
+        image, mode = Image.fromarray(pixels), "I;16"
+    elif np.issubdtype(pixels.dtype, np.floating):
+        array = pixels.astype(np.float32)
+        array = array[None] if array.ndim == 2 else np.moveaxis(array, -1, 0)[:3 if channels != 4 else 4]
+        channels = own if channels is None else int(channels)
+        if channels == 1 and array.shape[0] > 1:  # ITU-R 601-2 luma, as Pillow's "L"
+            array = np.tensordot(np.array([0.299, 0.587, 0.114], np.float32), array[:3], 1)[None]
+        elif array.shape[0] == 1 and channels > 1:
+            array = np.repeat(array, channels, axis=0)
+        if array.shape[0] != channels:
+            raise InputError(f"image: {array.shape[0]} channel(s) cannot be used as {channels}",
+                             path=where)
+        return np.ascontiguousarray(array, dtype=np.float32)
+    else:
+        raise InputError(f"image: pixels of dtype {pixels.dtype}: expected uint8, uint16 "
+                         f"(grayscale) or float in [0, 1]", path=where)
+    return _pixels(image, mode, own, channels, where)
 
 
 def read_mask(path: Union[str, Path]) -> tuple[np.ndarray, bool]:

@@ -1,0 +1,67 @@
+"""``swin-unet``: the installed command, one subcommand per job.
+
+    swin-unet train --dataset phantom              (= python train.py, the same flags)
+    swin-unet test --volume --dataset ... --checkpoint ...   (= python test.py)
+    swin-unet predict --checkpoint C --input SCAN --output DIR
+    swin-unet export --checkpoint C --output model.onnx
+    swin-unet explain --output DIR                 (= python -m swin_unet.explain)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Optional, Sequence
+
+__all__ = ["main", "COMMANDS"]
+
+COMMANDS = {
+    "train": "train a network (the flags of train.py)",
+    "test": "score a data set, existing predictions, or segment scans (the flags of test.py)",
+    "predict": "segment scans or 2-D images with a checkpoint (PyTorch or ONNX Runtime)",
+    "export": "write a checkpoint's network as ONNX and check it against PyTorch",
+    "explain": "draw the model's patches, windows and shifts (python -m swin_unet.explain)",
+}
+
+
+def _usage() -> str:
+    lines = ["usage: swin-unet COMMAND [options]   (swin-unet COMMAND --help for its options)",
+             "", "commands:"]
+    lines += [f"  {name:<9}{text}" for name, text in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    # Before torch loads, as in train.py: passive OpenMP threads on a CPU shared with other jobs.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if args else 2
+    if args[0] == "--version":
+        from . import __version__
+        print(f"swin-unet {__version__}")
+        return 0
+    command, rest = args[0], args[1:]
+    prog = f"swin-unet {command}"
+    if command == "train":
+        from .commands import train
+        return train.main(rest, prog=prog)
+    if command == "test":
+        from .commands import test
+        return test.main(rest, prog=prog)
+    if command == "predict":
+        from .commands import deploy
+        return deploy.predict_main(rest, prog=prog)
+    if command == "export":
+        from .commands import deploy
+        return deploy.export_main(rest, prog=prog)
+    if command == "explain":
+        from .explain.__main__ import main as explain
+        return explain(rest)
+    print(f"{_usage()}\nswin-unet: error: unknown command '{command}'", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
