@@ -86,7 +86,9 @@ def project_datasets() -> ModuleType:
         A package the data layer needs (h5py, ...) is not installed, or the install lacks the
         data-set package.
     """
-    clone = (_CLONE / "__init__.py").is_file()
+    # A clone holds train.py beside the folder; installed, site-packages/datasets may be
+    # Hugging Face's.
+    clone = (REPO_ROOT / "train.py").is_file() and (_CLONE / "registry.py").is_file()
     try:
         if clone:
             return _clone_datasets()
