@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import numbers
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 from .errors import InputError
 
-__all__ = ["as_pair"]
+__all__ = ["as_pair", "patch_pair", "resampled_size"]
 
 
 def as_pair(size: Union[int, Sequence[int]], key: str = "img_size") -> tuple[int, int]:
@@ -30,3 +31,24 @@ def as_pair(size: Union[int, Sequence[int]], key: str = "img_size") -> tuple[int
     if min(pair) < 1:
         raise InputError(f"{key}: sizes must be positive, got {size!r}", key=key)
     return pair
+
+
+def patch_pair(patch_size: Union[int, Sequence[int], None],
+               img_size: Union[int, Sequence[int]]) -> tuple[int, int]:
+    """Patch mode's patch (and sliding window) ``(H, W)``: ``patch_size``, or the model's
+    ``img_size`` when it is None."""
+    if patch_size is None:
+        return as_pair(img_size)
+    return as_pair(patch_size, "data.patch_size")
+
+
+def resampled_size(shape_xy: Sequence[int], spacing_xy: Optional[Sequence[float]],
+                   target_spacing: Optional[Sequence[float]]) -> tuple[int, int]:
+    """The in-plane size of a slice of ``shape_xy`` pixels of ``spacing_xy`` mm once resampled
+    to ``target_spacing`` mm: each side rounded, at least 1. No spacing on either side (2-D
+    images, or ``data.spacing`` null): the size as it is."""
+    shape = (int(shape_xy[0]), int(shape_xy[1]))
+    if spacing_xy is None or target_spacing is None:
+        return shape
+    return tuple(max(1, int(math.floor(n * s / t + 0.5)))
+                 for n, s, t in zip(shape, spacing_xy, target_spacing))

@@ -7,13 +7,16 @@ these checks catch values set in code and the rules that involve several keys.
 
 from __future__ import annotations
 
+import math
+import numbers
 import typing
 from typing import Any, Literal, Sequence
 
-from .schema import Config, GeometryConfig, TrainConfig, choices, look_up_option
+from .schema import Config, DataConfig, GeometryConfig, TrainConfig, choices, look_up_option
 from ..errors import InputError
+from ..sizes import patch_pair
 
-__all__ = ["check_choices", "check_train_config", "check_config"]
+__all__ = ["check_choices", "check_train_config", "check_patch_size", "check_config"]
 
 
 def check_choices(section: Any, prefix: str) -> None:
@@ -83,6 +86,57 @@ def _check_geometry(geometry: GeometryConfig) -> None:
                              f"0 < low <= high, got {value}", key=f"geometry.{key}")
 
 
+def _check_native_resolution(data: DataConfig, overlap: float) -> None:
+    """The patch-mode keys: the spacing, the foreground share, the windows' overlap."""
+    spacing = data.spacing
+    if spacing is not None and spacing != "auto" and not (
+            isinstance(spacing, (list, tuple)) and len(spacing) == 2
+            and all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+                    and v > 0 for v in spacing)):
+        raise InputError(f"config key 'data.spacing': expected null, auto or [sx, sy] in mm, "
+                         f"both positive and finite, got {spacing}", key="data.spacing")
+    share = data.foreground_share
+    if not (isinstance(share, numbers.Real) and 0.0 <= share <= 1.0):
+        raise InputError(f"config key 'data.foreground_share': must be in [0, 1], got {share}",
+                         key="data.foreground_share")
+    if not (isinstance(overlap, numbers.Real) and 0.0 <= overlap < 1.0):
+        raise InputError(f"config key 'inference.overlap': must be in [0, 1), got {overlap}",
+                         key="inference.overlap")
+
+
+def check_patch_size(config: Config) -> tuple[int, int]:
+    """The patch size the model takes: ``model.img_size``, or a size with the same windows
+    that :meth:`~swin_unet.model.SwinUnet.set_input_size` accepts.
+
+    Raises
+    ------
+    InputError
+        ``data.patch_size`` is not a size, or one the model cannot take.
+    """
+    from ..model.network import check_sizes  # torch: only when a model is checked
+    from ..model.plan import stage_geometry
+
+    model = config.model
+    size = patch_pair(config.data.patch_size, model.img_size)
+    own = patch_pair(None, model.img_size)
+    if size == own:
+        return size
+    try:
+        check_sizes(size, model.patch_size, model.window_size, model.depths)
+        fits = ([g.window for g in stage_geometry(size, model.patch_size, model.window_size,
+                                                  model.depths)]
+                == [g.window for g in stage_geometry(own, model.patch_size, model.window_size,
+                                                     model.depths)])
+    except (InputError, ValueError):
+        fits = False
+    if not fits:
+        raise InputError(f"config key 'data.patch_size': the model (img_size "
+                         f"{own[0]}x{own[1]}, window {model.window_size}) cannot take "
+                         f"{size[0]}x{size[1]} patches; use null (the model's img_size) or a "
+                         f"size with the same windows", key="data.patch_size")
+    return size
+
+
 def check_config(config: Config, sections: Sequence[str] = ("model", "data", "train",
                                                             "inference", "geometry")) -> None:
     """Validate a whole config once, before any work, naming the first bad key.
@@ -103,6 +157,8 @@ def check_config(config: Config, sections: Sequence[str] = ("model", "data", "tr
         _at_least(config.inference, "inference", ("batch_size",), 1, "be at least 1")
     if "geometry" in sections:
         _check_geometry(config.geometry)
+    if "data" in sections:
+        _check_native_resolution(config.data, config.inference.overlap)
     if "model" in sections:
         model = config.model
         for key in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
@@ -118,3 +174,5 @@ def check_config(config: Config, sections: Sequence[str] = ("model", "data", "tr
         except InputError as exc:
             raise InputError(f"config key 'model.{exc.key}': {exc}",
                              key=f"model.{exc.key}") from None
+        if "data" in sections:
+            check_patch_size(config)

@@ -20,11 +20,10 @@ from .values import choices, dotted_keys, fill_dataclass, look_up_option, unknow
 from ..errors import InputError
 
 __all__ = ["REPO_ROOT", "CONFIG_DIR", "AttentionMode", "IntensityMode", "MetricMode",
-           "ResizeMethod", "MetricConventions", "metric_mode_settings", "Device",
-           "Split", "choices", "look_up_option", "dataset_config_path", "ModelConfig",
-           "DataConfig", "TrainConfig", "InferenceConfig", "GeometryConfig",
-           "Config", "load_config",
-           "config_from_dict", "config_to_dict", "apply_overrides", "save_config"]
+           "ResizeMethod", "Sampling", "Blend", "MetricConventions", "metric_mode_settings",
+           "Device", "Split", "choices", "look_up_option", "dataset_config_path", "ModelConfig",
+           "DataConfig", "TrainConfig", "InferenceConfig", "GeometryConfig", "Config",
+           "load_config", "config_from_dict", "config_to_dict", "apply_overrides", "save_config"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,6 +48,10 @@ AmpDtype = Literal["auto", "bf16", "fp16"]
 # How slices are resized to the model and back: "bicubic" (image bicubic, logits bilinear, then
 # the argmax) or "paper" (the original code's spline zoom in, nearest-neighbour labels out).
 ResizeMethod = Literal["bicubic", "paper"]
+# "resize" (every slice resized to the model, the paper's) or "patch" (native-resolution patches
+# and sliding-window inference, docs/native-resolution.md); the sliding windows' blend.
+Sampling = Literal["resize", "patch"]
+Blend = Literal["gaussian", "constant"]
 # How volumes are scored: "mm" (HD95 from the spacing, sound empty-mask rules) or "paper".
 MetricConventions = Literal["mm", "paper"]
 # test.py's --metric-mode and the legacy key inference.metric_mode: both settings at once.
@@ -130,6 +133,14 @@ class DataConfig:
     # Releases stored slice by slice: stack a case with missing slice numbers (the gap is
     # logged) instead of refusing it. Off: a gap would shrink distances along z unnoticed.
     allow_slice_gaps: bool = False
+    sampling: Sampling = "resize"
+    # Patch mode: the in-plane spacing (mm) volumes are resampled to: null (as stored), "auto"
+    # (the training volumes' median, recorded as numbers) or [sx, sy]; 2-D images keep pixels.
+    spacing: Optional[Union[Literal["auto"], list[float]]] = None
+    # Patch mode: patch and sliding-window size, int or [h, w]; null: model.img_size.
+    patch_size: Optional[Union[int, list[int]]] = None
+    # Patch mode: the share of training patches centred on a foreground pixel.
+    foreground_share: float = 1 / 3
 
 
 @dataclass
@@ -179,6 +190,9 @@ class InferenceConfig:
     resize: ResizeMethod = "bicubic"
     metric_conventions: MetricConventions = "mm"
     tta: bool = False
+    # Patch mode's sliding windows: the overlap of neighbours in [0, 1), and their blend.
+    overlap: float = 0.5
+    blend: Blend = "gaussian"
 
 
 @dataclass
