@@ -9,12 +9,11 @@ A thin command line over swin_unet.commands.test (also ``swin-unet test``).
 
 from __future__ import annotations
 
-import os
 import sys
 
-# Before torch loads (as in train.py): on a CPU shared with other jobs, OpenMP threads spinning
-# at barriers for a descheduled sibling slow small parallel ops ten-fold; passive ones sleep.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from swin_unet.commands.common import passive_openmp
+
+passive_openmp()  # before torch loads
 
 from swin_unet.commands.test import build_parser, main, report  # noqa: E402,F401
 

@@ -12,13 +12,11 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-# Read by the OpenMP runtime when torch loads, so set before the first import of torch. On a
-# CPU shared with other jobs, threads that spin at every barrier for a descheduled sibling slow
-# training many times over (docs/performance.md); passive threads sleep instead.
-# Set OMP_WAIT_POLICY=ACTIVE to override on a dedicated machine.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from swin_unet.commands.common import passive_openmp
 
-from swin_unet.commands import train as command
+passive_openmp()  # before torch loads
+
+from swin_unet.commands import train as command  # noqa: E402
 
 
 def _script(name: str) -> str:

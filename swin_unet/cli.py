@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-import os
+import importlib
 import sys
 from typing import Optional, Sequence
 
@@ -23,6 +23,15 @@ COMMANDS = {
     "explain": "draw the model's patches, windows and shifts (python -m swin_unet.explain)",
 }
 
+# Each command's module and its main(argv, prog=...), imported only when the command runs.
+_MAINS = {
+    "train": ("swin_unet.commands.train", "main"),
+    "test": ("swin_unet.commands.test", "main"),
+    "predict": ("swin_unet.commands.deploy", "predict_main"),
+    "export": ("swin_unet.commands.deploy", "export_main"),
+    "explain": ("swin_unet.explain.__main__", "main"),
+}
+
 
 def _usage() -> str:
     lines = ["usage: swin-unet COMMAND [options]   (swin-unet COMMAND --help for its options)",
@@ -32,8 +41,9 @@ def _usage() -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    # Before torch loads, as in train.py: passive OpenMP threads on a CPU shared with other jobs.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from .commands.common import passive_openmp
+
+    passive_openmp()  # before torch loads, as in train.py
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):
         print(_usage())
@@ -43,24 +53,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"swin-unet {__version__}")
         return 0
     command, rest = args[0], args[1:]
-    prog = f"swin-unet {command}"
-    if command == "train":
-        from .commands import train
-        return train.main(rest, prog=prog)
-    if command == "test":
-        from .commands import test
-        return test.main(rest, prog=prog)
-    if command == "predict":
-        from .commands import deploy
-        return deploy.predict_main(rest, prog=prog)
-    if command == "export":
-        from .commands import deploy
-        return deploy.export_main(rest, prog=prog)
-    if command == "explain":
-        from .explain.__main__ import main as explain
-        return explain(rest)
-    print(f"{_usage()}\nswin-unet: error: unknown command '{command}'", file=sys.stderr)
-    return 2
+    if command not in _MAINS:
+        print(f"{_usage()}\nswin-unet: error: unknown command '{command}'", file=sys.stderr)
+        return 2
+    module, function = _MAINS[command]
+    return getattr(importlib.import_module(module), function)(rest, prog=f"swin-unet {command}")
 
 
 if __name__ == "__main__":

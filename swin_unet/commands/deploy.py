@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
 from ..config import Device, choices
-from ..errors import InputError, format_error
+from ..errors import InputError
+from .common import run_command
 
 __all__ = ["build_predict_parser", "predict_main", "build_export_parser", "export_main",
            "EXPORT_TOLERANCE"]
@@ -54,27 +54,23 @@ def build_predict_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
 
 def predict_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
     args = build_predict_parser(prog).parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
-    try:
-        if args.engine == "onnxruntime" and args.onnx is None:
-            raise InputError("--engine onnxruntime needs --onnx MODEL.onnx (from swin-unet "
-                             "export)")
-        if args.onnx is not None and args.engine != "onnxruntime":
-            raise InputError("--onnx is the graph of --engine onnxruntime: add it")
-        from ..evaluation import EvaluationRequest, run_evaluation
-        from .test import report
+    return run_command(lambda: _predict(args))
 
-        result = run_evaluation(EvaluationRequest(
-            checkpoint=args.checkpoint, input=args.input, output=args.output,
-            overwrite=args.overwrite, save_probabilities=args.save_probabilities,
-            keep_orientation=args.keep_orientation, batch_size=args.batch_size, tta=args.tta,
-            amp=args.amp, device=args.device, onnx=args.onnx, progress=not args.no_progress,
-            report=not args.no_report))
-    except InputError as exc:
-        print(format_error(exc), file=sys.stderr)
-        return 2
-    report(result)
+
+def _predict(args: argparse.Namespace) -> int:
+    if args.engine == "onnxruntime" and args.onnx is None:
+        raise InputError("--engine onnxruntime needs --onnx MODEL.onnx (from swin-unet export)")
+    if args.onnx is not None and args.engine != "onnxruntime":
+        raise InputError("--onnx is the graph of --engine onnxruntime: add it")
+    from ..evaluation import EvaluationRequest, run_evaluation
+    from .test import report
+
+    report(run_evaluation(EvaluationRequest(
+        checkpoint=args.checkpoint, input=args.input, output=args.output,
+        overwrite=args.overwrite, save_probabilities=args.save_probabilities,
+        keep_orientation=args.keep_orientation, batch_size=args.batch_size, tta=args.tta,
+        amp=args.amp, device=args.device, onnx=args.onnx, progress=not args.no_progress,
+        report=not args.no_report)))
     return 0
 
 
@@ -92,19 +88,19 @@ def build_export_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
 
 def export_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
     args = build_export_parser(prog).parse_args(argv)
-    try:
-        from ..evaluation.onnx_export import check_onnx, export_onnx, require_onnxruntime
-        from ..evaluation.trained import load_model
+    return run_command(lambda: _export(args), log_format=None)
 
-        require_onnxruntime()  # before the work: the check after writing needs it
-        import torch
 
-        loaded = load_model(args.checkpoint, device=torch.device("cpu"))
-        path = export_onnx(loaded.model, args.output, args.opset)
-        check = check_onnx(loaded.model, path)
-    except InputError as exc:
-        print(format_error(exc), file=sys.stderr)
-        return 2
+def _export(args: argparse.Namespace) -> int:
+    from ..evaluation.onnx_export import check_onnx, export_onnx, require_onnxruntime
+    from ..evaluation.trained import load_model
+
+    require_onnxruntime()  # before the work: the check after writing needs it
+    import torch
+
+    loaded = load_model(args.checkpoint, device=torch.device("cpu"))
+    path = export_onnx(loaded.model, args.output, args.opset)
+    check = check_onnx(loaded.model, path)
     sizes = ", ".join(map(str, check.batch_sizes))
     print(f"{path}: onnxruntime's logits differ from PyTorch's by at most "
           f"{check.max_abs_difference:.3g} = {check.relative_difference:.2e} of the logits' "

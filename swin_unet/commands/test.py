@@ -4,14 +4,12 @@ what the run wrote on stdout."""
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
 from ..config import Device, MetricMode, Split, choices, comma_indices, comma_names
 from ..data_layer import add_dataset_option
-from ..errors import InputError, format_error
+from .common import run_command
 
 __all__ = ["build_parser", "main", "report"]
 
@@ -87,20 +85,17 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
     args = build_parser(prog).parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
-    try:
-        # Imported here so that --help and argument errors answer at once.
-        from ..evaluation import EvaluationRequest, run_evaluation
+    return run_command(lambda: _evaluate(args))
 
-        options = {k: v for k, v in vars(args).items()
-                   if k not in ("volume", "no_progress", "no_report")}
-        result = run_evaluation(EvaluationRequest(**options, progress=not args.no_progress,
-                                                  report=not args.no_report))
-    except InputError as exc:
-        print(format_error(exc), file=sys.stderr)
-        return 2
-    report(result)
+
+def _evaluate(args: argparse.Namespace) -> int:
+    # Imported here so that --help and argument errors answer at once.
+    from ..evaluation import EvaluationRequest, run_evaluation
+
+    options = {k: v for k, v in vars(args).items()
+               if k not in ("volume", "no_progress", "no_report")}
+    report(run_evaluation(EvaluationRequest(**options, progress=not args.no_progress,
+                                            report=not args.no_report)))
     return 0
 
 

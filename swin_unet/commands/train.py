@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 
 from ..config import Device, choices
 from ..data_layer import add_dataset_option
-from ..errors import InputError, format_error
+from .common import INTERRUPTED, run_command
 
 __all__ = ["build_parser", "parse_args", "main"]
 
@@ -73,33 +73,31 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None,
     current folder (``python train.py`` in a clone), for the commands printed at the end.
     """
     args = parse_args(argv, prog)
+    # Training sets up its own log (train.log and the console).
+    return run_command(lambda: _train(args, train_command, test_command), log_format=None)
+
+
+def _train(args: argparse.Namespace, train_command: str, test_command: str) -> int:
     output = Path(args.output or Path("runs") / args.dataset
                   / (f"fold_{args.fold}" if args.fold is not None else ""))
     rank = int(os.environ.get("RANK", "0"))
-    try:
-        from ..training import TrainingDiverged, prepare_from_layers, train_from_layers
+    from ..training import TrainingDiverged, prepare_from_layers, train_from_layers
 
-        if args.prepare_only:
-            store = prepare_from_layers(args.dataset, config_file=args.config,
-                                        overrides=args.overrides, root=args.root,
-                                        verbose=not args.quiet)
-            print(f"slice cache ready: {len(store)} slices at {store.path}")
-            return 0
-        try:
-            result = train_from_layers(
-                args.dataset, output, config_file=args.config, overrides=args.overrides,
-                root=args.root, resume=args.resume, pretrained=args.pretrained,
-                device=args.device, amp=args.amp, compile=args.compile, verbose=not args.quiet,
-                overwrite=args.overwrite, fold=args.fold)
-        except TrainingDiverged as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-    except InputError as exc:
-        print(format_error(exc), file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    if args.prepare_only:
+        store = prepare_from_layers(args.dataset, config_file=args.config,
+                                    overrides=args.overrides, root=args.root,
+                                    verbose=not args.quiet)
+        print(f"slice cache ready: {len(store)} slices at {store.path}")
+        return 0
+    try:
+        result = train_from_layers(
+            args.dataset, output, config_file=args.config, overrides=args.overrides,
+            root=args.root, resume=args.resume, pretrained=args.pretrained,
+            device=args.device, amp=args.amp, compile=args.compile, verbose=not args.quiet,
+            overwrite=args.overwrite, fold=args.fold)
+    except TrainingDiverged as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     if result.already_finished:
         if rank == 0:
             print(f"{output}: all {result.epochs_done} epochs of this run are done already; "
@@ -109,7 +107,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None,
         if rank == 0:
             print(f"stopped; continue with: {train_command} --dataset "
                   f"{args.dataset} --output {output} --resume", file=sys.stderr)
-        return 130
+        return INTERRUPTED
     if rank == 0:
         best = output / "checkpoints" / "best.pth"
         root = result.config.data.root

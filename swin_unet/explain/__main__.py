@@ -10,7 +10,8 @@ from typing import Optional, Sequence
 
 import torch
 
-from ..errors import InputError, format_error
+from ..commands.common import run_command
+from ..errors import InputError
 from ..model import SwinUnet
 from .analysis import explain_model
 from .document import write_explanation
@@ -34,9 +35,10 @@ def _size(text: str):
     return values[0] if len(values) == 1 else values
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def parse_args(argv: Optional[Sequence[str]] = None,
+               prog: str = "python -m swin_unet.explain") -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m swin_unet.explain",
+        prog=prog,
         description="Draw Swin-Unet's patches and windows per stage, the cyclic shift and its "
                     "attention masks (the model's own buffers), and tabulate MSA vs W-MSA cost "
                     "from the formulas against FLOPs counted on the model. Writes PNG figures, "
@@ -100,18 +102,18 @@ def command_line(settings: dict, output: str) -> str:
     return shlex.join(words)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        require_matplotlib()  # before any work: the figures are the point of the command
-        settings = model_settings(args)
-        model = build(settings, args.device)
-        explanation = explain_model(model)
-        files = write_explanation(explanation, args.output, command_line(settings, args.output))
-    except InputError as exc:
-        print(format_error(exc), file=sys.stderr)
-        return 2
+def main(argv: Optional[Sequence[str]] = None,
+         prog: str = "python -m swin_unet.explain") -> int:
+    args = parse_args(argv, prog)
+    return run_command(lambda: _explain(args), log_format="%(message)s")
+
+
+def _explain(args: argparse.Namespace) -> int:
+    require_matplotlib()  # before any work: the figures are the point of the command
+    settings = model_settings(args)
+    model = build(settings, args.device)
+    explanation = explain_model(model)
+    files = write_explanation(explanation, args.output, command_line(settings, args.output))
     log.info("%.2f M parameters, %.2f G multiply-adds per image; wrote %d files to %s",
              explanation.params / 1e6, explanation.flops / 2e9, len(files), args.output)
     for path in files:
