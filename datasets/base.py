@@ -17,7 +17,7 @@ from swin_unet.config import DataConfig
 from swin_unet.config.checks import check_choices
 from swin_unet.errors import InputError
 from swin_unet.io.paths import inside
-from swin_unet.sizes import as_pair
+from swin_unet.sizes import as_pair, patch_pair, resampled_size
 
 from .cases import SPLITS, resolve_splits
 from .intensity import normalize_intensity, resolve_intensity
@@ -138,6 +138,7 @@ class DataSource(abc.ABC):
             raise InputError(f"config key 'data.ct_window': {list(data_cfg.ct_window)} is not "
                              f"a [low, high] window")
         self.class_names = override_class_names(self.class_names, data_cfg.class_names)
+        self._median_spacing: Optional[tuple[float, float]] = None
         self._splits = resolve_splits(default_splits, {
             "train": data_cfg.train_cases, "val": data_cfg.val_cases,
             "test": data_cfg.test_cases}, normalize_case)
@@ -239,13 +240,14 @@ class DataSource(abc.ABC):
         return VolumeDataset(self.entries(split), self.volume_item)
 
     def slice_cache(self, img_size: Union[int, Sequence[int]]) -> StoreBuilder:
-        """The on-disk cache of every training slice at ``img_size`` (nothing read yet).
+        """The on-disk cache of every training slice (nothing read yet).
 
+        Resize mode (``data.sampling: resize``) stores slices at ``img_size``; patch mode at
+        their own size, resampled in-plane to :meth:`sampling_spacing` when it is set.
         ``.open()`` reuses it or builds it; its folder name carries a fingerprint of the
         source files (path, size, modification time), the layout, the intensity settings, the
-        size and dtype.
+        size (patch mode: the spacing) and dtype.
         """
-        size = as_pair(img_size)
         entries = self.entries("train")
         if not entries:
             raise InputError(f"{self.name}: the training split is empty "
@@ -253,14 +255,41 @@ class DataSource(abc.ABC):
         dtype = np.dtype(self.data_cfg.cache_dtype)
         key = {"kind": "resize", "dataset": self.name, "layout": self.layout,
                "source": type(self).__qualname__, "intensity": self.intensity,
-               "ct_window": list(self.ct_window), "size": list(size), "dtype": dtype.name,
+               "ct_window": list(self.ct_window), "size": None, "dtype": dtype.name,
                "in_chans": self.in_chans, "allow_slice_gaps": self.data_cfg.allow_slice_gaps,
                "volumes": [_entry_stamp(e) for e in entries]}
-        return StoreBuilder(resolve_cache_dir(self.data_cfg.cache_dir),
+        cache_dir = resolve_cache_dir(self.data_cfg.cache_dir)
+        workers = max(1, int(self.data_cfg.num_workers))
+        if self.data_cfg.sampling == "patch":
+            spacing = self.sampling_spacing()
+            key.pop("size")
+            key.update(kind="patch", spacing=None if spacing is None else list(spacing))
+            tag = "native" if spacing is None else "x".join(f"{v:g}" for v in spacing)
+            return StoreBuilder(cache_dir, f"{self.name}-{self.layout}-patch-{tag}-{dtype.name}",
+                                key, entries,
+                                functools.partial(self._patch_slices, spacing, dtype),
+                                workers=workers)
+        size = as_pair(img_size)
+        key["size"] = list(size)
+        return StoreBuilder(cache_dir,
                             f"{self.name}-{self.layout}-{size[0]}x{size[1]}-{dtype.name}", key,
                             entries, functools.partial(self._training_slices, size, dtype),
-                            workers=max(1, int(self.data_cfg.num_workers)),
+                            workers=workers,
                             estimate_bytes=self._estimate_bytes(entries, size, dtype))
+
+    def sampling_spacing(self) -> Optional[tuple[float, float]]:
+        """The in-plane spacing (mm) patch mode resamples slices to, or None to keep them as
+        stored: ``data.spacing``'s numbers, or for ``auto`` the median in-plane spacing of the
+        training volumes (headers where the format has them), as nnU-Net chooses it."""
+        spacing = self.data_cfg.spacing
+        if spacing is None:
+            return None
+        if spacing != "auto":
+            return (float(spacing[0]), float(spacing[1]))
+        if self._median_spacing is None:
+            found = np.array([self._inplane_spacing(e) for e in self.entries("train")])
+            self._median_spacing = tuple(float(v) for v in np.median(found, axis=0))
+        return self._median_spacing
 
     def train_slices(self, img_size: Union[int, Sequence[int]], seed: int = 0,
                      store: Optional[SliceStore] = None) -> SliceDataset:
@@ -275,6 +304,13 @@ class DataSource(abc.ABC):
 
         if store is None:
             store = self.slice_cache(img_size).open()
+        if self.data_cfg.sampling == "patch":
+            from .patches import PatchDataset
+
+            return PatchDataset(store, patch_pair(self.data_cfg.patch_size, img_size),
+                                self.num_classes, self.data_cfg.foreground_share,
+                                augment=self.data_cfg.augment, seed=seed,
+                                augmentation=self.augmentation)
         return SliceDataset(store, augment=self.data_cfg.augment, seed=seed,
                             augmentation=self.augmentation)
 
@@ -304,6 +340,24 @@ class DataSource(abc.ABC):
         from .slices import prepare_volume
 
         return prepare_volume(*self._cached_volume(entry, size), size, dtype)
+
+    def _patch_slices(self, spacing: Optional[tuple[float, float]], dtype: np.dtype,
+                      entry: VolumeEntry) -> tuple[np.ndarray, np.ndarray]:
+        """Patch mode's slices of ``entry``: at their own size, or resampled to ``spacing``."""
+        from .slices import prepare_volume
+
+        raw = self._load_for_cache(entry, None)
+        if raw.label is None:
+            raise InputError(f"{entry.image_path}: training case {entry.case} has no label")
+        image = self._normalised(raw)
+        size = resampled_size(image.shape[-3:-1], raw.spacing[:2], spacing)
+        return prepare_volume(image, raw.label, size, dtype)
+
+    def _inplane_spacing(self, entry: VolumeEntry) -> tuple[float, float]:
+        """``entry``'s in-plane spacing (mm), from the NIfTI header when there is one."""
+        if entry.image_path.name.lower().endswith((".nii", ".nii.gz")):
+            return read_nifti_header(entry.image_path).spacing[:2]
+        return tuple(float(v) for v in self.load(entry).spacing[:2])
 
     def _slice_count(self, entry: VolumeEntry) -> Optional[int]:
         """Slices of ``entry`` from its header, or None when that needs the whole file."""

@@ -276,6 +276,10 @@ class ImageSource(DataSource):
     def _slice_count(self, entry: VolumeEntry) -> Optional[int]:
         return 1
 
+    def sampling_spacing(self) -> None:
+        """Images keep their pixels in patch mode: they carry no spacing to resample by."""
+        return None
+
     def check_entry(self, entry: VolumeEntry, read_image: bool) -> None:
         shape = read_image_header(entry.image[0]).shape
         for path in entry.image[1:] + entry.label:

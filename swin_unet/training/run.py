@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 
 from ..config import Config, save_config
-from ..config.checks import check_config
+from ..config.checks import check_config, check_patch_size
 from ..data_layer import project_datasets
 from ..errors import InputError, format_error
 from ..model import build_model, load_pretrained
@@ -111,9 +111,25 @@ def _record_geometry(config: Config, source) -> Config:
     return dataclasses.replace(config, geometry=dataclasses.replace(config.geometry, **record))
 
 
+def _record_sampling(config: Config, source) -> Config:
+    """Patch mode: the config with ``data.spacing`` as the numbers slices are resampled to
+    (``auto`` resolved), so that test.py resamples its scans the same way."""
+    if config.data.sampling != "patch":
+        return config
+    spacing = source.sampling_spacing()
+    spacing = None if spacing is None else [float(v) for v in spacing]
+    if config.data.spacing == "auto":
+        logger.info("data.spacing auto: the training volumes' median in-plane spacing is %s",
+                    "not defined (slices kept as stored)" if spacing is None
+                    else " x ".join(f"{v:g}" for v in spacing) + " mm")
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, spacing=spacing))
+
+
 def _build_model(config: Config, device: torch.device) -> torch.nn.Module:
     try:
         model = build_model(config.model)
+        if config.data.sampling == "patch":
+            model.set_input_size(check_patch_size(config))  # training takes patches
     except ValueError as exc:
         if isinstance(exc, InputError):
             raise
@@ -190,6 +206,7 @@ def train(config: Config, output_dir: Union[str, Path], *, resume: Union[str, Pa
             source = _open_data(config, context)
         _on_rank0_first(lambda: _check_data(source), context)
         config = _record_geometry(_fit_model_config(config, source), source)
+        config = _record_sampling(config, source)
         torch.manual_seed(config.train.seed)  # same initial weights on every rank
         model = _build_model(config, context.device)
         if pretrained is not None and resume is None:
