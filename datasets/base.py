@@ -288,7 +288,8 @@ class DataSource(abc.ABC):
             return (float(spacing[0]), float(spacing[1]))
         if self._median_spacing is None:
             found = np.array([self._inplane_spacing(e) for e in self.entries("train")])
-            self._median_spacing = tuple(float(v) for v in np.median(found, axis=0))
+            # Headers store float32: 0.8 reads 0.800000011920929, recorded as 0.8.
+            self._median_spacing = tuple(round(float(v), 6) for v in np.median(found, axis=0))
         return self._median_spacing
 
     def train_slices(self, img_size: Union[int, Sequence[int]], seed: int = 0,
