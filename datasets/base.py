@@ -17,8 +17,9 @@ from swin_unet.config import DataConfig
 from swin_unet.config.checks import check_choices
 from swin_unet.errors import InputError
 from swin_unet.io.paths import inside
-from swin_unet.sizes import as_pair, patch_pair, resampled_size
+from swin_unet.sizes import as_pair, patch_pair
 
+from . import native
 from .cases import SPLITS, resolve_splits
 from .intensity import normalize_intensity, resolve_intensity
 from .readers import read_nifti_header
@@ -287,7 +288,7 @@ class DataSource(abc.ABC):
         if spacing != "auto":
             return (float(spacing[0]), float(spacing[1]))
         if self._median_spacing is None:
-            found = np.array([self._inplane_spacing(e) for e in self.entries("train")])
+            found = np.array([native.inplane_spacing(self, e) for e in self.entries("train")])
             # Headers store float32: 0.8 reads 0.800000011920929, recorded as 0.8.
             self._median_spacing = tuple(round(float(v), 6) for v in np.median(found, axis=0))
         return self._median_spacing
@@ -344,21 +345,7 @@ class DataSource(abc.ABC):
 
     def _patch_slices(self, spacing: Optional[tuple[float, float]], dtype: np.dtype,
                       entry: VolumeEntry) -> tuple[np.ndarray, np.ndarray]:
-        """Patch mode's slices of ``entry``: at their own size, or resampled to ``spacing``."""
-        from .slices import prepare_volume
-
-        raw = self._load_for_cache(entry, None)
-        if raw.label is None:
-            raise InputError(f"{entry.image_path}: training case {entry.case} has no label")
-        image = self._normalised(raw)
-        size = resampled_size(image.shape[-3:-1], raw.spacing[:2], spacing)
-        return prepare_volume(image, raw.label, size, dtype)
-
-    def _inplane_spacing(self, entry: VolumeEntry) -> tuple[float, float]:
-        """``entry``'s in-plane spacing (mm), from the NIfTI header when there is one."""
-        if entry.image_path.name.lower().endswith((".nii", ".nii.gz")):
-            return read_nifti_header(entry.image_path).spacing[:2]
-        return tuple(float(v) for v in self.load(entry).spacing[:2])
+        return native.patch_slices(self, spacing, dtype, entry)
 
     def _slice_count(self, entry: VolumeEntry) -> Optional[int]:
         """Slices of ``entry`` from its header, or None when that needs the whole file."""
