@@ -191,15 +191,14 @@ def test_spacing_auto_is_recorded_and_train_test_run_end_to_end_on_synapse_raw(
 def test_train_test_on_the_folder_layout_with_predictions_at_the_scans_size(tmp_path, capsys):
     root = write_phantom_folder(tmp_path / "folder", n_cases=4, shape=(48, 40, 4))
     run = tmp_path / "run"
-    assert run_train("folder", root, run, "train.epochs=1", "data.patch_size=[128,64]",
-                     "data.spacing=auto") == 0
+    assert run_train("folder", root, run, "train.epochs=1", "data.spacing=auto") == 0
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert all(isinstance(v, float) for v in config["data"]["spacing"])
     run_test(capsys, "--volume", "--dataset", "folder", "--root", root, "--checkpoint",
              run / "checkpoints" / "best.pth", "--output", tmp_path / "eval", "--save-nifti")
     rows = (tmp_path / "eval" / "metrics.csv").read_text().splitlines()
     case = rows[1].split(",")[0]
-    image = nib.load(next((root / "imagesTr").glob(f"{case}_0000.nii.gz")))
+    image = nib.load(root / "imagesTr" / f"{case}.nii.gz")
     prediction = nib.load(tmp_path / "eval" / "predictions" / f"{case}.nii.gz")
     assert prediction.shape == image.shape[:3]
 
