@@ -53,7 +53,8 @@ def _preprocessing(loaded: LoadedModel) -> list[tuple[str, object]]:
             ("img_size", list(config.model.img_size) if isinstance(config.model.img_size,
                                                                     (list, tuple))
              else config.model.img_size),
-            ("orientation record", (geometry.axcodes, geometry.slice_axis))]
+            ("orientation record", (geometry.axcodes, geometry.slice_axis)),
+            ("sampling", (config.data.sampling, config.data.spacing, config.data.patch_size))]
 
 
 def load_ensemble(paths: Sequence[Path], dataset: Optional[str] = None,

@@ -86,7 +86,8 @@ def segment_images(found: list[tuple[str, Path]], output: Path, in_chans: int,
                    num_classes: int, predict: Callable[[np.ndarray], np.ndarray],
                    normalise: Callable[[np.ndarray], np.ndarray],
                    progress: bool = True) -> list[Path]:
-    """Segment each image at the model's size; write its label PNG and overlay at its own size.
+    """Segment each image (resized to the model, or in sliding windows: patch mode); write its
+    label PNG and overlay at its own size.
 
     Parameters
     ----------

@@ -1,7 +1,9 @@
-"""Volume inference: every slice through the 2-D model in batches, resized in and out, with TTA."""
+"""Volume inference: every slice through the 2-D model in batches, resized in and out (or in
+sliding windows, patch mode), with TTA."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Optional, Sequence, Union
 
@@ -16,6 +18,7 @@ from ..errors import InputError
 from ..io.volumes import label_dtype
 from ..precision import autocast, autocast_dtype
 from ..sizes import as_pair
+from .sliding import SlidingWindow, model_input_size, sliding_probabilities
 
 __all__ = ["predict_volume", "resolve_device", "flip_tta_logits"]
 
@@ -127,7 +130,9 @@ def predict_volume(model: nn.Module, image: np.ndarray, img_size: Union[int, Seq
                    device: Union[str, torch.device, None] = None, amp: bool = False,
                    amp_dtype: Optional[torch.dtype] = None,
                    probabilities: Optional[np.ndarray] = None,
-                   entropy: Optional[np.ndarray] = None) -> np.ndarray:
+                   entropy: Optional[np.ndarray] = None,
+                   sliding: Optional[SlidingWindow] = None,
+                   spacing: Optional[Sequence[float]] = None) -> np.ndarray:
     """Segment a volume slice by slice along its last axis.
 
     Parameters
@@ -164,6 +169,13 @@ def predict_volume(model: nn.Module, image: np.ndarray, img_size: Union[int, Seq
     entropy : np.ndarray, optional
         A writable (X, Y, Z) array that receives the entropy (nats) of the probabilities,
         computed before any rounding to the dtype of ``probabilities``.
+    sliding : SlidingWindow, optional
+        Patch mode (:meth:`SlidingWindow.from_config`): each slice resampled to the training
+        spacing and segmented in blended sliding windows of the patch size
+        (:func:`~swin_unet.evaluation.sliding.sliding_probabilities`); ``img_size`` and
+        ``resize`` are then unused, and the probabilities are the blended softmax.
+    spacing : (float, float), optional
+        The in-plane (X, Y) voxel size in mm, for ``sliding``; None: at the training spacing.
 
     Returns
     -------
@@ -202,13 +214,24 @@ def predict_volume(model: nn.Module, image: np.ndarray, img_size: Union[int, Seq
     model.eval()
     try:
         dtype = amp_dtype if amp_dtype is not None else autocast_dtype(device, amp)
-        with torch.inference_mode(), autocast(device, dtype):
+        windows = (model_input_size(model, sliding.roi) if sliding is not None
+                   else contextlib.nullcontext())
+        with torch.inference_mode(), autocast(device, dtype), windows:
             for start in range(0, z, batch_size):
                 stop = min(start + batch_size, z)
                 # (C, X, Y, n) -> (n, C, X, Y): the layout of the training slices.
                 chunk = np.ascontiguousarray(np.moveaxis(volume[..., start:stop], -1, 0),
                                              dtype=np.float32)
-                if resize == "paper":
+                if sliding is not None:
+                    probs = sliding_probabilities(
+                        lambda windows: flip_tta_logits(model, windows, tta),
+                        torch.from_numpy(chunk).to(device), sliding, batch_size, spacing)
+                    dtype = label_dtype(probs.shape[1])
+                    out = probs.argmax(dim=1).to(
+                        torch.uint8 if dtype == np.uint8 else torch.int32).cpu().numpy()
+                    if want_probabilities:
+                        _store_probabilities(probs, start, stop, probabilities, entropy)
+                elif resize == "paper":
                     batch = torch.from_numpy(_paper_resize_in(chunk, size)).to(device)
                     logits = flip_tta_logits(model, batch, tta)
                     dtype = label_dtype(logits.shape[1])

@@ -115,10 +115,13 @@ class Predictor:
 
     def segment(self, image: np.ndarray, reference: Optional[Volume] = None,
                 plan: Optional[Reorientation] = None, paths: Optional[dict[str, Path]] = None,
-                probabilities: Optional[np.ndarray] = None) -> tuple[np.ndarray, list[Path]]:
+                probabilities: Optional[np.ndarray] = None,
+                spacing: Optional[Sequence[float]] = None) -> tuple[np.ndarray, list[Path]]:
         """Labels of a normalised ``image`` (X, Y, Z) or (C, X, Y, Z) seen through ``plan``,
-        and the files of ``paths`` written in ``reference``'s geometry."""
-        return self.options.segment(self.loaded, image, reference, plan, paths, probabilities)
+        and the files of ``paths`` written in ``reference``'s geometry. ``spacing``: the voxel
+        size (mm), which a patch-mode network resamples from (None: at its training spacing)."""
+        return self.options.segment(self.loaded, image, reference, plan, paths, probabilities,
+                                    spacing)
 
     def segment_scan(self, volume: Volume, paths: Optional[dict[str, Path]] = None,
                      keep_orientation: bool = False,
@@ -145,7 +148,7 @@ class Predictor:
         volume.array = image = self.normalise(volume.array)
         try:
             labels, written = self.segment(image, volume if paths else None, plan, paths,
-                                           probabilities)
+                                           probabilities, volume.spacing)
         except InputError as exc:
             raise exc.at(volume.path) from None
         return labels, written, image

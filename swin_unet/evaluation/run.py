@@ -20,8 +20,7 @@ from tqdm import tqdm
 from ..data_layer import project_datasets
 from ..errors import InputError
 from ..io.images import read_image
-from .images import find_image_inputs, image_targets, segment_images, \
-    write_image_prediction
+from .images import find_image_inputs, image_targets, segment_images, write_image_prediction
 from .dicom_outputs import DicomOutputs
 from .metrics import case_metrics
 from ..io.orientation import Reorientation
@@ -70,10 +69,9 @@ class InferenceOptions:
         Average the probabilities of the four in-plane flips.
     device : torch.device, optional
         Where to run (default: where the model is).
-    amp : bool
-        Mixed precision (``--amp``) as :func:`swin_unet.precision.autocast_dtype` chooses it.
-    progress : bool
-        Show a progress bar.
+    amp, progress : bool
+        Mixed precision (``--amp``, as :func:`swin_unet.precision.autocast_dtype` chooses
+        it); a progress bar.
     """
 
     batch_size: int = 16
@@ -87,28 +85,29 @@ class InferenceOptions:
     def segment(self, loaded: LoadedModel, image: np.ndarray, reference: Optional[Volume],
                 plan: Optional[Reorientation] = None,
                 paths: Optional[dict[str, Path]] = None,
-                probabilities: Optional[np.ndarray] = None) -> tuple[np.ndarray, list[Path]]:
+                probabilities: Optional[np.ndarray] = None,
+                spacing: Optional[Sequence[float]] = None) -> tuple[np.ndarray, list[Path]]:
         """The labels of ``image`` and the files of ``paths`` (``scan_outputs.segment_volume``;
-        ``probabilities``: a (K, X, Y, Z) array that receives them)."""
-        from .scan_outputs import segment_volume
+        ``spacing``: the voxel size; a patch-mode network always runs in sliding windows)."""
+        from .scan_outputs import SlidingWindow, segment_volume
 
         return segment_volume(loaded.model, image, reference, loaded.config.model.img_size,
                               len(loaded.class_names) + 1, plan, paths,
                               batch_size=self.batch_size, resize=self.resize, tta=self.tta,
-                              device=self.device, amp=self.amp, probabilities=probabilities)
+                              device=self.device, amp=self.amp, probabilities=probabilities,
+                              sliding=SlidingWindow.from_config(loaded.config), spacing=spacing)
 
 
 def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
                      options: InferenceOptions, save_nifti: bool = False,
-                     unit_spacing_note: Optional[str] = None,
-                     report: Optional[ReportBuilder] = None,
+                     unit_spacing_note: Optional[str] = None, report: Optional[ReportBuilder] = None,
                      probabilities: bool = False, scored: Optional[dict] = None,
                      complete: bool = True, extra: Optional[dict] = None) -> RunResult:
     """Predict and score each volume of a data set; write metrics.csv, summary.json (+ NIfTI).
 
     With ``save_nifti``, a 2-D image's prediction is written as ``predictions/<case>.png``
-    (palette PNG) with ``overlays/<case>.png`` instead.
-
+    (palette PNG) with ``overlays/<case>.png`` instead. A patch-mode network resamples from
+    each volume's spacing, unless it is a release's unit spacing (``unit_spacing_note``).
     ``report`` draws each case as it is scored; viewer colour tables go beside predictions.
     ``probabilities``: also probabilities/ and, with TTA, uncertainty/ (see segment_inputs).
     ``scored``: the cases of earlier calls (cross-validation's other folds), which the tables
@@ -139,7 +138,8 @@ def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
             save_nifti and unit != "px", probabilities, probabilities and options.tta))
         try:
             prediction, written = options.segment(
-                loaded, item["image"], reference_of_item(item) if paths else None, paths=paths)
+                loaded, item["image"], reference_of_item(item) if paths else None, paths=paths,
+                spacing=None if unit == "px" or unit_spacing_note else item["spacing"])
             per_case[item["case"]] = case_metrics(prediction, item["label"], num_classes,
                                                   spacing=item["spacing"], mode=options.metric_conventions)
         except InputError as exc:

@@ -13,6 +13,7 @@ import torch
 
 from ..config import GeometryConfig
 from .inference import predict_volume
+from .sliding import SlidingWindow
 from ..io.orientation import Reorientation, inplane_geometry, plan_reorientation, scale_warnings
 from ..io.paths import check_case_id, inside_output
 from ..io.volumes import Volume, write_labels, write_map, write_probabilities
@@ -105,7 +106,9 @@ def segment_volume(model: torch.nn.Module, image: np.ndarray, reference: Optiona
                    paths: Optional[dict[str, Path]] = None, *, batch_size: int = 16,
                    resize: str = "bicubic", tta: bool = False,
                    device: Optional[torch.device] = None, amp: bool = False,
-                   probabilities: Optional[np.ndarray] = None) -> tuple[np.ndarray, list[Path]]:
+                   probabilities: Optional[np.ndarray] = None,
+                   sliding: Optional[SlidingWindow] = None,
+                   spacing: Optional[Sequence[float]] = None) -> tuple[np.ndarray, list[Path]]:
     """Segment ``image`` (normalised, the scan's voxel order) and write the files of ``paths``.
 
     The volume is seen through ``plan`` (a view, not a copy) so that the model gets its own
@@ -124,6 +127,10 @@ def segment_volume(model: torch.nn.Module, image: np.ndarray, reference: Optiona
     probabilities : np.ndarray, optional
         A (K, X, Y, Z) float array in the scan's voxel order that receives the probabilities
         (instead of the float16 one allocated for ``paths["probabilities"]``).
+    sliding : SlidingWindow, optional
+        Patch mode's sliding windows (:func:`~swin_unet.evaluation.inference.predict_volume`).
+    spacing : (float, float, float), optional
+        The voxel size (mm) in the scan's voxel order; None: at the training spacing.
 
     Returns
     -------
@@ -141,11 +148,16 @@ def segment_volume(model: torch.nn.Module, image: np.ndarray, reference: Optiona
     if probabilities is None and "probabilities" in paths:
         probabilities = np.empty((num_classes,) + shape, dtype=np.float16)
     entropy = np.empty(shape, dtype=np.float32) if "uncertainty" in paths else None
+    inplane = None
+    if spacing is not None:  # the model's in-plane axes: seen through the plan, slice axis out
+        seen = [float(spacing[a]) for a in plan.permutation]
+        inplane = tuple(seen[a] for a in range(3) if a != slice_axis)
     labels = predict_volume(
         model, model_view(image), img_size, batch_size=batch_size, resize=resize, tta=tta,
         device=device, amp=amp,
         probabilities=None if probabilities is None else model_view(probabilities),
-        entropy=None if entropy is None else model_view(entropy))
+        entropy=None if entropy is None else model_view(entropy), sliding=sliding,
+        spacing=inplane)
     labels = np.ascontiguousarray(plan.backward(np.moveaxis(labels, -1, -3 + slice_axis)))
     written = []
     for folder, path in paths.items():

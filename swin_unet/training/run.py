@@ -13,6 +13,7 @@ import torch.distributed as dist
 
 from ..config import Config, save_config
 from ..config.checks import check_config, check_patch_size
+from ..evaluation.sliding import SlidingWindow
 from ..data_layer import project_datasets
 from ..errors import InputError, format_error
 from ..model import build_model, load_pretrained
@@ -222,7 +223,8 @@ def train(config: Config, output_dir: Union[str, Path], *, resume: Union[str, Pa
         val_volumes = source.volumes("val")
         validator = Validator(val_volumes, list(source.class_names), config.model.img_size,
                               config.inference, config.train.val_hd95,
-                              config.train.overlay_slices, context) if len(val_volumes) else None
+                              config.train.overlay_slices, context,
+                              SlidingWindow.from_config(config)) if len(val_volumes) else None
         trainer = Trainer(config, model, train_slices, validator, list(source.class_names),
                           output_dir, context)
         if resume is not None:

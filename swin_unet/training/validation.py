@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..evaluation.inference import predict_volume
+from ..evaluation.sliding import SlidingWindow
 from ..evaluation.metrics import case_metrics, summarize
 from .distributed import DistributedContext, broadcast_object, gather_objects
 from .monitor import overlay_panel, pick_overlay_slices
@@ -75,15 +76,19 @@ class Validator:
         Also compute HD95 (costs more than the prediction on large volumes).
     overlay_slices : int
         Slices of the first validation volume to draw for TensorBoard (rank 0 only).
+    sliding : SlidingWindow, optional
+        Patch mode's sliding windows (``SlidingWindow.from_config``), as test.py runs them.
     """
 
     def __init__(self, volumes: Sequence, class_names: list[str], img_size, inference,
-                 hd95: bool, overlay_slices: int, context: DistributedContext) -> None:
+                 hd95: bool, overlay_slices: int, context: DistributedContext,
+                 sliding: Optional[SlidingWindow] = None) -> None:
         self.volumes = volumes
         self.class_names = list(class_names)
         self.num_classes = len(self.class_names) + 1
         self.img_size = img_size
         self.inference = inference
+        self.sliding = sliding
         self.hd95 = bool(hd95)
         self.overlay_count = int(overlay_slices)
         self.context = context
@@ -126,7 +131,8 @@ class Validator:
                                         batch_size=self.inference.batch_size,
                                         resize=self.inference.resize,
                                         tta=self.inference.tta, device=device,
-                                        amp_dtype=amp_dtype)
+                                        amp_dtype=amp_dtype, sliding=self.sliding,
+                                        spacing=None if unit == "px" else item["spacing"][:2])
             rows[item["case"]] = case_metrics(prediction, item["label"], self.num_classes,
                                               spacing=item["spacing"], mode=mode,
                                               hd95=self.hd95)
