@@ -333,3 +333,18 @@ def test_test_py_refuses_bad_keys_with_one_line(patch_checkpoint, tmp_path, caps
                             tmp_path / "a.png", "--output", tmp_path / "out", "--no-progress",
                             "--no-report", "--set", override], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and key in err, err
+
+
+def test_the_onnx_engine_runs_in_windows_too(patch_checkpoint, tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from swin_unet.evaluation.onnx_export import export_onnx
+
+    network = Predictor.from_checkpoint(patch_checkpoint, device="cpu")
+    graph = export_onnx(network.model, tmp_path / "patch.onnx")
+    engine = Predictor.from_onnx(graph, checkpoint=patch_checkpoint, batch_size=3)
+    image = np.random.default_rng(8).integers(0, 256, (70, 90), dtype=np.uint8)
+    expected = network.predict(image, return_probabilities=True)[1]
+    got = engine.predict(image, return_probabilities=True)[1]
+    assert got.shape == (3, 70, 90)
+    np.testing.assert_allclose(got, expected, atol=1e-4)
