@@ -9,7 +9,7 @@ so that a drifting load on a shared machine hits every variant alike:
 - ``volume``: ``test.py --volume``'s inference (swin_unet.evaluation.predict_volume, mode mm,
   batch 16) of a 512x512x``--slices`` volume with the default 224 model; the volume is cut in
   chunks of one batch and every variant runs each chunk in turn, so each variant's total is one
-  whole volume. Then each variant's peak resident memory over a 512x512x``--rss-slices``
+  whole volume, median over ``--rounds`` rounds. Then each variant's peak resident memory over a 512x512x``--rss-slices``
   volume, each in its own process (VmHWM after a reset; growth: over the size before the call).
 
 Variants (those that exist in this checkout):
@@ -31,7 +31,6 @@ background, and at ``--threads`` settings (0: torch's default).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import datetime
 import json
@@ -127,39 +126,6 @@ def mechanism_variants(network: torch.nn.Module) -> dict:
     except ImportError:
         return variants
     variants["untiled"] = Switched(network, tiling.untiled)
-    try:
-        from swin_unet.model import attention as att
-    except ImportError:
-        return variants
-    if hasattr(att, "residual_linear"):
-        def plain_attention(self, x, mask=None, fused=False, residual=None, bias=None):
-            windows, n, c = x.shape
-            heads = self.num_heads
-            qkv = self.qkv(x).reshape(windows, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
-            q, k, v = qkv[0] * self.scale, qkv[1], qkv[2]
-            logits = q @ k.transpose(-2, -1) + self.position_bias().unsqueeze(0)
-            if mask is not None:
-                nw = mask.shape[0]
-                logits = (logits.view(-1, nw, heads, n, n) + mask.unsqueeze(1)).view(
-                    windows, heads, n, n)
-            out = self.proj((logits.softmax(-1) @ v).transpose(1, 2).reshape(windows, n, c))
-            return out if residual is None else residual + out.view(residual.shape)
-
-        def plain_mlp(self, x, residual=None, out=None):
-            y = self.fc2(self.act(self.fc1(x)))
-            return y if residual is None else residual + y
-
-        @contextlib.contextmanager
-        def plain():
-            saved = att.WindowAttention.forward, att.Mlp.forward
-            att.WindowAttention.forward, att.Mlp.forward = plain_attention, plain_mlp
-            try:
-                with tiling.untiled():
-                    yield
-            finally:
-                att.WindowAttention.forward, att.Mlp.forward = saved
-
-        variants["untiled-plain-attention"] = Switched(network, plain)
     return variants
 
 
@@ -224,7 +190,7 @@ def train_job(names: list[str], steps: int, rounds: int, threads: int) -> dict:
             "first_step_s": first_step, "round_step_s": times}
 
 
-def volume_job(names: list[str], slices: int, batch: int, threads: int) -> dict:
+def volume_job(names: list[str], slices: int, batch: int, threads: int, rounds: int) -> dict:
     config = Config()
     models, _ = build_variants(config.model, names)
     generator = torch.Generator().manual_seed(0)
@@ -234,16 +200,22 @@ def volume_job(names: list[str], slices: int, batch: int, threads: int) -> dict:
         start = time.perf_counter()
         predict_volume(model, volume[..., :2], config.model.img_size, batch_size=batch)
         first[name] = round(time.perf_counter() - start, 2)
-    total = {name: 0.0 for name in names}
-    for i, start_slice in enumerate(range(0, slices, batch)):
-        chunk = volume[..., start_slice:start_slice + batch]
-        for name in (names if i % 2 == 0 else names[::-1]):
-            torch.set_num_threads(threads_of(name, threads))
-            start = time.perf_counter()
-            predict_volume(models[name], chunk, config.model.img_size, batch_size=batch)
-            total[name] += time.perf_counter() - start
-    return {"volume_s": {n: round(t, 2) for n, t in total.items()}, "warmup_s": first,
-            "shape": [512, 512, slices], "batch": batch}
+    # Each round is one whole volume per variant, chunk by chunk in alternating order.
+    totals = {name: [] for name in names}
+    for r in range(rounds):
+        total = {name: 0.0 for name in names}
+        for i, start_slice in enumerate(range(0, slices, batch)):
+            chunk = volume[..., start_slice:start_slice + batch]
+            for name in (names if (i + r) % 2 == 0 else names[::-1]):
+                torch.set_num_threads(threads_of(name, threads))
+                start = time.perf_counter()
+                predict_volume(models[name], chunk, config.model.img_size, batch_size=batch)
+                total[name] += time.perf_counter() - start
+        for name in names:
+            totals[name].append(total[name])
+    return {"volume_s": {n: round(statistics.median(t), 2) for n, t in totals.items()},
+            "round_volume_s": {n: [round(v, 2) for v in t] for n, t in totals.items()},
+            "warmup_s": first, "shape": [512, 512, slices], "batch": batch}
 
 
 def rss_child(name: str, slices: int, batch: int) -> None:
@@ -284,7 +256,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", default="train,volume")
     parser.add_argument("--variants",
-                        default="network,untiled,untiled-plain-attention,reference,textbook")
+                        default="network,untiled,reference,textbook")
     parser.add_argument("--compile", action="store_true", help="add the compiled textbook")
     parser.add_argument("--load", default="0,2", help="busy background processes per phase")
     parser.add_argument("--threads", default="0", help="torch threads to compare (0: default)")
@@ -317,7 +289,7 @@ def main() -> None:
                                                 for n, t in result["step_s"].items()}
                     else:
                         slices = args.slices if load == 0 else args.load_slices
-                        result = volume_job(names, slices, args.batch, threads)
+                        result = volume_job(names, slices, args.batch, threads, args.rounds)
                         result["speedup_vs_textbook"] = ratios(result["volume_s"], "textbook")
                         result["network_vs"] = {n: round(t / result["volume_s"]["network"], 3)
                                                 for n, t in result["volume_s"].items()}

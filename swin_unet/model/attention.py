@@ -18,7 +18,6 @@ __all__ = [
     "shift_mask",
     "window_order",
     "WindowAttention",
-    "residual_linear",
     "Mlp",
     "DropPath",
     "SwinBlock",
@@ -113,36 +112,8 @@ class DropPath(nn.Module):
         return f"p={self.p}"
 
 
-def residual_linear(residual: torch.Tensor, h: torch.Tensor, linear: nn.Linear,
-                    out: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``residual + linear(h)`` as one GEMM accumulating onto ``residual`` (one pass fewer).
-
-    Without autograd the bias is added to the residual first and the GEMM accumulates onto that
-    sum, written into ``out`` when given (a contiguous tensor of the residual's size; the
-    result is returned in the residual's shape). Under autocast the GEMM would run in bf16/fp16
-    and carry the residual stream in low precision from block to block; there the add stays
-    separate and the stream float32.
-    """
-    if torch.is_autocast_enabled(residual.device.type):
-        result = residual + linear(h).view(residual.shape)
-        return result if out is None else out.view(residual.shape).copy_(result)
-    c = residual.shape[-1]
-    flat, h = residual.reshape(-1, c), h.reshape(-1, h.shape[-1])
-    if torch.is_grad_enabled() and (residual.requires_grad or h.requires_grad
-                                    or linear.weight.requires_grad):
-        summed = torch.addmm(flat, h, linear.weight.t())  # autograd takes no out= argument
-        return (summed if linear.bias is None else summed.add_(linear.bias)).view(residual.shape)
-    out = torch.empty_like(flat) if out is None else out.view(-1, c)
-    if linear.bias is not None:
-        torch.add(flat, linear.bias, out=out)
-    else:
-        out.copy_(flat)
-    # addmm with out=, not addmm_: flop counters (torch.utils.flop_counter) count only the former.
-    return torch.addmm(out, h, linear.weight.t(), out=out).view(residual.shape)
-
-
 class Mlp(nn.Module):
-    """Linear(C, rC), GELU, Linear(rC, C); ``residual`` (when given) is added by the last GEMM."""
+    """Linear(C, rC), GELU, Linear(rC, C)."""
 
     def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
         super().__init__()
@@ -151,21 +122,8 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
         self.drop = nn.Dropout(drop)
 
-    def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None,
-                out: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``out``: see :func:`residual_linear` (with ``residual``, without dropout)."""
-        hidden = self.fc1(x)
-        if torch.is_grad_enabled() and hidden.requires_grad:
-            hidden = self.act(hidden)  # the backward needs the GELU's input
-        else:
-            # In place without autograd: a fresh (B*N, 4C) output costs more than the GELU
-            # itself on the CPU (page faults of new memory; docs/performance.md).
-            hidden = torch.ops.aten.gelu_(hidden, approximate=self.act.approximate)
-        hidden = self.drop(hidden)
-        if residual is not None and not (self.training and self.drop.p > 0):
-            return residual_linear(residual, hidden, self.fc2, out)
-        out = self.drop(self.fc2(hidden))
-        return out if residual is None else residual + out
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
 class WindowAttention(nn.Module):
@@ -178,10 +136,7 @@ class WindowAttention(nn.Module):
     both compute the same values.
 
     The relative position bias and the shift mask are combined into one additive attention
-    bias (:meth:`attention_bias`). Without autograd (evaluation) it is built once per input
-    size, dtype and device and kept in the non-persistent buffer ``attn_bias``; it is rebuilt
-    when the bias table changes (a training step, a loaded checkpoint). With autograd the
-    combination is part of the graph (the table is a parameter) and is built per forward.
+    bias (:meth:`attention_bias`), built per forward (a gather of (heads, M^2, M^2) entries).
     """
 
     def __init__(self, dim: int, window: int, num_heads: int, qkv_bias: bool = True,
@@ -203,11 +158,6 @@ class WindowAttention(nn.Module):
         heads = torch.arange(num_heads).view(-1, 1)
         self.register_buffer("bias_index", index.view(1, -1) * num_heads + heads,
                              persistent=False)
-        self.register_buffer("attn_bias", None, persistent=False)
-        self._attn_bias_key: Optional[tuple] = None
-        self._attn_bias_base: Optional[torch.Tensor] = None
-        self._attn_bias_shape: Optional[tuple] = None
-        self._attn_bias_mask: Optional[torch.Tensor] = None
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.attn_drop = attn_drop
         self.proj = nn.Linear(dim, dim)
@@ -248,29 +198,9 @@ class WindowAttention(nn.Module):
 
     def attention_bias(self, mask: Optional[torch.Tensor], dtype: torch.dtype,
                        windows: int, fused: bool) -> torch.Tensor:
-        """The additive attention bias for ``windows`` windows of ``dtype`` queries.
-
-        Returns
-        -------
-        torch.Tensor
-            See :meth:`_fit`. Cached without autograd; rebuilt when the bias table, the mask,
-            the dtype, the device or (SDPA with a mask) the number of windows changes.
-        """
-        table = self.relative_position_bias_table
-        if torch.is_grad_enabled() and table.requires_grad:
-            return self._fit(self._combine(mask, dtype), windows, fused)
-        # The mask itself, not its address, is compared: the key holds it, so a mask of another
-        # input size can never reuse its memory and look the same.
-        key = (dtype, table.device, table._version, table.data_ptr())
-        if key != self._attn_bias_key or mask is not self._attn_bias_mask:
-            self._attn_bias_base = self._combine(mask, dtype)
-            self._attn_bias_key, self._attn_bias_mask = key, mask
-            self.attn_bias = None
-        shape = (fused, windows if fused and mask is not None else None)
-        if self.attn_bias is None or shape != self._attn_bias_shape:
-            self.attn_bias = self._fit(self._attn_bias_base, windows, fused)
-            self._attn_bias_shape = shape
-        return self.attn_bias
+        """The additive attention bias for ``windows`` windows of ``dtype`` queries (see
+        :meth:`_fit`)."""
+        return self._fit(self._combine(mask, dtype), windows, fused)
 
     def attend(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
                fused: bool = False, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -285,31 +215,16 @@ class WindowAttention(nn.Module):
         drop = self.attn_drop if self.training else 0.0
         if bias is None:
             bias = self.attention_bias(mask, qkv.dtype, windows, fused)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B*nW, heads, N, d) views
         if fused:
-            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B*nW, heads, N, d) views
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=drop,
                                                  scale=self.scale)
         else:
-            # One layout copy per tensor, the scale folded into q's and k written already
-            # transposed: a batched matmul with a stored k^T is faster than with a transposed
-            # view of k on the CPU (docs/performance.md). cuBLAS takes the
-            # transposed views as they are.
-            q = qkv[:, :, 0].transpose(1, 2)
-            if torch.is_grad_enabled() and q.requires_grad:  # autograd takes no out= argument
-                q = q.contiguous().mul_(self.scale)
-            else:
-                q = torch.mul(q, self.scale, out=torch.empty(q.shape, dtype=q.dtype,
-                                                             device=q.device))
-            if qkv.device.type == "cpu":
-                k_t = qkv[:, :, 1].permute(0, 2, 3, 1).contiguous()  # (B*nW, heads, d, N)
-                v = qkv[:, :, 2].transpose(1, 2).contiguous()
-            else:
-                k_t, v = qkv[:, :, 1].permute(0, 2, 3, 1), qkv[:, :, 2].transpose(1, 2)
-            attn = torch.matmul(q, k_t)
+            attn = torch.matmul(q * self.scale, k.transpose(-2, -1))
             if mask is not None:
-                attn.view(-1, bias.shape[0], heads, n, n).add_(bias)
+                attn = (attn.view(-1, bias.shape[0], heads, n, n) + bias).view(windows, heads, n, n)
             else:
-                attn.add_(bias)
+                attn = attn + bias
             attn = attn.softmax(dim=-1)
             if drop:
                 attn = F.dropout(attn, p=drop)
@@ -317,16 +232,9 @@ class WindowAttention(nn.Module):
         return out.reshape(windows, heads, n, head_dim).transpose(1, 2).reshape(windows, n, c)
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None, fused: bool = False,
-                residual: Optional[torch.Tensor] = None,
                 bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Attention output after the projection, plus ``residual`` (same number of elements,
-        any shape) when given, in which case the result has the residual's shape. ``bias``: see
-        :meth:`attend`."""
-        out = self.attend(x, mask, fused, bias)
-        if residual is not None and not (self.training and self.proj_drop.p > 0):
-            return residual_linear(residual, out, self.proj)
-        out = self.proj_drop(self.proj(out))
-        return out if residual is None else residual + out.view(residual.shape)
+        """Attention output after the projection; ``bias``: see :meth:`attend`."""
+        return self.proj_drop(self.proj(self.attend(x, mask, fused, bias)))
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, window={self.window}, num_heads={self.num_heads}"
@@ -359,12 +267,8 @@ class SwinBlock(nn.Module):
         if not (self.training or fused) and block_runs_tiled(x, self.mlp.fc1.out_features):
             return forward_tiled(self, x, mask)
         windows = self.norm1(x).view(-1, self.window * self.window, c)
-        if self.training and self.drop_path.p > 0:
-            x = x + self.drop_path(self.attn(windows, mask, fused).view(b, length, c))
-            return x + self.drop_path(self.mlp(self.norm2(x)))
-        # Without drop-path the residual adds fold into the output GEMMs.
-        x = self.attn(windows, mask, fused, residual=x)
-        return self.mlp(self.norm2(x), residual=x)
+        x = x + self.drop_path(self.attn(windows, mask, fused).view(b, length, c))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
 
     def extra_repr(self) -> str:
         return f"window={self.window}, shift={self.shift}"

@@ -95,8 +95,8 @@ def forward_tiled(block: nn.Module, x: torch.Tensor, mask: Optional[torch.Tensor
         tile_bias = bias
         if mask is not None and per_tile < period:
             tile_bias = bias[start % period:start % period + per_tile]
-        h = block.attn(block.norm1(tile).view(-1, n, c), mask, residual=tile, bias=tile_bias)
-        block.mlp(block.norm2(h), residual=h, out=out[start * n:stop * n])
+        h = tile + block.attn(block.norm1(tile).view(-1, n, c), mask, bias=tile_bias).view(-1, c)
+        torch.add(h, block.mlp(block.norm2(h)), out=out[start * n:stop * n])
     return out.view(b, length, c)
 
 
