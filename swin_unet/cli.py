@@ -1,6 +1,7 @@
 """``swin-unet``: the installed command, one subcommand per job.
 
     swin-unet train --dataset phantom              (= python train.py, the same flags)
+    swin-unet prepare --dataset synapse --root DIR (= python train.py --prepare-only)
     swin-unet test --volume --dataset ... --checkpoint ...   (= python test.py)
     swin-unet predict --checkpoint C --input SCAN --output DIR
     swin-unet export --checkpoint C --output model.onnx
@@ -17,6 +18,7 @@ __all__ = ["main", "COMMANDS"]
 
 COMMANDS = {
     "train": "train a network (the flags of train.py)",
+    "prepare": "check a data set and build its slice cache, then exit (train --prepare-only)",
     "test": "score a data set, existing predictions, or segment scans (the flags of test.py)",
     "predict": "segment scans or 2-D images with a checkpoint (PyTorch or ONNX Runtime)",
     "export": "write a checkpoint's network as ONNX and check it against PyTorch",
@@ -26,6 +28,7 @@ COMMANDS = {
 # Each command's module and its main(argv, prog=...), imported only when the command runs.
 _MAINS = {
     "train": ("swin_unet.commands.train", "main"),
+    "prepare": ("swin_unet.commands.train", "prepare_main"),
     "test": ("swin_unet.commands.test", "main"),
     "predict": ("swin_unet.commands.deploy", "predict_main"),
     "export": ("swin_unet.commands.deploy", "export_main"),

@@ -185,3 +185,22 @@ def test_the_cache_folder_is_the_config_key_else_the_environment_else_cache(monk
     assert resolve_cache_dir(None) == Path("/scratch/slices")
     monkeypatch.delenv(CACHE_ENV)
     assert resolve_cache_dir(None) == Path("cache")
+
+
+def test_swin_unet_prepare_builds_the_cache_once_and_the_second_run_reuses_it(tmp_path, capsys):
+    from swin_unet import cli
+
+    root = generate_phantom(tmp_path / "phantom", "abdomen", n_cases=3, shape=(32, 32, 4))
+    args = ["prepare", "--dataset", "phantom", "--root", str(root),
+            "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "model.img_size=32",
+            "--set", "data.num_workers=0"]
+    assert cli.main(args) == 0
+    first = capsys.readouterr()
+    assert "slice cache ready:" in first.out
+    assert "slice cache: built" in first.out + first.err
+    built = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert built
+    assert cli.main(args) == 0
+    second = capsys.readouterr()
+    assert "slice cache: reused" in second.out + second.err
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == built

@@ -12,7 +12,7 @@ from ..config import Device, choices
 from ..data_layer import add_dataset_option
 from .common import INTERRUPTED, run_command
 
-__all__ = ["build_parser", "parse_args", "main"]
+__all__ = ["build_parser", "parse_args", "main", "prepare_main"]
 
 
 def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
@@ -75,6 +75,11 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None,
     args = parse_args(argv, prog)
     # Training sets up its own log (train.log and the console).
     return run_command(lambda: _train(args, train_command, test_command), log_format=None)
+
+
+def prepare_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
+    """``swin-unet prepare``: ``train --prepare-only`` (check the data, build its slice cache)."""
+    return main(["--prepare-only", *(argv or [])], prog=prog)
 
 
 def _train(args: argparse.Namespace, train_command: str, test_command: str) -> int:
