@@ -191,7 +191,9 @@ def test_spacing_auto_is_recorded_and_train_test_run_end_to_end_on_synapse_raw(
 def test_train_test_on_the_folder_layout_with_predictions_at_the_scans_size(tmp_path, capsys):
     root = write_phantom_folder(tmp_path / "folder", n_cases=4, shape=(48, 40, 4))
     run = tmp_path / "run"
-    assert run_train("folder", root, run, "train.epochs=1", "data.spacing=auto") == 0
+    # Patches (and windows) of 128 x 64 for a 64-px model: validation runs in those windows.
+    assert run_train("folder", root, run, "train.epochs=1", "data.patch_size=[128,64]",
+                     "data.spacing=auto") == 0
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert all(isinstance(v, float) for v in config["data"]["spacing"])
     run_test(capsys, "--volume", "--dataset", "folder", "--root", root, "--checkpoint",
