@@ -9,22 +9,19 @@ from pathlib import Path
 from typing import Iterable, Iterator, Optional, Sequence
 
 from ..errors import InputError
-from ..io.folders import (MANIFEST_NAME, Manifest, RunLock, check_output_folder, check_reads,
-                          remove_written)
+from ..io.folders import (MANIFEST_NAME, TEST_RESULTS, RunLock, check_output_folder,
+                          check_reads, remove_written)
 from .metrics import summarize
 from ..report.tables import write_metrics_csv, write_summary_json
 
-__all__ = ["RunResult", "RESULT_FILES", "RESULT_FOLDERS", "LOCK_NAME", "result_files",
+__all__ = ["RunResult", "RESULT_FILES", "LOCK_NAME", "result_files",
            "check_output", "remove_results", "write_results", "claim_output", "claimed_output", "finish_output"]
 
 logger = logging.getLogger(__name__)
 
-LOCK_NAME = "test.lock"
-RESULT_FILES = ("metrics.csv", "summary.json", "report.html")
-# Result folders and the files test.py writes in them.
-RESULT_FOLDERS = {"predictions": ("*.nii.gz", "*.png", "*.ctbl", "*.txt"),
-                  "figures": ("*.png", "*.svg", "*.pdf"), "overlays": ("*.png",),
-                  "probabilities": ("*.npz",), "uncertainty": ("*.nii.gz",)}
+LOCK_NAME = TEST_RESULTS.lock_name
+# The tables and the page, named first when earlier results are listed.
+RESULT_FILES = tuple(name for name in TEST_RESULTS.writes if "/" not in name)
 
 
 @dataclass
@@ -43,13 +40,7 @@ class RunResult:
 
 def result_files(output: Path) -> list[Path]:
     """What a test.py run writes into ``output`` and is there: tables, predictions, figures."""
-    output = Path(output)
-    found = [output / name for name in RESULT_FILES if (output / name).is_file()]
-    for folder, patterns in RESULT_FOLDERS.items():
-        if (output / folder).is_dir():
-            found += sorted(p for pattern in patterns for p in (output / folder).glob(pattern)
-                            if p.is_file())
-    return found
+    return TEST_RESULTS.files_by_name(output)
 
 
 def claim_output(output: Path) -> RunLock:
@@ -61,15 +52,7 @@ def claim_output(output: Path) -> RunLock:
         ``output`` is a file or a dangling link, cannot be created, or another process holds
         its lock (the message names the lock file).
     """
-    output = check_output_folder(output)
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"{output}: cannot create the output folder ({exc.strerror or exc})",
-                         path=output) from None
-    lock = RunLock(output, LOCK_NAME)
-    lock.acquire()
-    return lock
+    return TEST_RESULTS.claim(output)
 
 
 def check_output(output: Path, overwrite: bool, files: Iterable[Path] = (),
@@ -103,7 +86,7 @@ def check_output(output: Path, overwrite: bool, files: Iterable[Path] = (),
     if clash is not None:
         raise InputError(f"{clash}: this run reads it and would write over it; choose another "
                          f"--output", path=clash)
-    manifest = Manifest(output, "test.py")
+    manifest = TEST_RESULTS.manifest(output)
     ours = manifest.written()
     foreign = next((f for f in files if (f.is_file() or f.is_symlink()) and f not in ours), None)
     if foreign is not None and manifest.exists():
@@ -150,12 +133,12 @@ def remove_results(output: Path, stale: Sequence[Path]) -> None:
     """Remove an earlier run's results (from :func:`check_output`) and start this run's record
     of the files it writes."""
     remove_written(output, stale)
-    Manifest(output, "test.py").start()
+    TEST_RESULTS.manifest(output).start()
 
 
 def finish_output(output: Path) -> None:
     """Record the files this run wrote (whatever happened)."""
-    Manifest(output, "test.py").finish()
+    TEST_RESULTS.manifest(output).finish()
 
 
 def write_results(output: Path, per_case: dict, class_names: list[str], mode: str, result,

@@ -7,14 +7,15 @@ import logging
 import os
 import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Union
 
 from ..errors import InputError
 from .paths import inside_output
 
-__all__ = ["MANIFEST_NAME", "RunLock", "Manifest", "check_output_folder", "check_reads",
-           "remove_written"]
+__all__ = ["MANIFEST_NAME", "RunLock", "Manifest", "OutputKind", "TRAIN_RUN", "TEST_RESULTS",
+           "check_output_folder", "check_reads", "remove_written"]
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ class RunLock:
 
 
 def _is_lock(name: str) -> bool:
-    return name in ("train.lock", "test.lock") or ".lock.stale-" in name
+    return name in {kind.lock_name for kind in (TRAIN_RUN, TEST_RESULTS)} or ".lock.stale-" in name
 
 
 def _listing(folder: Path, skip: Iterable[str]) -> set[str]:
@@ -229,6 +230,68 @@ class Manifest:
             tmp.unlink(missing_ok=True)
             raise InputError(f"{self.path}: cannot write ({exc.strerror or exc})",
                              path=self.path) from None
+
+
+@dataclass(frozen=True)
+class OutputKind:
+    """One command's output folder: the tool its record names, its lock, the files it writes.
+
+    ``writes`` are glob patterns relative to the folder: the files a run writes by name, which
+    tell its files from the user's in a folder that has no record (written before records).
+    """
+
+    tool: str
+    lock_name: str
+    noun: str
+    writes: tuple[str, ...]
+
+    def manifest(self, folder: PathLike) -> Manifest:
+        """The folder's record of the files this command wrote."""
+        return Manifest(folder, self.tool)
+
+    def files_by_name(self, folder: PathLike) -> list[Path]:
+        """The files in ``folder`` that match :attr:`writes`, pattern by pattern."""
+        found: list[Path] = []
+        for pattern in self.writes:
+            found += [p for p in sorted(Path(folder).glob(pattern))
+                      if p.is_file() and p not in found]
+        return found
+
+    def written(self, folder: PathLike) -> list[Path]:
+        """The files a run of this command wrote in ``folder``: its record's, or in a folder
+        without one, :meth:`files_by_name`."""
+        manifest = self.manifest(folder)
+        return manifest.written() if manifest.exists() else self.files_by_name(folder)
+
+    def claim(self, folder: PathLike) -> RunLock:
+        """Make ``folder`` this process's: created if missing, its lock taken (held on return).
+
+        Raises
+        ------
+        InputError
+            ``folder`` is a file or a dangling link, cannot be created, or another process
+            holds its lock (the message names the lock file).
+        """
+        folder = check_output_folder(folder)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"{folder}: cannot create the {self.noun} ({exc.strerror or exc})",
+                             path=folder) from None
+        lock = RunLock(folder, self.lock_name)
+        lock.acquire()
+        return lock
+
+
+TRAIN_RUN = OutputKind(
+    "train.py", "train.lock", "run folder",
+    ("config.yaml", "train.log", "splits_final.json", "checkpoints/*.pth",
+     "checkpoints/*.pth.tmp", "tensorboard/**/events.out.tfevents.*"))
+TEST_RESULTS = OutputKind(
+    "test.py", "test.lock", "output folder",
+    ("metrics.csv", "summary.json", "report.html", "predictions/*.nii.gz", "predictions/*.png",
+     "predictions/*.ctbl", "predictions/*.txt", "figures/*.png", "figures/*.svg",
+     "figures/*.pdf", "overlays/*.png", "probabilities/*.npz", "uncertainty/*.nii.gz"))
 
 
 def remove_written(folder: PathLike, paths: Iterable[Path], reads: Iterable[PathLike] = ()

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Iterable, Optional, Union
 
 from ..errors import InputError
-from ..io.folders import Manifest, RunLock, check_output_folder, remove_written
+from ..io.folders import TRAIN_RUN, Manifest, RunLock, check_output_folder, remove_written
 
 __all__ = ["RUN_MARKERS", "LOCK_NAME", "existing_run", "clear_run", "RunLock", "claim_run_folder",
            "run_manifest"]
@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 
 # A folder holding any of these holds a run: its config or its checkpoints.
 RUN_MARKERS = ("config.yaml", "checkpoints/last.pth", "checkpoints/best.pth")
-LOCK_NAME = "train.lock"
+LOCK_NAME = TRAIN_RUN.lock_name
 
 
 def existing_run(folder: Path) -> Optional[Path]:
@@ -24,20 +24,9 @@ def existing_run(folder: Path) -> Optional[Path]:
     return next((folder / name for name in RUN_MARKERS if (folder / name).exists()), None)
 
 
-def _run_files(folder: Path) -> list[Path]:
-    """What a run writes: config, log, folds, checkpoints (and temporaries), TensorBoard events."""
-    files = [folder / "config.yaml", folder / "train.log", folder / "splits_final.json"]
-    checkpoints, tensorboard = folder / "checkpoints", folder / "tensorboard"
-    if checkpoints.is_dir():
-        files += sorted(checkpoints.glob("*.pth")) + sorted(checkpoints.glob("*.pth.tmp"))
-    if tensorboard.is_dir():
-        files += sorted(tensorboard.rglob("events.out.tfevents.*"))
-    return [f for f in files if f.is_file()]
-
-
 def run_manifest(folder: Union[str, Path]) -> Manifest:
     """The record of the files train.py wrote in ``folder``."""
-    return Manifest(folder, "train.py")
+    return TRAIN_RUN.manifest(folder)
 
 
 def clear_run(folder: Path, reads: Iterable[Union[str, Path]] = ()) -> list[Path]:
@@ -52,9 +41,7 @@ def clear_run(folder: Path, reads: Iterable[Union[str, Path]] = ()) -> list[Path
     InputError
         A file this run reads (``reads``: ``--pretrained``) is among them; nothing is removed.
     """
-    manifest = run_manifest(folder)
-    removed = manifest.written() if manifest.exists() else _run_files(folder)
-    return remove_written(folder, removed, reads)
+    return remove_written(folder, TRAIN_RUN.written(folder), reads)
 
 
 def claim_run_folder(folder: Union[str, Path], resume: bool, overwrite: bool,
@@ -87,13 +74,7 @@ def claim_run_folder(folder: Union[str, Path], resume: bool, overwrite: bool,
     if resume and overwrite:
         raise InputError("--resume and --overwrite exclude each other: --resume continues the "
                          "run in the folder, --overwrite deletes it")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"{folder}: cannot create the run folder ({exc.strerror or exc})",
-                         path=folder) from None
-    lock = RunLock(folder, LOCK_NAME)
-    lock.acquire()
+    lock = TRAIN_RUN.claim(folder)
     try:
         found = existing_run(folder)
         if found is not None and not (resume or overwrite):
