@@ -1,10 +1,8 @@
 """Cross-validation: folds, train.py --fold, ensembles, test.py --cross-validation and --compare."""
 
 import csv
-import importlib.util
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,25 +15,14 @@ from datasets.phantom_folder import write_phantom_folder
 from swin_unet.config import DataConfig, load_config
 from swin_unet.errors import InputError
 from swin_unet.evaluation.compare import MEAN, paired_rows
+from command_lines import TEST_PY as TEST_CLI
 
-ROOT = Path(__file__).resolve().parents[1]
 K = 2  # folds of the tiny runs
 TINY = ["model.img_size=32", "model.embed_dim=8", "model.depths=[1,1,1,1]",
         "model.num_heads=[1,1,1,1]", "model.window_size=2", "train.epochs=1",
         "train.batch_size=8", "train.val_every=1", "data.num_workers=0", "data.augment=false",
         "train.cpu_threads=1", f"data.folds={K}"]
 N_CASES = 7  # 6 non-test cases (the folder layout's deterministic split holds one out)
-
-
-def _load_test_cli():
-    # "test" is also Python's own regression-test package: load test.py by path.
-    spec = importlib.util.spec_from_file_location("swin_unet_test_cli_cv", ROOT / "test.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-TEST_CLI = _load_test_cli()
 
 
 def train(capsys, root, output, *args):

@@ -1,7 +1,6 @@
 """test.py end to end: a data set with a checkpoint, existing predictions, a user's scans, errors."""
 
 import csv
-import importlib.util
 import json
 import subprocess
 import sys
@@ -19,23 +18,13 @@ from swin_unet import build_model
 from swin_unet.config import Config, config_to_dict
 from swin_unet.evaluation.metrics import case_metrics
 from test_inference_io import rotated_affine, write_dicom_series
+from command_lines import TEST_PY as CLI
 
 ROOT = Path(__file__).resolve().parents[1]
 SYNAPSE = ["aorta", "gallbladder", "kidney_left", "kidney_right", "liver", "pancreas", "spleen",
            "stomach"]
 TINY = {"img_size": 32, "embed_dim": 12, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 1, 1],
         "window_size": 2}
-
-
-def _load_cli():
-    # "test" is also the name of Python's own regression-test package: load test.py by path.
-    spec = importlib.util.spec_from_file_location("swin_unet_test_cli", ROOT / "test.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-CLI = _load_cli()
 
 
 def tiny_config(dataset="phantom"):
