@@ -67,18 +67,18 @@ def main() -> None:
         predictions = {}
         for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
             start = time.perf_counter()
-            predictions[name] = predict_volume(loaded.model, item["image"], size,
+            predictions[name] = predict_volume(loaded.model, item.array, size,
                                                batch_size=batch, device=device,
                                                amp_dtype=dtype)
             seconds[name] += time.perf_counter() - start
-        label = np.asarray(item["label"])
+        label = np.asarray(item.label)
         same = int((predictions["fp32"] == predictions["bf16"]).sum())
         same_total, voxels = same_total + same, voxels + label.size
         dices = {name: [dice(p, label, c) for c in range(1, classes + 1)]
                  for name, p in predictions.items()}
         difference = np.abs(np.array(dices["fp32"]) - np.array(dices["bf16"]))
         worst = np.fmax(worst, difference)
-        print(json.dumps({"case": item["case"], "same_label_fraction": round(same / label.size, 6),
+        print(json.dumps({"case": item.case, "same_label_fraction": round(same / label.size, 6),
                           "dice_fp32": [round(d, 4) for d in dices["fp32"]],
                           "dice_bf16": [round(d, 4) for d in dices["bf16"]],
                           "max_dice_difference": round(float(np.nanmax(difference)), 5)}),

@@ -8,7 +8,7 @@ Usage::
     train = src.train_slices(img_size=224, seed=1234)   # torch Dataset of 2-D slices
     train.set_epoch(epoch)                       # before each epoch's DataLoader iterator
     for volume in src.volumes("val"):            # whole volumes, original size and geometry
-        volume["case"], volume["image"], volume["label"], volume["spacing"], volume["affine"]
+        volume.case, volume.array, volume.label, volume.spacing, volume.affine
 
 Attributes of a source: ``name``, ``layout`` (synapse_raw, synapse_npz, acdc_raw, acdc_npz,
 folder; 2-D images: nnunet_2d, image_pairs), ``class_names`` (foreground, class i+1 ->
@@ -17,14 +17,16 @@ none), ``augmentation`` (recipe or photo), ``distance_unit`` (mm, or px for 2-D 
 ``cases(split)``.
 
 Training items: {"image": float32 (in_chans, H, W), "label": int64 (1, H, W)}.
-Volume items: {"case": str, "image": float32 (X, Y, Z) or (C, X, Y, Z) normalised as in
-training, "label": uint8 (X, Y, Z) class indices (uint16 above 255) or None, "spacing":
-(x, y, z) mm, "affine": 4x4 float64, "image_path": str, "distance_unit": str}. Arrays keep the
-file's voxel order (no reorientation), so a prediction of the same shape saved with ``affine``
-overlays the image. A 2-D image is a volume of one slice: (rows, columns, 1).
+Training items are dicts because MONAI's dictionary transforms and torch's collation take them;
+everything else is typed. Volumes are :class:`swin_unet.io.volumes.Volume`: ``case``, ``array``
+float32 (X, Y, Z) or (C, X, Y, Z) normalised as in training, ``label`` uint8 (X, Y, Z) class
+indices (uint16 above 255) or None, ``spacing`` (x, y, z) in ``distance_unit``, ``affine`` 4x4
+float64, ``path``. :meth:`DataSource.load` gives the same type before normalisation. Arrays keep
+the file's voxel order (no reorientation), so a prediction of the same shape saved with
+``affine`` overlays the image. A 2-D image is a volume of one slice: (rows, columns, 1).
 """
 
-from .base import DataSource, RawVolume, VolumeEntry
+from .base import DataSource, VolumeEntry
 from .intensity import INTENSITY_MODES, normalize_intensity, resolve_intensity
 from .folds import make_folds, read_splits_final, resolve_fold, write_splits_final
 from .phantom import generate_phantom
@@ -53,7 +55,6 @@ __all__ = [
     "LAYOUTS",
     "INTENSITY_MODES",
     "DataSource",
-    "RawVolume",
     "VolumeEntry",
     "SliceDataset",
     "VolumeDataset",

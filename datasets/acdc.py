@@ -12,7 +12,9 @@ import numpy as np
 from swin_unet.config import DataConfig
 from swin_unet.errors import InputError
 
-from .base import DataSource, RawVolume, VolumeEntry
+from swin_unet.io.volumes import Volume
+
+from .base import DataSource, VolumeEntry
 from .cases import ACDC_TEST, ACDC_VAL, acdc_train_default, normalize_acdc_case
 from .readers import (check_label_values, check_labelled_nifti, npz_shapes, read_labelled_nifti,
                       read_npz)
@@ -137,10 +139,11 @@ class AcdcRaw(DataSource):
             self._entries[case] = entries
         return list(self._entries[case])
 
-    def load(self, entry: VolumeEntry) -> RawVolume:
+    def load(self, entry: VolumeEntry) -> Volume:
         image, label, affine, spacing = read_labelled_nifti(entry.image, entry.label, _LABELS,
                                                             "ACDC label map")
-        return RawVolume(image, label.astype(np.uint8), spacing, affine, entry.image)
+        return Volume(entry.name, image, spacing, affine, entry.image,
+                      label=label.astype(np.uint8))
 
     def check_entry(self, entry: VolumeEntry, read_image: bool) -> None:
         check_labelled_nifti(entry.image, entry.label, _LABELS, "ACDC label map", read_image)
@@ -227,10 +230,10 @@ class AcdcRelease(DataSource):
                                   "ACDC label map")
         return stack_npz_slices(entry.image, _KEYS, _LABELS, "ACDC label map")
 
-    def load(self, entry: VolumeEntry) -> RawVolume:
+    def load(self, entry: VolumeEntry) -> Volume:
         image, label = self._read(entry)
-        return RawVolume(image.astype(np.float32), label.astype(np.uint8), (1.0, 1.0, 1.0),
-                         np.eye(4), entry.image_path)
+        return Volume(entry.name, image.astype(np.float32), (1.0, 1.0, 1.0), np.eye(4),
+                      entry.image_path, label=label.astype(np.uint8))
 
     def check_entry(self, entry: VolumeEntry, read_image: bool) -> None:
         if read_image:

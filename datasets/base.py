@@ -7,7 +7,7 @@ import functools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence, Union
 
@@ -17,6 +17,7 @@ from swin_unet.config import DataConfig
 from swin_unet.config.checks import check_choices
 from swin_unet.errors import InputError
 from swin_unet.io.paths import inside
+from swin_unet.io.volumes import Volume
 from swin_unet.sizes import as_pair, patch_pair
 
 from . import native
@@ -28,7 +29,7 @@ from .slice_store import SliceStore, StoreBuilder, file_stamp, resolve_cache_dir
 if TYPE_CHECKING:
     from .slices import SliceDataset, VolumeDataset
 
-__all__ = ["VolumeEntry", "RawVolume", "DataSource", "label_lookup", "override_class_names"]
+__all__ = ["VolumeEntry", "DataSource", "label_lookup", "override_class_names"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,24 +53,6 @@ class VolumeEntry:
     def image_path(self) -> Path:
         """The file that stands for the image (the first one if there are several)."""
         return self.image[0] if isinstance(self.image, list) else self.image
-
-
-@dataclass
-class RawVolume:
-    """A volume as read: intensities not yet normalised, labels already in class indices.
-
-    ``image`` is (X, Y, Z), or (C, X, Y, Z) for several channels; ``label`` (X, Y, Z) uint8
-    (uint16 above 255 classes) or None. ``prenormalised`` names the intensity mode the file
-    already has applied (TransUNet's release stores CT windowed to [0, 1]), so it is not
-    applied twice.
-    """
-
-    image: np.ndarray
-    label: Optional[np.ndarray]
-    spacing: tuple
-    affine: np.ndarray
-    image_path: Path
-    prenormalised: Optional[str] = None
 
 
 def label_lookup(mapping: dict[int, int], max_raw: int) -> np.ndarray:
@@ -160,7 +143,7 @@ class DataSource(abc.ABC):
         """The volumes of ``case`` (one, or ACDC's two frames), in a fixed order."""
 
     @abc.abstractmethod
-    def load(self, entry: VolumeEntry) -> RawVolume:
+    def load(self, entry: VolumeEntry) -> Volume:
         """Read one volume; raises InputError naming the file on any problem."""
 
     @abc.abstractmethod
@@ -224,14 +207,13 @@ class DataSource(abc.ABC):
             headers.append((header.affine, tuple(header.shape[:3])))
         return headers
 
-    def volume_item(self, entry: VolumeEntry) -> dict:
+    def volume_item(self, entry: VolumeEntry) -> Volume:
         """One whole volume, normalised as in training, at its original size and geometry."""
         raw = self.load(entry)
-        image = self._normalised(raw)
-        return {"case": entry.name, "image": image, "label": raw.label,
-                "spacing": tuple(float(v) for v in raw.spacing),
-                "affine": np.asarray(raw.affine, dtype=np.float64),
-                "image_path": str(raw.image_path), "distance_unit": self.distance_unit}
+        return replace(raw, array=self._normalised(raw), prenormalised=self.intensity,
+                       spacing=tuple(float(v) for v in raw.spacing),
+                       affine=np.asarray(raw.affine, dtype=np.float64),
+                       distance_unit=self.distance_unit)
 
     def volumes(self, split: str) -> VolumeDataset:
         """Whole volumes of ``split``, read lazily one at a time (see :meth:`volume_item`)."""
@@ -317,16 +299,16 @@ class DataSource(abc.ABC):
                             augmentation=self.augmentation)
 
     # ----------------------------------------------------------------- helpers
-    def _normalised(self, raw: RawVolume) -> np.ndarray:
-        if not np.isfinite(raw.image).all():
-            raise InputError(f"{raw.image_path}: image contains NaN or infinite values")
+    def _normalised(self, raw: Volume) -> np.ndarray:
+        if not np.isfinite(raw.array).all():
+            raise InputError(f"{raw.path}: image contains NaN or infinite values")
         if raw.prenormalised == self.intensity:
-            return np.asarray(raw.image, dtype=np.float32)
-        return normalize_intensity(raw.image, self.intensity, self.ct_window,
-                                   channels_first=raw.image.ndim == 4)
+            return np.asarray(raw.array, dtype=np.float32)
+        return normalize_intensity(raw.array, self.intensity, self.ct_window,
+                                   channels_first=raw.array.ndim == 4)
 
     def _load_for_cache(self, entry: VolumeEntry,
-                        size: Optional[tuple[int, int]]) -> RawVolume:
+                        size: Optional[tuple[int, int]]) -> Volume:
         """:meth:`load` for the cache at ``size``; a layout may read less (reduced decodes)."""
         return self.load(entry)
 

@@ -13,9 +13,9 @@ import numpy as np
 from swin_unet.config import DataConfig
 from swin_unet.errors import InputError, parsing
 from swin_unet.io.paths import check_case_id
-from swin_unet.io.volumes import label_dtype
+from swin_unet.io.volumes import Volume, label_dtype
 
-from .base import DataSource, RawVolume, VolumeEntry
+from .base import DataSource, VolumeEntry
 from .cases import deterministic_split
 from .readers import (check_label_values, check_nifti_complete, check_same_geometry,
                       read_nifti, read_nifti_header)
@@ -209,7 +209,7 @@ class FolderDataset(DataSource):
                              f"volume (dataset.json), got shape {image.shape}")
         return image, affine, spacing
 
-    def load(self, entry: VolumeEntry) -> RawVolume:
+    def load(self, entry: VolumeEntry) -> Volume:
         image, affine, spacing = self._read_image(entry)
         label = None
         if entry.label is not None:
@@ -220,7 +220,7 @@ class FolderDataset(DataSource):
             check_label_values(values, range(self.num_classes), entry.label,
                                "labels of dataset.json")
             label = values.astype(label_dtype(self.num_classes))
-        return RawVolume(image, label, spacing, affine, entry.image[0])
+        return Volume(entry.name, image, spacing, affine, entry.image[0], label=label)
 
     def check_entry(self, entry: VolumeEntry, read_image: bool) -> None:
         if entry.label is None:

@@ -22,7 +22,9 @@ from swin_unet.io.paths import check_case_id
 from swin_unet.io.images import (IMAGE_SUFFIXES, image_name, is_image_file, read_image,
                                 read_image_header, read_mask)
 
-from .base import DataSource, RawVolume, VolumeEntry
+from swin_unet.io.volumes import Volume
+
+from .base import DataSource, VolumeEntry
 from .cases import deterministic_split
 from .folder import case_id, read_splits, read_dataset_json
 from .readers import check_label_values
@@ -255,23 +257,23 @@ class ImageSource(DataSource):
                 if self.num_classes == 2 else f"classes ({names})")
 
     def _load_for_cache(self, entry: VolumeEntry,
-                        size: Optional[tuple[int, int]]) -> RawVolume:
+                        size: Optional[tuple[int, int]]) -> Volume:
         """The cache holds images at the model's size only, so JPEGs decode at a reduced
         scale (see ``read_image``'s ``at_least``): on ISIC-sized photographs a fraction of a
         full decode and normalisation (``benchmarks/bench_data.py``). Masks are read in full."""
         return self._load(entry, size)
 
-    def load(self, entry: VolumeEntry) -> RawVolume:
+    def load(self, entry: VolumeEntry) -> Volume:
         return self._load(entry, None)
 
-    def _load(self, entry: VolumeEntry, at_least: Optional[tuple[int, int]]) -> RawVolume:
+    def _load(self, entry: VolumeEntry, at_least: Optional[tuple[int, int]]) -> Volume:
         pixels = self._read_pixels(entry, at_least)
         shape = (pixels.shape[1:] if at_least is None
                  else read_image_header(entry.image[0]).shape)
         label = self._read_labels(entry, shape)
         image = pixels[0] if self.in_chans == 1 else pixels
-        return RawVolume(image[..., None], label[..., None], (1.0, 1.0, 1.0), np.eye(4),
-                         entry.image[0])
+        return Volume(entry.name, image[..., None], (1.0, 1.0, 1.0), np.eye(4), entry.image[0],
+                      label=label[..., None], distance_unit="px")
 
     def _slice_count(self, entry: VolumeEntry) -> Optional[int]:
         return 1

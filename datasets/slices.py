@@ -179,8 +179,8 @@ class SliceDataset(Dataset):
 class VolumeDataset(Sequence):
     """Whole volumes of a split, read and normalised lazily, one per ``__getitem__``.
 
-    Items: {"case", "image", "label", "spacing", "affine", "image_path"} (see the package
-    docstring). ``names`` lists the volumes' case names without reading anything.
+    Items are :class:`~swin_unet.io.volumes.Volume` (see the package docstring). ``names``
+    lists the volumes' case names without reading anything.
     """
 
     def __init__(self, entries: Sequence, read: Callable):

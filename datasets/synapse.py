@@ -12,7 +12,9 @@ import numpy as np
 from swin_unet.config import DataConfig
 from swin_unet.errors import InputError
 
-from .base import DataSource, RawVolume, VolumeEntry, label_lookup
+from swin_unet.io.volumes import Volume
+
+from .base import DataSource, VolumeEntry, label_lookup
 from .cases import SYNAPSE_TEST, SYNAPSE_TRAIN, normalize_synapse_case
 from .readers import (check_label_values, check_labelled_nifti, h5_shapes, read_h5,
                       read_labelled_nifti)
@@ -101,11 +103,11 @@ class SynapseRaw(DataSource):
         return [VolumeEntry(case, case, _nifti_path(self.folder / "img", f"img{number}"),
                             _nifti_path(self.folder / "label", f"label{number}"))]
 
-    def load(self, entry: VolumeEntry) -> RawVolume:
+    def load(self, entry: VolumeEntry) -> Volume:
         image, label, affine, spacing = read_labelled_nifti(
             entry.image, entry.label, range(SYNAPSE_RAW_MAX + 1), "Synapse raw label map")
-        return RawVolume(image, self._lookup[label.astype(np.intp)], spacing, affine,
-                         entry.image)
+        return Volume(entry.name, image, spacing, affine, entry.image,
+                      label=self._lookup[label.astype(np.intp)])
 
     def check_entry(self, entry: VolumeEntry, read_image: bool) -> None:
         check_labelled_nifti(entry.image, entry.label, range(SYNAPSE_RAW_MAX + 1),
@@ -180,12 +182,12 @@ class SynapseRelease(DataSource):
         return stack_npz_slices(entry.image, ("image", "label"), _CLASS_VALUES,
                                 "Synapse class map")
 
-    def load(self, entry: VolumeEntry) -> RawVolume:
+    def load(self, entry: VolumeEntry) -> Volume:
         image, label = self._read(entry)
         image = image.astype(np.float32)
         windowed = check_unit_range(image, entry.image_path, self.data_cfg.intensity)
-        return RawVolume(image, label.astype(np.uint8), (1.0, 1.0, 1.0), np.eye(4),
-                         entry.image_path, prenormalised="ct" if windowed else None)
+        return Volume(entry.name, image, (1.0, 1.0, 1.0), np.eye(4), entry.image_path,
+                      label=label.astype(np.uint8), prenormalised="ct" if windowed else None)
 
     def check_entry(self, entry: VolumeEntry, read_image: bool) -> None:
         kind = entry.info["kind"]

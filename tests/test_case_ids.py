@@ -19,7 +19,7 @@ from swin_unet.errors import InputError
 from swin_unet.evaluation.images import write_image_prediction
 from swin_unet.evaluation.scan_outputs import OutputKinds, output_paths
 from swin_unet.io.paths import check_case_id, inside, inside_output
-from swin_unet.io.volumes import reference_of_item, write_labels
+from swin_unet.io.volumes import with_header, write_labels
 
 # Where Python and its libraries read their own files (modules imported on first use).
 LIBRARIES = tuple({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, "/usr", "/proc",
@@ -106,14 +106,14 @@ def _use(dataset, root, case, out):
     source = open_dataset(dataset, DataConfig(root=str(root), test_cases=[case]))
     for entry in source.entries("test"):
         item = source.volume_item(entry)
-        labels = np.zeros(item["image"].shape[-3:], np.uint8)
-        if item["distance_unit"] == "px":
-            write_image_prediction(labels, item["image"], out, item["case"], 2)
+        labels = np.zeros(item.array.shape[-3:], np.uint8)
+        if item.distance_unit == "px":
+            write_image_prediction(labels, item.array, out, item.case, 2)
         else:
             out.mkdir(parents=True, exist_ok=True)
-            path = output_paths(out, item["case"], OutputKinds())["predictions"]
+            path = output_paths(out, item.case, OutputKinds())["predictions"]
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_labels(labels, reference_of_item(item), path)
+            write_labels(labels, with_header(item), path)
 
 
 @pytest.mark.parametrize("layout", ["folder", "nnunet_2d", "image_pairs", "synapse", "acdc"])

@@ -53,14 +53,14 @@ def test_raw_frames_spacing_and_per_volume_normalisation(tmp_path):
     volumes = src.volumes("test")
     assert volumes.names == ["patient002_frame01", "patient002_frame12"]
     ed, es = volumes[0], volumes[1]
-    assert ed["image"].shape == SHAPE
-    assert ed["image"].mean() == pytest.approx(0.0, abs=1e-4)
-    assert ed["image"].std() == pytest.approx(1.0, abs=1e-3)
-    assert ed["spacing"] == pytest.approx(SPACING)
-    np.testing.assert_allclose(ed["affine"], oblique_affine(), atol=1e-5)
-    assert set(np.unique(ed["label"])) == {0, 1, 2, 3}
-    assert set(np.unique(es["label"])) == {0, 1, 2}
-    assert ed["image_path"].endswith("patient002_frame01.nii.gz")
+    assert ed.array.shape == SHAPE
+    assert ed.array.mean() == pytest.approx(0.0, abs=1e-4)
+    assert ed.array.std() == pytest.approx(1.0, abs=1e-3)
+    assert ed.spacing == pytest.approx(SPACING)
+    np.testing.assert_allclose(ed.affine, oblique_affine(), atol=1e-5)
+    assert set(np.unique(ed.label)) == {0, 1, 2, 3}
+    assert set(np.unique(es.label)) == {0, 1, 2}
+    assert str(ed.path).endswith("patient002_frame01.nii.gz")
     ds = src.train_slices(16, seed=0)
     assert len(ds) == 2 * SHAPE[2]  # ED and ES frames of patient005
     assert ds[0]["image"].shape == (1, 16, 16)
@@ -112,15 +112,15 @@ def test_release_slices_volumes_and_its_own_split(tmp_path):
     assert (src.cases("train"), src.cases("val"), src.cases("test")) == (
         ["patient001"], ["patient019"], ["patient002"])
     item = src.volumes("test")[0]
-    assert item["case"] == "patient002_ED"
-    assert item["image"].shape == (20, 16, 5)
-    np.testing.assert_array_equal(item["label"], np.moveaxis(label, 0, -1))
+    assert item.case == "patient002_ED"
+    assert item.array.shape == (20, 16, 5)
+    np.testing.assert_array_equal(item.label, np.moveaxis(label, 0, -1))
     # Per-volume z-score, as for the raw data.
-    assert item["image"].mean() == pytest.approx(0.0, abs=1e-4)
-    assert item["spacing"] == (1.0, 1.0, 1.0)
+    assert item.array.mean() == pytest.approx(0.0, abs=1e-4)
+    assert item.spacing == (1.0, 1.0, 1.0)
     val = src.volumes("val")
     assert val.names == ["patient019_ED", "patient019_ES"]
-    stacked = val[0]["label"]
+    stacked = val[0].label
     assert stacked.shape == (20, 16, 3)
     for z in range(3):
         assert (stacked[z + 1, :, z] == z + 1).all()
@@ -153,5 +153,5 @@ def test_release_slices_with_a_gap_and_class_names_override(tmp_path):
     src = open_dataset("acdc", DataConfig(root=str(tmp_path), allow_slice_gaps=True,
                                           class_names=["right_ventricle", "myocardium",
                                                        "left_ventricle"]))
-    assert [v["image"].shape[-1] for v in src.volumes("train")] == [3, 2]
+    assert [v.array.shape[-1] for v in src.volumes("train")] == [3, 2]
     assert src.class_names == ("right_ventricle", "myocardium", "left_ventricle")

@@ -52,11 +52,11 @@ def test_msd_layout_classes_ct_window_and_deterministic_split(tmp_path):
     src.check_integrity()
     item = src.volumes("test")[0]
     case = splits["test"][0]
-    assert item["case"] == case and item["image_path"].endswith(f"imagesTr/{case}.nii.gz")
+    assert item.case == case and str(item.path).endswith(f"imagesTr/{case}.nii.gz")
     number = int(case.split("_")[1])
-    assert item["image"][0, 0, 0] == pytest.approx((75 + number + 125) / 400)
-    np.testing.assert_array_equal(item["label"], label_volume(number))
-    assert item["spacing"] == pytest.approx((0.9, 0.9, 2.5))
+    assert item.array[0, 0, 0] == pytest.approx((75 + number + 125) / 400)
+    np.testing.assert_array_equal(item.label, label_volume(number))
+    assert item.spacing == pytest.approx((0.9, 0.9, 2.5))
     minmax = open_dataset("folder", DataConfig(root=str(tmp_path), intensity="minmax"))
     assert minmax.intensity == "minmax"
 
@@ -80,10 +80,10 @@ def test_nnunet_v2_multichannel_mri_with_splits_json(tmp_path):
     assert src.cases("train") == ["BR_001", "BR_002"] and src.cases("test") == ["BR_003"]
     src.check_integrity()
     item = src.volumes("test")[0]
-    assert item["case"] == "BR_003" and item["image"].shape == (2,) + SHAPE
+    assert item.case == "BR_003" and item.array.shape == (2,) + SHAPE
     for channel in range(2):  # each channel z-scored on its own statistics
-        assert item["image"][channel].mean() == pytest.approx(0.0, abs=1e-4)
-        assert item["image"][channel].std() == pytest.approx(1.0, abs=1e-3)
+        assert item.array[channel].mean() == pytest.approx(0.0, abs=1e-4)
+        assert item.array[channel].std() == pytest.approx(1.0, abs=1e-3)
     ds = src.train_slices(16, seed=0)
     assert len(ds) == 2 * SHAPE[2] and ds[0]["image"].shape == (2, 16, 16)
 
@@ -99,8 +99,8 @@ def test_msd_four_dimensional_multichannel_image(tmp_path):
                                             intensity="minmax"))
     src.check_integrity(["test"])
     item = src.volumes("test")[0]
-    assert item["image"].shape == (2,) + SHAPE
-    assert item["image"][0, 0, 0, 0] == 0.0 and item["image"][1, 0, 0, 0] == 1.0
+    assert item.array.shape == (2,) + SHAPE
+    assert item.array[0, 0, 0, 0] == 0.0 and item.array[1, 0, 0, 0] == 1.0
 
 
 def test_folder_errors_name_the_file(tmp_path):

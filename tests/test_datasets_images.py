@@ -94,12 +94,12 @@ def test_image_pairs_every_mask_flavour_read_as_classes(tmp_path):
     items = every_item(source)
     assert sorted(items) == sorted(expected)
     for name, item in items.items():
-        assert item["image"].shape == (3,) + SIZE + (1,)
-        assert item["label"].shape == SIZE + (1,) and item["label"].dtype == np.uint8
-        np.testing.assert_array_equal(item["label"][..., 0], expected[name], err_msg=name)
-        assert item["spacing"] == (1.0, 1.0, 1.0) and item["distance_unit"] == "px"
+        assert item.array.shape == (3,) + SIZE + (1,)
+        assert item.label.shape == SIZE + (1,) and item.label.dtype == np.uint8
+        np.testing.assert_array_equal(item.label[..., 0], expected[name], err_msg=name)
+        assert item.spacing == (1.0, 1.0, 1.0) and item.distance_unit == "px"
     # The grayscale BMP is repeated into R, G and B; z-scored per channel.
-    gray = items["img5"]["image"]
+    gray = items["img5"].array
     np.testing.assert_allclose(gray[0], gray[1], atol=1e-6)
     np.testing.assert_allclose(gray.reshape(3, -1).mean(1), 0, atol=1e-5)
     # Without dataset.json or data.class_names: one class "foreground".
@@ -113,8 +113,8 @@ def test_nnunet_2d_layout_rgb_multiclass(tmp_path):
         "nnunet_2d", 3, ("gland", "vessel"))
     source.check_integrity(read_images=True)
     for name, item in every_item(source).items():
-        np.testing.assert_array_equal(item["label"][..., 0], expected[name])
-        image = item["image"][..., 0]
+        np.testing.assert_array_equal(item.label[..., 0], expected[name])
+        image = item.array[..., 0]
         np.testing.assert_allclose(image[:, 0, 0] * 255, [200, 180, 160], atol=1e-4)
 
 
@@ -129,7 +129,7 @@ def test_nnunet_2d_one_file_per_channel(tmp_path):
         Image.fromarray(rgb[..., 2]).save(tmp_path / "imagesTr" / f"case{i}_0001.png")
     source = open_dataset("folder", DataConfig(root=str(tmp_path), intensity="none"))
     assert source.in_chans == 2
-    image = source.volume_item(source.entries("train")[0])["image"]
+    image = source.volume_item(source.entries("train")[0]).array
     assert image.shape == (2,) + SIZE + (1,)
     np.testing.assert_allclose(image[:, 0, 0, 0] * 255, [200, 160], atol=1e-4)
 
@@ -182,7 +182,7 @@ def test_lesion_phantom_is_deterministic_rgb_and_opens_as_phantom2d(tmp_path):
     source = open_dataset("phantom2d", DataConfig(root=str(tmp_path / "a")))
     assert (source.name, source.in_chans, source.class_names) == ("phantom2d", 3, ("lesion",))
     item = source.volume_item(source.entries("test")[0])
-    assert item["image"].shape[0] == 3 and item["label"].max() == 1
+    assert item.array.shape[0] == 3 and item.label.max() == 1
 
 
 def test_photo_augmentation_is_seeded_and_keeps_labels_classes():

@@ -62,18 +62,18 @@ def test_raw_labels_map_to_the_eight_organs_and_geometry_is_carried(raw_root):
     volumes = src.volumes("test")
     assert len(volumes) == 1 and volumes.names == ["case0001"]
     item = volumes[0]
-    assert item["case"] == "case0001"
-    assert item["image"].shape == SHAPE and item["image"].dtype == np.float32
+    assert item.case == "case0001"
+    assert item.array.shape == SHAPE and item.array.dtype == np.float32
     # HU clipped to [-125, 275] and scaled to [0, 1].
-    assert item["image"][0].max() == 0.0 and item["image"][1].min() == pytest.approx(1.0)
-    assert item["image"][5, 5, 2] == pytest.approx(0.5)
-    assert item["image"][-1].min() == pytest.approx(1.0)
+    assert item.array[0].max() == 0.0 and item.array[1].min() == pytest.approx(1.0)
+    assert item.array[5, 5, 2] == pytest.approx(0.5)
+    assert item.array[-1].min() == pytest.approx(1.0)
     expected = {8: 1, 4: 2, 3: 3, 2: 4, 6: 5, 11: 6, 1: 7, 7: 8}
     for raw in range(14):
-        assert (item["label"][raw + 2] == expected.get(raw, 0)).all(), raw
-    assert item["spacing"] == pytest.approx((0.8, 0.75, 3.0))
-    np.testing.assert_allclose(item["affine"], AFFINE)
-    assert item["image_path"].endswith("img0001.nii.gz")
+        assert (item.label[raw + 2] == expected.get(raw, 0)).all(), raw
+    assert item.spacing == pytest.approx((0.8, 0.75, 3.0))
+    np.testing.assert_allclose(item.affine, AFFINE)
+    assert str(item.path).endswith("img0001.nii.gz")
 
 
 def test_default_split_is_the_standard_one_and_case_ids_are_normalised(raw_root):
@@ -96,7 +96,7 @@ def test_raw_root_may_point_at_any_level(raw_root, sub):
     src = open_dataset("synapse", DataConfig(root=str(raw_root / sub) if sub else str(raw_root),
                                              test_cases=["1"]))
     assert src.layout == "synapse_raw"
-    assert src.volumes("test")[0]["case"] == "case0001"
+    assert src.volumes("test")[0].case == "case0001"
 
 
 def test_every_training_slice_is_one_sample_at_img_size(raw_root):
@@ -111,8 +111,9 @@ def test_every_training_slice_is_one_sample_at_img_size(raw_root):
     assert ds.locate(7) == ("case0006", 2)
     # Without augmentation the slice is the volume's slice, resized.
     volume = src.volumes("train")[1]
-    assert set(np.unique(item["label"])) == set(np.unique(volume["label"][:, :, 2]))
-    assert item["image"].mean().item() == pytest.approx(volume["image"][:, :, 2].mean(), abs=1e-3)
+    assert set(np.unique(item["label"])) == set(np.unique(volume.label[:, :, 2]))
+    assert item["image"].mean().item() == pytest.approx(volume.array[:, :, 2].mean(),
+                                                        abs=1e-3)
 
 
 def write_release(root, image_value=0.25):
@@ -141,19 +142,19 @@ def test_release_npz_slices_and_h5_volumes(tmp_path, caplog):
     assert "no voxel spacing" in caplog.text
     assert src.layout == "synapse_npz" and src.intensity == "ct"
     item = src.volumes("test")[0]
-    assert item["case"] == "case0001"
-    assert item["image"].shape == (24, 20, 4)  # (slices, H, W) -> (H, W, slices)
+    assert item.case == "case0001"
+    assert item.array.shape == (24, 20, 4)  # (slices, H, W) -> (H, W, slices)
     # Already windowed to [0, 1] in the release: not normalised a second time.
-    np.testing.assert_array_equal(item["image"], np.moveaxis(volume, 0, -1))
-    np.testing.assert_array_equal(item["label"], np.moveaxis(vol_label, 0, -1))
-    assert item["spacing"] == (1.0, 1.0, 1.0)
-    np.testing.assert_array_equal(item["affine"], np.eye(4))
+    np.testing.assert_array_equal(item.array, np.moveaxis(volume, 0, -1))
+    np.testing.assert_array_equal(item.label, np.moveaxis(vol_label, 0, -1))
+    assert item.spacing == (1.0, 1.0, 1.0)
+    np.testing.assert_array_equal(item.affine, np.eye(4))
     # A case stored as slices also reads as a volume, slices in order.
     val = src.volumes("val")[0]
-    assert val["image"].shape == (24, 20, 3)
+    assert val.array.shape == (24, 20, 3)
     for z in range(3):
-        assert (val["label"][z + 2, :, z] == 1 + z).all()
-        assert val["image"][0, 0, z] == pytest.approx(0.25 + 0.1 * z)
+        assert (val.label[z + 2, :, z] == 1 + z).all()
+        assert val.array[0, 0, z] == pytest.approx(0.25 + 0.1 * z)
     assert len(src.train_slices(16, seed=0)) == 3
 
 
@@ -171,7 +172,7 @@ def test_trailing_singleton_axis_is_the_same_grid(tmp_path):
     write_raw_case(folder, 1, hu=np.full(SHAPE + (1,), 75, dtype=np.int16))
     src = open_dataset("synapse", DataConfig(root=str(tmp_path), test_cases=["1"]))
     src.check_integrity(["test"], read_images=True)
-    assert src.volumes("test")[0]["image"].shape == SHAPE
+    assert src.volumes("test")[0].array.shape == SHAPE
 
 
 def test_release_case_with_missing_slice_numbers_is_refused_or_stacked_with_a_warning(
@@ -188,7 +189,7 @@ def test_release_case_with_missing_slice_numbers_is_refused_or_stacked_with_a_wa
     with caplog.at_level(logging.WARNING):
         src = open_dataset("synapse", DataConfig(**cfg, allow_slice_gaps=True))
         volume = src.volumes("train")[0]
-    assert volume["image"].shape == (24, 20, 5)
+    assert volume.array.shape == (24, 20, 5)
     assert "case0005 has no slice 4-5; stacked without them" in caplog.text
     # Two files with one slice number: refused, naming both.
     np.savez(folder / "case0005_slice3.npz", image=np.zeros((24, 20), np.float32),
@@ -213,12 +214,12 @@ def test_release_image_outside_unit_range_is_an_error_unless_the_mode_is_set(tmp
         windowed[0, 0, 0], windowed[0, 0, 1] = -1e-4, 1 + 1e-4
         handle["image"][...] = windowed
     item = open_dataset("synapse", DataConfig(**cfg)).volumes("test")[0]
-    assert item["image"][0, 0, 0] == pytest.approx(-1e-4)
+    assert item.array[0, 0, 0] == pytest.approx(-1e-4)
     # Told the file holds HU, the reader windows it.
     with h5py.File(tmp_path / "test_vol_h5" / "case0001.npy.h5", "r+") as handle:
         handle["image"][...] = hu
     item = open_dataset("synapse", DataConfig(**cfg, intensity="ct")).volumes("test")[0]
-    np.testing.assert_allclose(item["image"], np.moveaxis((hu + 125) / 400, 0, -1), atol=1e-5)
+    np.testing.assert_allclose(item.array, np.moveaxis((hu + 125) / 400, 0, -1), atol=1e-5)
 
 
 def test_release_h5_volume_must_be_slices_first(tmp_path):

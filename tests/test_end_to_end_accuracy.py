@@ -32,14 +32,14 @@ def _mean_dice(model, volumes, orientation=None):
     """Mean foreground Dice over the volumes; ``orientation`` breaks the slices on purpose."""
     scores = []
     for item in volumes:
-        image = item["image"]
+        image = item.array
         if orientation == "transposed":
             prediction = predict_volume(model, image.transpose(1, 0, 2), SIZE).transpose(1, 0, 2)
         elif orientation == "flipped":
             prediction = predict_volume(model, image[::-1].copy(), SIZE)[::-1]
         else:
             prediction = predict_volume(model, image, SIZE)
-        scores += [row["dice"] for row in case_metrics(prediction, item["label"], 9, hd95=False)]
+        scores += [row["dice"] for row in case_metrics(prediction, item.label, 9, hd95=False)]
     return float(np.nanmean(scores))
 
 

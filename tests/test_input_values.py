@@ -55,11 +55,11 @@ def test_more_than_255_classes_stay_uint16_from_file_to_prediction(tmp_path):
     assert source.num_classes == CLASSES and source.cases("val") == []
     source.check_integrity()
     item = source.volumes("test")[0]
-    assert item["label"].dtype == np.uint16
-    np.testing.assert_array_equal(item["label"], label)  # 300 is 300, not 300 - 256 = 44
+    assert item.label.dtype == np.uint16
+    np.testing.assert_array_equal(item.label, label)  # 300 is 300, not 300 - 256 = 44
     slices = source.train_slices((16, 16))
     assert max(int(slices[i]["label"].max()) for i in range(len(slices))) == CLASSES - 1
-    prediction = predict_volume(_Highest(CLASSES), item["image"], (16, 16), batch_size=2)
+    prediction = predict_volume(_Highest(CLASSES), item.array, (16, 16), batch_size=2)
     assert prediction.dtype == np.uint16 and (prediction == CLASSES - 1).all()
     path = write_labels(prediction, read_volume(tmp_path / "imagesTr" / "a.nii.gz"),
                         tmp_path / "pred.nii.gz")

@@ -1,6 +1,7 @@
 """Native resolution: the patch-mode config keys, and sliding-window inference on every path."""
 
 import math
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -19,6 +20,7 @@ from swin_unet.evaluation.ensemble import load_ensemble
 from swin_unet.evaluation.inference import predict_volume
 from swin_unet.evaluation.run import InferenceOptions
 from swin_unet.evaluation.sliding import SlidingWindow
+from swin_unet.io.volumes import Volume
 from swin_unet.sizes import patch_pair, resampled_size
 from swin_unet.training.distributed import DistributedContext
 from swin_unet.training.validation import Validator
@@ -315,8 +317,8 @@ def test_validation_runs_in_windows(monkeypatch):
                         lambda *a, **k: (calls.append(k or a[-1]), original(*a, **k))[1])
     label = np.zeros((70, 40, 2), dtype=np.uint8)
     label[10:30, 5:20] = 1
-    volume = {"case": "c1", "image": np.random.default_rng(7).normal(
-        size=(70, 40, 2)).astype(np.float32), "label": label, "spacing": (0.5, 0.5, 2.0)}
+    volume = Volume("c1", np.random.default_rng(7).normal(size=(70, 40, 2)).astype(np.float32),
+                    (0.5, 0.5, 2.0), np.eye(4), Path("c1.nii.gz"), label=label)
     validator = Validator([volume], CLASSES, 64, Config().inference, False, 0,
                           DistributedContext(), SlidingWindow((64, 64), spacing=(1.0, 1.0)))
     result = validator.run(small_model(), torch.device("cpu"))

@@ -56,7 +56,7 @@ def test_abdomen_has_every_organ_with_typical_hu_and_realistic_geometry(tmp_path
         raw = np.asarray(nib.load(str(tmp_path / f"RawData/Training/label/label{case:04d}"
                                                  f".nii.gz")).dataobj)
         assert (raw == 9).sum() > 0  # the IVC: painted, but not one of the 8 classes
-        label = src.volumes("train" if case == 1 else "val" if case == 2 else "test")[0]["label"]
+        label = src.volumes("train" if case == 1 else "val" if case == 2 else "test")[0].label
         for index, organ in enumerate(src.class_names, start=1):
             voxels = (label == index).sum()
             # Big enough for a demo model at ~96 px: at least ~0.1 % of the volume.
@@ -73,12 +73,12 @@ def test_cardiac_phantom_reads_as_acdc_with_ed_larger_than_es(tmp_path):
     assert src.layout == as_acdc.layout == "acdc_raw" and src.class_names == ("RV", "Myo", "LV")
     src.check_integrity()
     ed, es = as_acdc.volumes("test")
-    assert ed["case"] == "patient001_frame01" and es["case"].startswith("patient001_frame")
-    assert set(np.unique(ed["label"])) == {0, 1, 2, 3}
-    assert (ed["label"] == 3).sum() > 1.3 * (es["label"] == 3).sum()  # LV contracts
-    assert ed["image"].shape == (64, 56, 6)
-    assert not np.allclose(ed["affine"][:3, :3], np.diag(np.diag(ed["affine"][:3, :3])))
-    assert ed["spacing"][2] >= 5.0
+    assert ed.case == "patient001_frame01" and es.case.startswith("patient001_frame")
+    assert set(np.unique(ed.label)) == {0, 1, 2, 3}
+    assert (ed.label == 3).sum() > 1.3 * (es.label == 3).sum()  # LV contracts
+    assert ed.array.shape == (64, 56, 6)
+    assert not np.allclose(ed.affine[:3, :3], np.diag(np.diag(ed.affine[:3, :3])))
+    assert ed.spacing[2] >= 5.0
 
 
 def test_open_dataset_generates_the_phantom_on_first_use(tmp_path):

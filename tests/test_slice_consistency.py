@@ -139,17 +139,17 @@ def test_training_slices_are_the_slices_inference_sees(tmp_path, layout):
     source = open_dataset(dataset, config)
     assert source.layout == layout.split()[0]
     slices = source.train_slices((X, Y))
-    volumes = {item["case"]: item for item in source.volumes("train")}
+    volumes = {item.case: item for item in source.volumes("train")}
     assert len(slices.cache.names) >= 1 and set(slices.cache.names) <= set(volumes)
     for name, images, labels in zip(slices.cache.names, slices.cache.images,
                                     slices.cache.labels):
         item = volumes[name]
         recorder = _Recorder(source.in_chans)
-        predict_volume(recorder, item["image"], (X, Y), batch_size=64)
+        predict_volume(recorder, item.array, (X, Y), batch_size=64)
         seen = torch.cat(recorder.batches).numpy()  # (Z, C, X, Y) as the model gets them
         assert seen.shape == images.shape, name
         np.testing.assert_allclose(seen, images, rtol=1e-6, atol=1e-6, err_msg=name)
-        np.testing.assert_array_equal(np.moveaxis(item["label"], -1, 0), labels, err_msg=name)
+        np.testing.assert_array_equal(np.moveaxis(item.label, -1, 0), labels, err_msg=name)
     # One sample as the training loop gets it: the same pixels as the cache's slice.
     sample = slices[len(slices) - 1]
     np.testing.assert_allclose(sample["image"].numpy(), slices.cache.images[-1][-1], atol=1e-6)

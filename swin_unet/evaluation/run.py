@@ -29,7 +29,7 @@ from ..report.builder import ReportBuilder, report_for
 from ..report.warnings import collect_warnings
 from .scoring import evaluate_predictions
 from ..report.viewer_tables import write_viewer_tables
-from ..io.volumes import Volume, find_inputs, read_geometry, read_volume, reference_of_item
+from ..io.volumes import Volume, find_inputs, read_geometry, read_volume, with_header
 
 __all__ = ["InferenceOptions", "EvaluationRequest", "RunResult", "run_evaluation", "check_output",
            "evaluate_volumes", "evaluate_predictions", "segment_inputs", "LoadedModel",
@@ -98,7 +98,7 @@ class InferenceOptions:
                               sliding=SlidingWindow.from_config(loaded.config), spacing=spacing)
 
 
-def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
+def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[Volume], output: Path,
                      options: InferenceOptions, save_nifti: bool = False,
                      unit_spacing_note: Optional[str] = None, report: Optional[ReportBuilder] = None,
                      probabilities: bool = False, scored: Optional[dict] = None,
@@ -129,30 +129,30 @@ def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[dict], output: Path,
     seconds = []
     unit = "mm"
     for item in tqdm(volumes, desc="volumes", unit="vol", disable=not options.progress):
-        unit = item.get("distance_unit", unit)
-        if item["label"] is None:
-            raise InputError(f"{item['image_path']}: case {item['case']} has no label to score "
-                             f"against (use --input to segment unlabelled scans)")
+        unit = item.distance_unit
+        if item.label is None:
+            raise InputError(f"{item.path}: case {item.case} has no label to score against "
+                             f"(use --input to segment unlabelled scans)")
         start = time.perf_counter()
-        paths = output_paths(output, item["case"], OutputKinds(
+        paths = output_paths(output, item.case, OutputKinds(
             save_nifti and unit != "px", probabilities, probabilities and options.tta))
         try:
             prediction, written = options.segment(
-                loaded, item["image"], reference_of_item(item) if paths else None, paths=paths,
-                spacing=None if unit == "px" or unit_spacing_note else item["spacing"])
-            per_case[item["case"]] = case_metrics(prediction, item["label"], num_classes,
-                                                  spacing=item["spacing"], mode=options.metric_conventions)
+                loaded, item.array, with_header(item) if paths else None, paths=paths,
+                spacing=None if unit == "px" or unit_spacing_note else item.spacing)
+            per_case[item.case] = case_metrics(prediction, item.label, num_classes,
+                                               spacing=item.spacing, mode=options.metric_conventions)
         except InputError as exc:
-            raise exc.at(item["image_path"]) from None
+            raise exc.at(item.path) from None
         if save_nifti and unit == "px":  # a 2-D image: a label PNG and an overlay
             result.written += write_image_prediction(
-                prediction, read_image(item["image_path"]), output, item["case"], num_classes)
+                prediction, read_image(item.path), output, item.case, num_classes)
         result.written += written
         seconds.append(time.perf_counter() - start)
         if report is not None:  # a 2-D image is shown as its file is, in colour if it is
-            shown = read_image(item["image_path"])[..., None] if unit == "px" else item["image"]
-            report.add_case(item["case"], prediction, shown, item["label"],
-                            item["affine"], item["spacing"], per_case[item["case"]])
+            shown = read_image(item.path)[..., None] if unit == "px" else item.array
+            report.add_case(item.case, prediction, shown, item.label,
+                            item.affine, item.spacing, per_case[item.case])
         write_results(output, per_case, loaded.class_names, options.metric_conventions, result,
                       False, distance_unit=unit, **{"n_listed": len(volumes), **extra})
     if not per_case:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -19,7 +19,7 @@ from .headers import (ITK_SUFFIXES, NIFTI_SUFFIXES, check_declared_size, itk_aff
                       itk_storage, label_dtype, list_folder, read_geometry, same_grid)
 
 __all__ = ["Volume", "read_volume", "find_inputs", "write_labels", "write_map",
-           "write_probabilities", "reference_of_item", "case_name", "NIFTI_SUFFIXES",
+           "write_probabilities", "with_header", "case_name", "NIFTI_SUFFIXES",
            "ITK_SUFFIXES", "check_declared_size", "label_dtype", "list_folder", "read_geometry",
            "same_grid"]
 # nnU-Net names the channels of a case CASE_0000, CASE_0001, ...
@@ -28,23 +28,33 @@ _CHANNEL_NAME = re.compile(r"^(.+)_(\d{4})$")
 
 @dataclass
 class Volume:
-    """A scan (or label map) read from disk, with what is needed to write results back.
+    """A volume as read: a user's scan, a label map, or a data set's case with its label.
 
     Attributes
     ----------
     case : str
-        Name used for outputs (file name without suffix, or the DICOM folder's name).
+        Name used for outputs (file name without suffix, the DICOM folder's name, or a data
+        set's contract name: Synapse ``case0001``, ACDC ``patient002_frame01``).
     array : np.ndarray
-        Voxels indexed (X, Y, Z) in file order (nibabel's), or (C, X, Y, Z) for a 4-D file.
+        Voxels indexed (X, Y, Z) in file order (nibabel's), or (C, X, Y, Z) for several
+        channels; a 2-D image is (rows, columns, 1).
     spacing : tuple of float
-        Voxel size in mm along X, Y, Z.
+        Voxel size along X, Y, Z, in :attr:`distance_unit`.
     affine : np.ndarray
         4x4 voxel-to-world (RAS+) matrix.
     path : Path
-        The file or DICOM folder read.
+        The file or DICOM folder read (the first file when there are several).
     reference : Any
         The nibabel image or SimpleITK image the geometry comes from; None when only the
         affine is known (a data set's volume): then predictions get that affine.
+    label : np.ndarray, optional
+        A data set's class indices (X, Y, Z), uint8 (uint16 above 255 classes); None for a
+        scan without one.
+    prenormalised : str, optional
+        The intensity mode :attr:`array` already has applied (TransUNet's release stores CT
+        windowed to [0, 1]; a data set's volumes once normalised), so it is not applied twice.
+    distance_unit : str
+        ``mm``, or ``px`` for 2-D images, which carry no spacing.
     """
 
     case: str
@@ -52,7 +62,10 @@ class Volume:
     spacing: tuple[float, float, float]
     affine: np.ndarray
     path: Path
-    reference: Any
+    reference: Any = None
+    label: Optional[np.ndarray] = None
+    prenormalised: Optional[str] = None
+    distance_unit: str = "mm"
 
 
 def case_name(path: Union[str, Path]) -> str:
@@ -246,23 +259,21 @@ def _read_channels(paths: list[Path], case: Optional[str], dtype: Any) -> Volume
     return first
 
 
-def reference_of_item(item: dict) -> Volume:
-    """The geometry to write a data set's volume's results with: its NIfTI header if it has one.
+def with_header(volume: Volume) -> Volume:
+    """``volume`` with the geometry to write its results with: its NIfTI header if it has one.
 
-    ``item`` is a data set's volume (``case``, ``image``, ``affine``, ``spacing``,
-    ``image_path``). The header keeps qform/sform codes and units exactly; otherwise
+    For a data set's volume. The header keeps qform/sform codes and units exactly; otherwise
     (TransUNet's HDF5 and other releases) the data set's affine is all there is.
     """
-    path = Path(item["image_path"])
-    shape = tuple(np.shape(item["image"])[-3:])
+    path = Path(volume.path)
+    shape = tuple(np.shape(volume.array)[-3:])
     reference = None
     if path.name.lower().endswith(NIFTI_SUFFIXES):
         header_only = nib.load(str(path))  # the voxels are not read
         if tuple(header_only.shape[:3]) == shape and np.allclose(
-                header_only.affine, item["affine"], atol=1e-4):
+                header_only.affine, volume.affine, atol=1e-4):
             reference = header_only
-    return Volume(item["case"], item["image"], tuple(item["spacing"]),
-                  np.asarray(item["affine"]), path, reference)
+    return replace(volume, reference=reference)
 
 
 def write_labels(labels: np.ndarray, reference: Volume, path: Union[str, Path]) -> Path:

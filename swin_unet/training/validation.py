@@ -14,6 +14,7 @@ from torch import nn
 from ..evaluation.inference import predict_volume
 from ..evaluation.sliding import SlidingWindow
 from ..evaluation.metrics import case_metrics, summarize
+from ..io.volumes import Volume
 from .distributed import DistributedContext, broadcast_object, gather_objects
 from .monitor import overlay_panel, pick_overlay_slices
 
@@ -64,8 +65,8 @@ class Validator:
 
     Parameters
     ----------
-    volumes : sequence of dict
-        The data source's ``volumes("val")`` items (``case``, ``image``, ``label``, ``spacing``).
+    volumes : sequence of Volume
+        The data source's ``volumes("val")``, each with its ``label``.
     class_names : list of str
         Foreground class names, class 1 first.
     img_size : int or (H, W)
@@ -104,7 +105,7 @@ class Validator:
         if index in self._cache:
             return self._cache[index]
         item = self.volumes[index]
-        size = int(np.asarray(item["image"]).nbytes) + int(np.asarray(item["label"]).nbytes)
+        size = int(np.asarray(item.array).nbytes) + int(np.asarray(item.label).nbytes)
         if self._cached_bytes + size <= CACHE_BYTES:
             self._cache[index] = item
             self._cached_bytes += size
@@ -126,16 +127,15 @@ class Validator:
         unit = "mm"  # the data's distance unit: px for 2-D images
         for index in self.mine:
             item = self._volume(index)
-            unit = item.get("distance_unit", unit)
-            prediction = predict_volume(model, item["image"], self.img_size,
+            unit = item.distance_unit
+            prediction = predict_volume(model, item.array, self.img_size,
                                         batch_size=self.inference.batch_size,
                                         resize=self.inference.resize,
                                         tta=self.inference.tta, device=device,
                                         amp_dtype=amp_dtype, sliding=self.sliding,
-                                        spacing=None if unit == "px" else item["spacing"][:2])
-            rows[item["case"]] = case_metrics(prediction, item["label"], self.num_classes,
-                                              spacing=item["spacing"], mode=mode,
-                                              hd95=self.hd95)
+                                        spacing=None if unit == "px" else item.spacing[:2])
+            rows[item.case] = case_metrics(prediction, item.label, self.num_classes,
+                                           spacing=item.spacing, mode=mode, hd95=self.hd95)
             if index == 0 and self.context.is_main:
                 overlays = self._overlays(item, prediction)
         per_case: dict[str, list[dict]] = {}
@@ -151,14 +151,14 @@ class Validator:
         summary = broadcast_object(summary, self.context)
         return ValidationResult(summary=summary, overlays=overlays)
 
-    def _overlays(self, item: dict, prediction: np.ndarray) -> dict[str, np.ndarray]:
+    def _overlays(self, item: Volume, prediction: np.ndarray) -> dict[str, np.ndarray]:
         """Image / ground truth / prediction panels of fixed slices of the first volume."""
-        label = np.asarray(item["label"])
+        label = np.asarray(item.label)
         if self._overlay_picks is None:
             self._overlay_picks = pick_overlay_slices(label, self.overlay_count)
-        image = np.asarray(item["image"])
+        image = np.asarray(item.array)
         if image.ndim == 4:
             image = image[0]  # first channel stands for a multi-channel image
-        return {f"val/overlay/{item['case']}_slice{z:03d}":
+        return {f"val/overlay/{item.case}_slice{z:03d}":
                 overlay_panel(image[..., z], label[..., z], prediction[..., z])
                 for z in self._overlay_picks}
