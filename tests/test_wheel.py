@@ -1,11 +1,16 @@
-"""The built wheel in a fresh virtual environment: every swin-unet command from a folder outside
-the clone, as the clone's scripts do there (slow: builds, installs, trains)."""
+"""The built wheel: its contents, and in a fresh virtual environment every swin-unet command
+from a folder outside the clone, as the clone's scripts do there (slow: builds, installs, trains).
+
+The library, the data-set code (as `swin_unet_datasets`) and the configs install and work from
+any folder, beside another top-level `datasets` package."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from pathlib import Path
 
 import nibabel as nib
@@ -13,14 +18,33 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_install import build_wheel
-
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["model.img_size=32", "model.embed_dim=12", "model.depths=[1,1,1,1]",
         "model.num_heads=[1,1,1,1]", "model.window_size=2", "train.epochs=1",
         "train.batch_size=4", "train.val_every=1", "train.cpu_threads=1"]
+
+
+def build_wheel(tmp_path: Path) -> Path:
+    """The wheel of a copy of the clone's packaged files (no build isolation: offline)."""
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "requirements.txt"):
+        shutil.copy(REPO / name, source / name)
+    for name in ("swin_unet", "datasets", "configs"):
+        shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps",
+                            "--no-build-isolation", "-q", "-w", str(tmp_path / "wheel")],
+                           capture_output=True, text=True, errors="replace", cwd=tmp_path)
+    assert built.returncode == 0, built.stderr
+    (wheel,) = (tmp_path / "wheel").glob("swin_unet-*.whl")
+    return wheel
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    return build_wheel(tmp_path_factory.mktemp("build"))
 
 
 def run(command, cwd, env=None, timeout=900):
@@ -31,10 +55,9 @@ def run(command, cwd, env=None, timeout=900):
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory):
+def installed(tmp_path_factory, wheel):
     """(venv bin folder, work folder outside the clone, environment without the clone)."""
     base = tmp_path_factory.mktemp("wheel")
-    wheel = build_wheel(base)
     venv = base / "venv"
     run([sys.executable, "-m", "venv", venv], base)
     bin_dir = venv / ("Scripts" if os.name == "nt" else "bin")
@@ -135,3 +158,58 @@ def test_hugging_face_datasets_beside_it_keeps_its_name(installed):
     run([bin_dir / "swin-unet", "train", "--dataset", "phantom", "--output", "runs/hf",
          "--device", "cpu", "--quiet", *sets(TINY)], work, env)
     assert (work / "runs/hf/checkpoints/best.pth").is_file()
+
+
+def test_wheel_installs_library_data_sets_configs_and_command(wheel, tmp_path):
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        archive.extractall(tmp_path / "site")
+        metadata = archive.read(next(n for n in names if n.endswith("METADATA"))).decode()
+        entry_points = archive.read(next(n for n in names
+                                         if n.endswith("entry_points.txt"))).decode()
+    assert {n.split("/")[0] for n in names} == {
+        "swin_unet", "swin_unet_datasets", wheel.name.split("-py3")[0] + ".dist-info"}
+    site = tmp_path / "site"
+    for config in (REPO / "configs").glob("*.yaml"):
+        assert (site / "swin_unet" / "configs" / config.name).read_bytes() == config.read_bytes()
+    assert "Requires-Dist: torch" in metadata and "Requires-Dist: monai" in metadata
+    assert "Provides-Extra: onnx" in metadata
+    assert "swin-unet = swin_unet.cli:main" in entry_points
+    # Hugging Face's package name taken, and imported first, in an unrelated folder.
+    fake = tmp_path / "hf" / "datasets"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("load_dataset = 'theirs'\n")
+    (site / "swin_unet" / "configs" / "acdc.yaml").unlink()  # an incomplete install
+    script = f"""
+import sys
+sys.path[:0] = [{str(site)!r}, {str(fake.parent)!r}]
+import datasets, importlib, pkgutil
+from swin_unet.data_layer import project_datasets
+from swin_unet.config import dataset_config_path
+from swin_unet.errors import InputError
+from swin_unet.training import resolve_run_config
+ours = project_datasets()
+for module in pkgutil.iter_modules(ours.__path__):  # each one's own imports work installed
+    importlib.import_module(ours.__name__ + "." + module.name)
+print(ours.__name__, ours.__file__.startswith({str(site)!r}), datasets.load_dataset)
+print(str(dataset_config_path("phantom").parent) == {str(site / "swin_unet" / "configs")!r})
+config = resolve_run_config("phantom", "runs/x")[0]
+print(config.dataset, config.train.epochs, config.data.augment)
+try:
+    resolve_run_config("acdc", "runs/y")
+except InputError as exc:
+    print("error:", exc)
+"""
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    run = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True,
+                         cwd=work, timeout=300)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0] == "swin_unet_datasets True theirs"
+    assert lines[1] == "True"
+    import yaml
+    phantom = yaml.safe_load((REPO / "configs" / "phantom.yaml").read_text())
+    assert lines[2] == f"phantom {phantom['train']['epochs']} {phantom['data']['augment']}"
+    assert lines[3].startswith(f"error: {site / 'swin_unet' / 'configs' / 'acdc.yaml'}: the "
+                               f"config of data set 'acdc' is missing")
