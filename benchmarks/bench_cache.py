@@ -88,7 +88,7 @@ def _use_in_memory_cache() -> None:
 
 
 def training_peaks(root: Path, volumes: int, mode: str, processes: int, size: int,
-                   work: Path) -> list[int]:
+                   work: Path, iters: int = 0) -> list[int]:
     """Peak RssAnon of each process of one training run on the first ``volumes`` cases."""
     out = Path(tempfile.mkdtemp(dir=work))
     cases = "[" + ",".join(str(i) for i in range(1, volumes + 1)) + "]"
@@ -97,6 +97,8 @@ def training_peaks(root: Path, volumes: int, mode: str, processes: int, size: in
             "train.batch_size=32", "train.base_batch_size=32", "train.val_every=1",
             "data.num_workers=0", "data.augment=false", f"data.train_cases={cases}",
             "data.val_cases=[]", "data.test_cases=[]", f"data.cache_dir={out / 'cache'}"]
+    if iters:
+        sets.append(f"train.iters_per_epoch={iters}")
     args = ["--dataset", "phantom", "--root", str(root), "--output", str(out / "run"),
             "--device", "cpu", "--quiet"]
     for item in sets:
@@ -118,15 +120,16 @@ def training_peaks(root: Path, volumes: int, mode: str, processes: int, size: in
 
 
 def memory(root: Path, counts: tuple[int, int], size: int, work: Path, modes: list[str],
-           cache_bytes: int) -> None:
+           cache_bytes: int, iters: int = 0) -> None:
     for processes in (1, 2):
         for mode in modes:
-            peaks = {n: training_peaks(root, n, mode, processes, size, work) for n in counts}
+            peaks = {n: training_peaks(root, n, mode, processes, size, work, iters)
+                     for n in counts}
             small, large = peaks[counts[0]], peaks[counts[1]]
             growth = [b - a for a, b in zip(small, large)]
             print(json.dumps({
                 "bench": "cache_peak_private_memory", "cache": mode, "processes": processes,
-                "volumes": list(counts),
+                "volumes": list(counts), "iters_per_epoch": iters or "one pass",
                 "peak_rss_anon_mib": {str(n): [round(p / MIB, 1) for p in peaks[n]]
                                       for n in counts},
                 "growth_mib_per_process": [round(g / MIB, 1) for g in growth],
@@ -201,6 +204,10 @@ def main() -> None:
     parser.add_argument("--modes", default="memmap,memory",
                         help="caches whose training memory is measured (memmap, memory)")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--iters", type=int, default=0,
+                        help="train.iters_per_epoch of the memory runs (0: one pass over the "
+                             "slices, so the larger set also trains more steps)")
     args = parser.parse_args()
     from datasets import generate_phantom, open_dataset
     from swin_unet.config import DataConfig
@@ -217,9 +224,10 @@ def main() -> None:
                             val_cases=[], test_cases=[], num_workers=2)
         source = open_dataset("phantom", config)
         cache_bytes = preparation(source, size, work)
-        throughput(source, size, rounds, samples=240 if args.quick else 480)
+        if not args.skip_throughput:
+            throughput(source, size, rounds, samples=240 if args.quick else 480)
         if not args.skip_memory:
-            memory(root, counts, size, work, args.modes.split(","), cache_bytes)
+            memory(root, counts, size, work, args.modes.split(","), cache_bytes, args.iters)
 
 
 if __name__ == "__main__":
