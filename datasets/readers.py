@@ -12,7 +12,8 @@ import nibabel as nib
 import numpy as np
 
 from swin_unet.errors import InputError, parsing
-from swin_unet.io.headers import check_declared_size
+from swin_unet.io.headers import affine_difference, check_declared_size, check_nifti_geometry
+from swin_unet.io.validity import check_finite, check_memory
 
 __all__ = [
     "NiftiHeader",
@@ -59,9 +60,7 @@ class NiftiHeader:
         self.compressed = self.path.name.lower().endswith(".gz")
         if not self.shape or min(self.shape) < 1:
             raise InputError(f"{self.path}: empty image (shape {self.shape})", path=self.path)
-        if not np.isfinite(self.affine).all():
-            raise InputError(f"{self.path}: the header's affine holds NaN or infinite values",
-                             path=self.path)
+        check_nifti_geometry(self.path, image)
         _check_numeric(self.path, "voxel data", self.dtype)
 
 
@@ -120,6 +119,7 @@ def read_nifti(path: Path, dtype=np.float32) -> tuple[np.ndarray, np.ndarray, tu
     """
     path = Path(path)
     header = NiftiHeader(path)  # reads the header only: the sizes are checked before reading
+    check_memory(path, header.shape)
     if header.compressed:
         check_declared_size(path, header.shape, header.dtype, compressed=True)
     else:
@@ -130,6 +130,8 @@ def read_nifti(path: Path, dtype=np.float32) -> tuple[np.ndarray, np.ndarray, tu
         array, meta = LoadImage(reader="NibabelReader", image_only=False, dtype=dtype)(str(path))
     array = np.asarray(array)
     array = array.reshape(_squeeze_trailing(array.shape))
+    if dtype is not None:
+        check_finite(array, path)
     affine = np.asarray(meta.get("original_affine", meta["affine"]), dtype=np.float64)
     pixdim = np.asarray(meta.get("pixdim", [1.0, 1.0, 1.0, 1.0]), dtype=np.float64)
     spacing = tuple(float(v) for v in (list(pixdim[1:4]) + [1.0, 1.0, 1.0])[:3])
@@ -161,6 +163,7 @@ def _h5_datasets(handle: h5py.File, path: Path, keys: Sequence[str]) -> dict:
         _check_numeric(path, key, dtype)
         # Chunked storage may be compressed (or hold unwritten chunks): the deflate bound.
         check_declared_size(path, shape, dtype, compressed=chunked, what=f"'{key}'")
+        check_memory(path, shape)
         datasets[key] = item
     return datasets
 
@@ -187,6 +190,7 @@ def read_h5(path: Path, keys: Sequence[str] = ("image", "label")) -> dict[str, n
         for key, dataset in _h5_datasets(handle, path, keys).items():
             with parsing(path, f"or truncated HDF5 dataset '{key}'"):
                 out[key] = np.asarray(dataset[()])
+            check_finite(out[key], path, f"'{key}'")
         return out
 
 
@@ -225,6 +229,7 @@ def _npz_member(archive, path: Path, key: str) -> tuple[str, tuple, np.dtype]:
     _check_numeric(path, key, dtype)
     check_declared_size(path, shape, dtype, compressed=False,
                         available=info.file_size - header_bytes, what=f"'{key}'")
+    check_memory(path, shape)
     return member, tuple(int(v) for v in shape), dtype
 
 
@@ -252,6 +257,7 @@ def read_npz(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray]:
             with parsing(path, f"or truncated '{key}' array"):
                 with archive.zip.open(member) as stream:
                     out[key] = np.lib.format.read_array(stream, allow_pickle=False)
+            check_finite(out[key], path, f"'{key}'")
         return out
 
 
@@ -311,8 +317,9 @@ def check_same_geometry(image: NiftiHeader, label: NiftiHeader,
         raise InputError(f"{label.path}: label shape {label.shape} does not match the image "
                          f"shape {tuple(image_shape)} of {image.path}")
     if not np.allclose(image.affine, label.affine, rtol=1e-4, atol=1e-3):
+        difference = affine_difference(label.affine, image.affine, ("the label", "the image"))
         raise InputError(f"{label.path}: label affine differs from that of {image.path} "
-                         f"(image spacing {image.spacing}, label spacing {label.spacing})")
+                         f"({difference})", path=label.path)
 
 
 def read_labelled_nifti(image_path: Path, label_path: Path, allowed: Sequence[int],

@@ -11,6 +11,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError, parsing
+from .validity import check_memory
 
 __all__ = ["Series", "list_series", "series_cases", "find_series", "read_series",
            "series_headers", "slice_geometry"]
@@ -259,6 +260,9 @@ def read_series(folder: Union[str, Path], uid: Optional[str] = None) -> sitk.Ima
     import pydicom
 
     series = find_series(folder, uid)
+    first = series.headers[0]
+    check_memory(series.folder, (int(first.get("Rows") or 0), int(first.get("Columns") or 0),
+                                 len(series.files)))
     slices = []
     for path in series.files:
         with parsing(path, "DICOM file"):

@@ -11,10 +11,11 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError, parsing
+from .validity import check_geometry
 
 __all__ = ["NIFTI_SUFFIXES", "ITK_SUFFIXES", "DEFLATE_MAX_RATIO", "label_dtype",
            "check_declared_size", "list_folder", "itk_affine", "itk_storage", "read_geometry",
-           "same_grid"]
+           "same_grid", "affine_difference", "check_nifti_geometry"]
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 ITK_SUFFIXES = (".nrrd", ".mha", ".mhd")
@@ -73,6 +74,27 @@ def itk_affine(spacing, direction, origin) -> np.ndarray:
     return np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine  # ITK's LPS world -> RAS
 
 
+def check_nifti_geometry(path: Union[str, Path], image) -> None:
+    """A NIfTI file's spacing as stored (nibabel turns a stored 0 into 1 as it loads) and its
+    affine, checked by :func:`~swin_unet.io.validity.check_geometry`.
+
+    Raises
+    ------
+    InputError
+        A stored spacing that is not finite and positive, an affine that is not finite and
+        invertible; names the file.
+    """
+    from nibabel.openers import ImageOpener
+
+    dims = min(len(image.shape), 3)
+    with parsing(path, "NIfTI header"):
+        with ImageOpener(str(path)) as handle:
+            stored = type(image.header).from_fileobj(handle, check=False)
+        spacing = [float(v) for v in stored["pixdim"][1:1 + dims]]
+        affine = np.asarray(image.affine, dtype=np.float64)
+    check_geometry(path, spacing, affine)
+
+
 def read_geometry(path: Union[str, Path]) -> tuple[tuple[int, ...], np.ndarray]:
     """Spatial shape (X, Y, Z) and affine of a NIfTI/NRRD/MHA file, from its header only.
 
@@ -88,6 +110,7 @@ def read_geometry(path: Union[str, Path]) -> tuple[tuple[int, ...], np.ndarray]:
         with parsing(path, "NIfTI header"):
             image = nib.load(str(path))
             shape, affine = tuple(int(v) for v in image.shape), np.asarray(image.affine)
+        check_nifti_geometry(path, image)
         return shape[:3], affine.astype(np.float64)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
@@ -97,6 +120,7 @@ def read_geometry(path: Union[str, Path]) -> tuple[tuple[int, ...], np.ndarray]:
         geometry = reader.GetSpacing(), reader.GetDirection(), reader.GetOrigin()
     if len(size) != 3:
         raise InputError(f"{path}: expected a 3-D image, got {len(size)}-D", path=path)
+    check_geometry(path, geometry[0], itk_affine(*geometry))
     return size, itk_affine(*geometry)
 
 
@@ -120,11 +144,31 @@ def same_grid(path: Union[str, Path], reference: Union[str, Path], ignore_affine
     if np.allclose(affine, ref_affine, rtol=1e-4, atol=1e-3):
         return True
     if not ignore_affine:
-        worst = float(np.max(np.abs(affine - ref_affine)))
-        raise InputError(f"{path}: geometry differs from its label {reference} (affines differ "
-                         f"by up to {worst:.4g} mm); pass --ignore-geometry to score voxel by "
-                         f"voxel anyway", path=path)
+        difference = affine_difference(affine, ref_affine, ("the prediction", "the label"))
+        raise InputError(f"{path}: geometry differs from its label {reference} ({difference}); "
+                         f"pass --ignore-geometry to score voxel by voxel anyway", path=path)
     return False
+
+
+def _rounded(values) -> tuple:
+    return tuple(round(float(v), 4) for v in values)
+
+
+def affine_difference(affine: np.ndarray, reference: np.ndarray,
+                      names: tuple[str, str] = ("this file", "the reference")) -> str:
+    """What differs between two voxel-to-world affines, in words, with both values: the
+    spacings, else the axis directions, else the origins (mm). ``names`` name ``affine`` and
+    ``reference`` in the text."""
+    affine, reference = np.asarray(affine, np.float64), np.asarray(reference, np.float64)
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    ref_spacing = np.linalg.norm(reference[:3, :3], axis=0)
+    if not np.allclose(spacing, ref_spacing, rtol=1e-4, atol=1e-5):
+        return (f"spacing {_rounded(spacing)} mm in {names[0]}, {_rounded(ref_spacing)} mm in "
+                f"{names[1]}")
+    if not np.allclose(affine[:3, :3], reference[:3, :3], rtol=1e-4, atol=1e-3):
+        return f"the same spacing {_rounded(spacing)} mm, other axis directions"
+    return (f"the same spacing and directions, origin {_rounded(affine[:3, 3])} mm in "
+            f"{names[0]}, {_rounded(reference[:3, 3])} mm in {names[1]}")
 
 
 def itk_storage(path: Path) -> tuple[int, bool]:

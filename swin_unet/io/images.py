@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -12,6 +14,7 @@ from PIL import Image
 
 from ..errors import InputError
 from ..palette import class_colours
+from .validity import check_finite, check_pixels
 
 __all__ = ["IMAGE_SUFFIXES", "ImageHeader", "is_image_file", "image_name", "read_image_header",
            "read_image", "image_from_array", "read_mask", "label_colours", "write_label_png", "write_overlay_png"]
@@ -67,12 +70,27 @@ class ImageHeader:
 
 
 def _open(path: Path) -> Image.Image:
+    """The image opened lazily (header only), refused above the pixel limit before decoding."""
     if not path.is_file():
-        raise InputError(f"{path}: file not found", path=path)
+        what = "not a regular file" if path.exists() else "file not found"
+        raise InputError(f"{path}: {what}", path=path)
     try:
-        return Image.open(path)
+        with warnings.catch_warnings():  # the size is checked below, in one line of ours
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+    except Image.DecompressionBombError as exc:
+        count = re.search(r"\((\d+) pixels\)", str(exc))
+        check_pixels(path, int(count.group(1)) if count else 1 << 62)
+        raise InputError(f"{path}: image above the pixel limit ({_reason(exc)})",
+                         path=path) from None
     except Exception as exc:  # Pillow raises many types for a file that is not an image
         raise InputError(f"{path}: not a readable image ({_reason(exc)})", path=path) from None
+    try:
+        check_pixels(path, image.height, image.width)
+    except InputError:
+        image.close()
+        raise
+    return image
 
 
 def read_image_header(path: Union[str, Path]) -> ImageHeader:
@@ -141,7 +159,9 @@ def read_image(path: Union[str, Path], channels: Optional[int] = None,
     path = Path(path)
     image, header = _decode(path, at_least)
     with image:
-        return _pixels(image, header.mode, header.channels, channels, path)
+        pixels = _pixels(image, header.mode, header.channels, channels, path)
+    check_finite(pixels, path)
+    return pixels
 
 
 def _pixels(image: Image.Image, mode: str, own_channels: int, channels: Optional[int],

@@ -15,8 +15,10 @@ import SimpleITK as sitk
 
 from ..errors import InputError, parsing
 from .dicom_series import read_series, series_cases
-from .headers import (ITK_SUFFIXES, NIFTI_SUFFIXES, check_declared_size, itk_affine,
+from .headers import (ITK_SUFFIXES, NIFTI_SUFFIXES, check_declared_size, check_nifti_geometry,
+                      itk_affine,
                       itk_storage, label_dtype, list_folder, read_geometry, same_grid)
+from .validity import check_finite, check_geometry, check_memory
 
 __all__ = ["Volume", "read_volume", "find_inputs", "write_labels", "write_map",
            "write_probabilities", "with_header", "case_name", "NIFTI_SUFFIXES",
@@ -165,9 +167,13 @@ def _read_itk(path: Path, case: str) -> Volume:
         reader.ReadImageInformation()
         size, components = tuple(reader.GetSize()), reader.GetNumberOfComponents()
         sample = sitk.Image([1] * len(size), reader.GetPixelID())
+        geometry = reader.GetSpacing(), reader.GetDirection(), reader.GetOrigin()
     itemsize = sitk.GetArrayViewFromImage(sample).dtype.itemsize * components
     available, compressed = itk_storage(path)
     check_declared_size(path, size, np.dtype(f"V{max(itemsize, 1)}"), compressed, available)
+    if len(size) == 3:
+        check_geometry(path, geometry[0], itk_affine(*geometry))
+    check_memory(path, tuple(size) + (components,))
     with parsing(path, "or truncated image"):
         image = reader.Execute()
     return _itk_to_volume(image, case, path)
@@ -187,6 +193,8 @@ def _read_nifti(path: Path, case: str, dtype: Any) -> Volume:
         squeezed = squeezed[:-1]
     if len(squeezed) not in (3, 4) or min(squeezed) < 1:
         raise InputError(f"{path}: expected a 3-D or 4-D image, got shape {shape}", path=path)
+    check_nifti_geometry(path, image)
+    check_memory(path, squeezed)
     with parsing(path, "or truncated NIfTI file"):
         if dtype is None:
             array = np.asanyarray(image.dataobj)
@@ -220,7 +228,9 @@ def read_volume(path: Union[str, Path, list[Path]], case: Optional[str] = None,
     ------
     InputError
         A file that cannot be read as an image, or whose header declares more data than the
-        file holds, naming it; channel files of another grid.
+        file holds, naming it; channel files of another grid; NaN or infinite voxels; a
+        spacing that is not finite and positive, an affine that is not finite and invertible;
+        a volume too large for the memory available.
     """
     if isinstance(path, (list, tuple)):
         return _read_channels([Path(p) for p in path], case, dtype)
@@ -228,8 +238,10 @@ def read_volume(path: Union[str, Path, list[Path]], case: Optional[str] = None,
     case = case or case_name(path)
     if path.is_dir():
         volume = _itk_to_volume(read_series(path, series_id), case, path)
+        check_geometry(path, volume.spacing, volume.affine)
     elif not path.is_file():
-        raise InputError(f"{path}: file not found", path=path)
+        what = "not a regular file" if path.exists() else "file not found"
+        raise InputError(f"{path}: {what}", path=path)
     elif path.name.lower().endswith(NIFTI_SUFFIXES):
         volume = _read_nifti(path, case, dtype)
     else:
@@ -239,6 +251,7 @@ def read_volume(path: Union[str, Path, list[Path]], case: Optional[str] = None,
     elif not (np.issubdtype(volume.array.dtype, np.number)
               or volume.array.dtype == np.bool_):
         raise InputError(f"{path}: holds {volume.array.dtype} values, not numbers", path=path)
+    check_finite(volume.array, path, "image" if dtype is not None else "volume")
     return volume
 
 

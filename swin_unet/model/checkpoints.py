@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
@@ -28,6 +29,8 @@ _BIAS_TABLE = "relative_position_bias_table"
 _REBUILT, _HEAD = "buffer rebuilt by the model", "classification head"
 _NO_COUNTERPART = "no counterpart in the model"
 _PREFIXES = ("module.", "swin_unet.")
+# Stored members hold exactly their declared size; the headers and directory add a little.
+ARCHIVE_MAX_RATIO = 4
 
 
 def _grouped(verb: str, reasons: dict[str, str], shown: int) -> list[str]:
@@ -95,7 +98,9 @@ def read_checkpoint(path: Union[str, Path]) -> dict:
     """
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: checkpoint file not found", path=path)
+        what = "not a regular file" if path.exists() else "checkpoint file not found"
+        raise InputError(f"{path}: {what}", path=path)
+    check_archive(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch.load's failures on a damaged file vary
@@ -108,6 +113,40 @@ def read_checkpoint(path: Union[str, Path]) -> dict:
     if odd is not None:
         raise InputError(f"{path}: not a checkpoint (key {odd!r} is not a name)", path=path)
     return obj
+
+
+def check_archive(path: Path) -> None:
+    """Refuse a zip checkpoint that would inflate, from its central directory, before any read.
+
+    torch.save stores its members uncompressed, so a compressed member, or members declaring
+    more than :data:`ARCHIVE_MAX_RATIO` times the file's size, is not what torch wrote: a zip
+    bomb. A file that is no zip (the legacy format) is left to torch.load.
+
+    Raises
+    ------
+    InputError
+        Names the file and the member or the declared total.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return
+    packed = next((m for m in members if m.compress_type != zipfile.ZIP_STORED), None)
+    if packed is not None:
+        raise InputError(f"{path}: member {packed.filename!r} is compressed (torch.save stores "
+                         f"members uncompressed): not a checkpoint torch wrote, refused unread",
+                         path=path)
+    lying = next((m for m in members if m.file_size != m.compress_size), None)
+    if lying is not None:
+        raise InputError(f"{path}: stored member {lying.filename!r} declares {lying.file_size} "
+                         f"bytes but holds {lying.compress_size}: a damaged or hostile file, "
+                         f"refused unread", path=path)
+    declared, size = sum(m.file_size for m in members), path.stat().st_size
+    if declared > ARCHIVE_MAX_RATIO * size:
+        raise InputError(f"{path}: its members declare {declared} bytes, more than "
+                         f"{ARCHIVE_MAX_RATIO} times the file's {size}: a damaged or hostile "
+                         f"file, refused unread", path=path)
 
 
 def _load_failure(exc: BaseException) -> str:
