@@ -10,7 +10,7 @@ from typing import Optional
 
 import numpy as np
 
-from swin_unet.config import DataConfig
+from swin_unet.config import DataConfig, check_class_names
 from swin_unet.errors import InputError, parsing
 from swin_unet.io.paths import check_case_id
 from swin_unet.io.volumes import Volume, label_dtype
@@ -88,7 +88,9 @@ def read_dataset_json(path: Path) -> dict:
     if not isinstance(ending, str) or not ending.startswith("."):
         raise InputError(f"{path}: 'file_ending' must be a suffix like \".nii.gz\", got "
                          f"{ending!r}", path=path)
-    return {"class_names": tuple(index_to_name[i] for i in range(1, len(index_to_name))),
+    names = check_class_names([index_to_name[i] for i in range(len(index_to_name))],
+                              f"{path} 'labels'")
+    return {"class_names": tuple(names[1:]),
             "modalities": modalities,
             "file_ending": ending}
 

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional, Union
 
-__all__ = ["InputError", "one_line", "parsing"]
+__all__ = ["InputError", "WriteFault", "one_line", "parsing", "write_fault", "writing",
+           "WRITE_FAULTS"]
+
+# File-system faults that are the machine's state, not a bug: one line, naming the path.
+WRITE_FAULTS = {errno.ENOSPC: "no space left on device", errno.EROFS: "read-only file system",
+                errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+                errno.EDQUOT: "disk quota exceeded"}
 
 
 class InputError(ValueError):
@@ -43,6 +51,54 @@ class InputError(ValueError):
         if self.path is not None:
             return self
         return InputError(f"{path}: {self}", path=path, key=self.key, details=self.details)
+
+
+class WriteFault(InputError):
+    """A file could not be written or created: the disk is full, the file system read-only,
+    or the folder not the user's to write. ``errno`` holds the cause."""
+
+    def __init__(self, message: str, *, path: Union[str, Path, None] = None,
+                 error: int = 0) -> None:
+        super().__init__(message, path=path)
+        self.errno = error
+
+
+def write_fault(exc: BaseException, path: Union[str, Path, None] = None,
+                folder: Union[str, Path, None] = None) -> Optional[WriteFault]:
+    """The one-line :class:`WriteFault` for ``exc`` when it is (or was raised while handling)
+    an OSError of :data:`WRITE_FAULTS`; None for anything else.
+
+    torch.save, for one, reports a full disk as a RuntimeError of its zip writer with the
+    OSError as its context, so the chain is searched. The message names ``path`` (the file
+    being written: a temporary file's error names the file it stands for), else the
+    OSError's own file name, else ``folder``.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, WriteFault):
+            return exc
+        if isinstance(exc, OSError) and exc.errno in WRITE_FAULTS:
+            where = os.fsdecode(next((p for p in (path, exc.filename, folder) if p is not None),
+                                     "output"))
+            return WriteFault(f"{where}: cannot write ({WRITE_FAULTS[exc.errno]})", path=where,
+                              error=exc.errno)
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+@contextmanager
+def writing(path: Union[str, Path, None] = None,
+            folder: Union[str, Path, None] = None) -> Iterator[None]:
+    """Turn a file-system fault inside into its :class:`WriteFault` (see :func:`write_fault`
+    for ``path`` and ``folder``); any other failure passes unchanged."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - re-raised unless it is a file-system fault
+        fault = write_fault(exc, path, folder)
+        if fault is None:
+            raise
+        raise fault from None
 
 
 def one_line(exc: BaseException) -> str:

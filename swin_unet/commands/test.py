@@ -69,6 +69,9 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
                              "with native bf16 (AMX, AVX-512 BF16); float32 on other CPUs")
     parser.add_argument("--device", choices=choices(Device), default="auto",
                         help="where to run the model (default auto: CUDA when there is a GPU)")
+    parser.add_argument("--max-pixels", type=int, metavar="N",
+                        help="refuse 2-D images above N pixels, from their header (default "
+                             "data.max_pixels, 100 million)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override the checkpoint's config")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -10,13 +10,15 @@ from __future__ import annotations
 import math
 import numbers
 import typing
+import unicodedata
 from typing import Any, Literal, Sequence
 
 from .schema import Config, DataConfig, GeometryConfig, TrainConfig, choices, look_up_option
 from ..errors import InputError
 from ..sizes import patch_pair
 
-__all__ = ["check_choices", "check_train_config", "check_patch_size", "check_config"]
+__all__ = ["check_choices", "check_train_config", "check_patch_size", "check_config",
+           "check_class_names"]
 
 
 def check_choices(section: Any, prefix: str) -> None:
@@ -37,9 +39,47 @@ def _at_least(section: Any, prefix: str, keys: Sequence[str], low: float,
               what: str) -> None:
     for key in keys:
         value = getattr(section, key)
-        if value < low:
+        if not (value >= low and math.isfinite(value)):  # NaN compares false: refused too
             raise InputError(f"config key '{prefix}.{key}': must {what}, got {value}",
                              key=f"{prefix}.{key}")
+
+
+def check_class_names(names: Any, source: str) -> list[str]:
+    """Class names as they enter (``data.class_names``, dataset.json, a checkpoint): a list of
+    non-empty strings, without control characters (colour tables and the report are line- and
+    field-based), each once.
+
+    Raises
+    ------
+    InputError
+        Names ``source`` and the bad name.
+    """
+    if not isinstance(names, (list, tuple)):
+        raise InputError(f"{source}: class names must be a list of names, got {names!r}",
+                         key=source)
+    for name in names:
+        if not isinstance(name, str) or not name.strip():
+            raise InputError(f"{source}: class name {name!r} is not a non-empty name",
+                             key=source)
+        if any(unicodedata.category(c)[0] == "C" for c in name):
+            raise InputError(f"{source}: class name {name!r} holds a control or invisible "
+                             f"character", key=source)
+    twice = next((n for n in names if list(names).count(n) > 1), None)
+    if twice is not None:
+        raise InputError(f"{source}: class name {twice!r} is given twice", key=source)
+    return list(names)
+
+
+def _check_data(data: Any) -> None:
+    _at_least(data, "data", ("num_workers",), 0, "not be negative")
+    _at_least(data, "data", ("folds",), 2, "be at least 2")
+    _at_least(data, "data", ("max_pixels",), 1, "be a positive number of pixels")
+    low, high = data.ct_window if len(data.ct_window) == 2 else (math.nan, math.nan)
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise InputError(f"config key 'data.ct_window': expected [low, high] in HU with low < "
+                         f"high, got {data.ct_window}", key="data.ct_window")
+    if data.class_names is not None:
+        check_class_names(data.class_names, "config key 'data.class_names'")
 
 
 def check_train_config(train: TrainConfig) -> None:
@@ -64,6 +104,12 @@ def check_train_config(train: TrainConfig) -> None:
                          f"{train.iters_per_epoch}", key="train.iters_per_epoch")
     if train.base_lr == 0:
         raise InputError("config key 'train.base_lr': must be positive, got 0")
+    if not 0 <= train.seed < 2 ** 32:  # what NumPy's and torch's generators take
+        raise InputError(f"config key 'train.seed': must be in [0, 2**32), got {train.seed}",
+                         key="train.seed")
+    if not train.momentum < 1:
+        raise InputError(f"config key 'train.momentum': must be below 1, got {train.momentum}",
+                         key="train.momentum")
     if train.ce_weight + train.dice_weight == 0:
         raise InputError("config keys 'train.ce_weight' and 'train.dice_weight' are both 0")
 
@@ -153,6 +199,8 @@ def check_config(config: Config, sections: Sequence[str] = ("model", "data", "tr
         check_choices(getattr(config, name), name)
     if "train" in sections:
         check_train_config(config.train)
+    if "data" in sections:
+        _check_data(config.data)
     if "inference" in sections:
         _at_least(config.inference, "inference", ("batch_size",), 1, "be at least 1")
     if "geometry" in sections:
@@ -161,6 +209,9 @@ def check_config(config: Config, sections: Sequence[str] = ("model", "data", "tr
         _check_native_resolution(config.data, config.inference.overlap)
     if "model" in sections:
         model = config.model
+        if not (0 < model.mlp_ratio and math.isfinite(model.mlp_ratio)):
+            raise InputError(f"config key 'model.mlp_ratio': must be positive, got "
+                             f"{model.mlp_ratio}", key="model.mlp_ratio")
         for key in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
             if not 0.0 <= getattr(model, key) < 1.0:
                 raise InputError(f"config key 'model.{key}': must be in [0, 1), got "

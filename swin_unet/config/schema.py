@@ -141,6 +141,8 @@ class DataConfig:
     patch_size: Optional[Union[int, list[int]]] = None
     # Patch mode: the share of training patches centred on a foreground pixel.
     foreground_share: float = 1 / 3
+    # 2-D images above this many pixels are refused from their header (test.py --max-pixels).
+    max_pixels: int = 100_000_000
 
 
 @dataclass
@@ -375,8 +377,10 @@ def load_config(path: Union[str, Path, None] = None, overrides: Optional[list[st
 
 
 def save_config(config: Config, path: Union[str, Path]) -> None:
-    """Write ``config`` as YAML."""
-    Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    """Write ``config`` as YAML, whole or not at all (a full disk: a one-line WriteFault)."""
+    from ..io.atomic import atomic_text  # the io package loads with the data, not the config
+
+    atomic_text(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))
 
 
 def dataset_config_path(dataset: str) -> Path:

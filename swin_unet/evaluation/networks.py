@@ -29,8 +29,10 @@ def load_models(paths: Sequence[Path], dataset: Optional[str] = None,
 
 
 def request_overrides(request: EvaluationRequest) -> list[str]:
-    """``--set`` overrides of the checkpoint's config, with ``--root`` as ``data.root``."""
-    return list(request.overrides) + ([f"data.root={request.root}"] if request.root else [])
+    """``--set`` overrides of the checkpoint's config, with ``--root`` as ``data.root`` and
+    ``--max-pixels`` as ``data.max_pixels``."""
+    return list(request.overrides) + ([f"data.root={request.root}"] if request.root else []) + (
+        [f"data.max_pixels={request.max_pixels}"] if request.max_pixels is not None else [])
 
 
 def inference_options(request: EvaluationRequest, loaded: LoadedModel,

@@ -18,14 +18,14 @@ import numpy as np
 from tqdm import tqdm
 
 from ..data_layer import project_datasets
-from ..errors import InputError
+from ..errors import InputError, writing
 from ..io.images import read_image
 from .images import find_image_inputs, image_targets, segment_images, write_image_prediction
 from .dicom_outputs import DicomOutputs
 from .metrics import case_metrics
 from ..io.orientation import Reorientation
 from .output_folder import RunResult, check_output, claimed_output, remove_results, write_results
-from ..report.builder import ReportBuilder, report_for
+from ..report.builder import ReportBuilder, expect_figure_cases, report_for
 from ..report.warnings import collect_warnings
 from .scoring import evaluate_predictions
 from ..report.viewer_tables import write_viewer_tables
@@ -126,8 +126,8 @@ def evaluate_volumes(loaded: LoadedModel, volumes: Sequence[Volume], output: Pat
     num_classes = len(loaded.class_names) + 1
     per_case: dict[str, list[dict]] = {} if scored is None else scored
     extra = loaded.summary_fields() if extra is None else extra
-    seconds = []
-    unit = "mm"
+    seconds, unit = [], "mm"
+    expect_figure_cases(report, getattr(volumes, "names", None) if scored is None else None)
     for item in tqdm(volumes, desc="volumes", unit="vol", disable=not options.progress):
         unit = item.distance_unit
         if item.label is None:
@@ -199,6 +199,9 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: Inf
     if normalise is not None:
         predictor.normalise = normalise
     images = find_image_inputs(inputs)
+    found = [] if images else find_inputs(inputs, channels=True)
+    names = [name for name, _ in images] + [name for name, _, _ in found]
+    expect_figure_cases(report, names)
     if images:  # 2-D images: a label PNG and an overlay each, at the image's own size
         remove_results(output, check_output(output, overwrite, image_targets(
             output, [name for name, _ in images]), keep=[p for _, p in images] + [loaded.path]))
@@ -209,8 +212,6 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: Inf
             images, output, loaded.config.model.in_chans, len(loaded.class_names) + 1,
             lambda volume: predictor.segment(volume)[0], predictor.normalise, options.progress)
         return result
-    found = find_inputs(inputs, channels=True)
-    names = [name for name, _, _ in found]
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate:
         raise InputError(f"{inputs}: two inputs would both be written as {duplicate}.nii.gz")
@@ -220,9 +221,8 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: Inf
     read = [f for _, path, _ in found for f in (path if isinstance(path, list) else [path])]
     stale = check_output(output, overwrite, [p for paths in targets + dicom_targets
                                              for p in paths.values()], keep=read + [loaded.path])
-    for file in read:
-        if file.is_file():
-            read_geometry(file)  # every header readable before the first scan is segmented
+    for file in (f for f in read if f.is_file()):
+        read_geometry(file)  # every header readable before the first scan is segmented
     remove_results(output, stale)
     (output / "predictions").mkdir(parents=True, exist_ok=True)
     result = RunResult(kind="input", output=output)
@@ -266,6 +266,7 @@ class EvaluationRequest:
     tta: bool = False
     amp: bool = False
     device: str = "auto"
+    max_pixels: Optional[int] = None
     overrides: Sequence[str] = ()
     progress: bool = True
     report: bool = True
@@ -333,7 +334,7 @@ def run_evaluation(request: EvaluationRequest) -> RunResult:
         Bad options, unreadable files, a checkpoint whose classes are not the data set's, or
         results of an earlier run in the output folder (without ``overwrite``).
     """
-    with collect_warnings():
+    with collect_warnings(), writing(folder=request.output):  # a full or read-only disk
         return _run(request)
 
 

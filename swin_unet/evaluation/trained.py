@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from ..config import Config, DataConfig, apply_overrides, config_from_dict
-from ..config.checks import check_config
+from ..config.checks import check_class_names, check_config
+from ..io.validity import set_max_pixels
 from ..data_layer import project_datasets
 from ..errors import InputError
 from ..model import build_model, checkpoint_state, load_state, read_checkpoint
@@ -103,7 +104,9 @@ def load_model(path: Path, dataset: Optional[str] = None, overrides: Sequence[st
             config = config_from_dict(checkpoint["config"])
         except InputError as exc:
             raise InputError(f"{path}: stored config: {exc}") from None
-        class_names = [str(n) for n in checkpoint.get("class_names") or []]
+        stored = checkpoint.get("class_names")
+        class_names = [] if stored is None else check_class_names(
+            stored, f"{path}: stored 'class_names'")
     else:
         if source != "swin_unet" or "output.weight" not in state:
             raise InputError(f"{path}: not a trained Swin-Unet checkpoint (no decoder weights; "
@@ -136,9 +139,10 @@ def load_model(path: Path, dataset: Optional[str] = None, overrides: Sequence[st
         raise InputError(f"{path}: the model predicts {config.model.num_classes} classes but "
                          f"{len(class_names)} class names are known ({', '.join(class_names)})")
     try:
-        check_config(config, ("model", "data", "inference", "geometry"))
+        check_config(config)  # as strictly as a user's config: a file can be made by anyone
     except InputError as exc:
         raise InputError(f"{path}: stored config: {exc}", path=path, key=exc.key) from None
+    set_max_pixels(config.data.max_pixels)
     model = build_model(config.model)
     load_state(model, checkpoint, path, strict=True)  # logs what it loaded
     del checkpoint, state

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import warnings
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from PIL import Image
 
 from ..errors import InputError
 from ..palette import class_colours
+from .atomic import atomic_write
 from .validity import check_finite, check_pixels
 
 __all__ = ["IMAGE_SUFFIXES", "ImageHeader", "is_image_file", "image_name", "read_image_header",
@@ -303,10 +303,7 @@ def label_colours(num_classes: int) -> np.ndarray:
 
 def _atomic_save(image: Image.Image, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
 def write_label_png(labels: np.ndarray, path: Union[str, Path], num_classes: int) -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import zipfile
 from dataclasses import dataclass, replace
@@ -14,6 +13,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError, parsing
+from .atomic import atomic_write
 from .dicom_series import read_series, series_cases
 from .headers import (ITK_SUFFIXES, NIFTI_SUFFIXES, check_declared_size, check_nifti_geometry,
                       itk_affine,
@@ -327,14 +327,8 @@ def _write_volume(values: np.ndarray, reference: Volume, path: Union[str, Path],
                          f"{shape}")
     values = values.astype(dtype, copy=False)
     # The temporary name keeps the real suffix, from which both writers choose the format.
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
-        _write_image(values, reference, tmp, dtype, display_range)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: _write_image(values, reference, tmp, dtype,
+                                                       display_range))
 
 
 def _write_image(values: np.ndarray, reference: Volume, tmp: Path, dtype: Any,
@@ -372,18 +366,14 @@ def write_probabilities(probabilities: np.ndarray, affine: np.ndarray,
     savez_compressed for a slightly larger file; docs/performance.md). ``np.load`` reads it.
     The file appears under its name only when complete.
     """
-    path = Path(path)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     arrays = {"probabilities": np.asanyarray(probabilities),
               "affine": np.asarray(affine, dtype=np.float64)}
-    try:
+
+    def write(tmp: Path) -> None:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED,
                              compresslevel=1) as archive:
             for key, array in arrays.items():
                 with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
                     np.lib.format.write_array(member, array, allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+
+    return atomic_write(path, write)

@@ -9,13 +9,14 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..errors import InputError
 from ..io.paths import check_case_id, inside_output
 from .figures import box_plots, case_montage, paper_figure, pick_figure_slices
 from .html import write_html_report
 from .viewer import render_strips
 from .warnings import run_warnings
 
-__all__ = ["ReportBuilder", "report_for", "REPORT_FILE", "FIGURES_DIR"]
+__all__ = ["ReportBuilder", "report_for", "expect_figure_cases", "REPORT_FILE", "FIGURES_DIR"]
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +160,24 @@ class ReportBuilder:
                                  volumes=self.volumes, notes=notes,
                                  paper_figures=self.paper_figures, warnings=run_warnings(),
                                  viewers=self.viewers, kind=kind)
+
+
+def expect_figure_cases(report: Optional[ReportBuilder], cases: Optional[Sequence[str]]) -> None:
+    """Refuse, before any work, ``--figure-cases`` that are not among ``cases`` (the run's;
+    None: not known in advance, noted when the report is written). No report: nothing to do.
+
+    Raises
+    ------
+    InputError
+        Names the unknown cases and lists the known ones.
+    """
+    if report is None or cases is None:
+        return
+    missing = [c for c in report.figure_cases if c not in cases]
+    if missing:
+        shown = ", ".join(list(cases)[:20]) + (", ..." if len(cases) > 20 else "")
+        raise InputError(f"--figure-cases: {', '.join(missing)} not among the cases of this "
+                         f"run ({shown or 'none'})", key="--figure-cases")
 
 
 def report_for(request, output: Path, class_names: Sequence[str], options=None,

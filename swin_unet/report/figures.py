@@ -13,6 +13,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from ..errors import InputError
+from ..io.atomic import atomic_write
 from ..palette import class_colour, grey_image, overlay_labels
 
 __all__ = ["display_plan", "display_slice", "pick_figure_slices", "case_montage",
@@ -279,8 +280,8 @@ def case_montage(path: PathLike, title: str, prediction: np.ndarray,
     """Write :func:`montage_figure` (same arguments) as the PNG ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    montage_figure(title, prediction, class_names, dpi=dpi, **kwargs).savefig(path, dpi=dpi)
-    return path
+    figure = montage_figure(title, prediction, class_names, dpi=dpi, **kwargs)
+    return atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=dpi))
 
 
 def paper_figure(path: PathLike, image: np.ndarray, label: Optional[np.ndarray],
@@ -325,8 +326,7 @@ def paper_figure(path: PathLike, image: np.ndarray, label: Optional[np.ndarray],
                         top=1 - 0.3 / fig.get_figheight(), bottom=legend_h / fig.get_figheight())
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    return path
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi))
 
 
 def _finite(values) -> list[float]:
@@ -365,5 +365,4 @@ def box_plots(path: PathLike, summary: dict, dpi: int = 100) -> Path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    return path
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi))

@@ -9,10 +9,10 @@ from __future__ import annotations
 import datetime
 import html
 import math
-import os
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
+from ..io.atomic import atomic_text
 from ..palette import colour_hex
 from .tables import conventions_line
 from .viewer import VIEWER_SCRIPT, viewer_html
@@ -282,10 +282,7 @@ def write_html_report(path: Union[str, Path], class_names: Sequence[str], settin
             f"<title>{_text(title)}</title><style>{_STYLE}</style></head><body>\n"
             + "\n".join(parts) + f"\n<script>{_SORT_SCRIPT}{VIEWER_SCRIPT}</script>\n"
             "</body></html>\n")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_text(path, page)
 
 
 def _case_order(summary: dict) -> list[str]:

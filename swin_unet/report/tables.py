@@ -6,11 +6,11 @@ import csv
 import io
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Union
 
 from ..config.conventions import describe_conventions
+from ..io.atomic import atomic_text
 from .warnings import run_warnings
 
 __all__ = ["write_metrics_csv", "write_summary_json", "format_table", "display_name",
@@ -43,13 +43,7 @@ def _csv_number(value: Any) -> str:
 
 def _atomic_write(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file so a crash leaves no half file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text, newline="")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_text(path, text, newline="")
 
 
 def write_metrics_csv(path: Union[str, Path], per_case: dict[str, list[dict]],

@@ -6,11 +6,11 @@ read"); the colours are :mod:`swin_unet.palette`'s, the ones the report draws wi
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Sequence, Union
 
+from ..io.atomic import atomic_text
 from ..palette import class_colour
 
 __all__ = ["SLICER_TABLE", "ITKSNAP_TABLE", "write_slicer_table", "write_itksnap_labels",
@@ -24,10 +24,7 @@ ITKSNAP_TABLE = "labels_itksnap.txt"
 
 
 def _write(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8", newline="\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_text(path, text)
 
 
 def _slicer_name(name: str) -> str:

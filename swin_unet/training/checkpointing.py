@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import InputError
+from ..errors import InputError, writing
 from ..model import read_checkpoint
 
 __all__ = ["atomic_save", "atomic_copy", "capture_rng_state", "restore_rng_state",
@@ -48,35 +48,37 @@ def atomic_save(obj: Any, path: Union[str, Path]) -> None:
     within one directory is atomic on POSIX and Windows. A failed write removes ``<path>.tmp``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:  # a full disk, an interruption: no half-written file left behind
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    with writing(path):  # a full or read-only disk: one line naming the checkpoint
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(tmp, "wb") as handle:
+                torch.save(obj, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:  # a full disk, an interruption: no half-written file left behind
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(path.parent)
 
 
 def atomic_copy(source: Union[str, Path], path: Union[str, Path]) -> None:
     """Copy a finished checkpoint to ``path`` atomically (cheaper than serialising twice)."""
     source, path = Path(source), Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(source, "rb") as src, open(tmp, "wb") as dst:
-            while chunk := src.read(1 << 22):
-                dst.write(chunk)
-            dst.flush()
-            os.fsync(dst.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    with writing(path):
+        try:
+            with open(source, "rb") as src, open(tmp, "wb") as dst:
+                while chunk := src.read(1 << 22):
+                    dst.write(chunk)
+                dst.flush()
+                os.fsync(dst.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(path.parent)
 
 
 def capture_rng_state() -> dict:

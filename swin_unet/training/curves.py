@@ -7,6 +7,7 @@ from typing import Sequence, Union
 
 import numpy as np
 
+from ..io.atomic import atomic_write
 from ..palette import class_colour
 
 __all__ = ["write_curves", "read_scalar_history"]
@@ -105,9 +106,5 @@ def write_curves(path: Union[str, Path], history: History, steps_per_epoch: int,
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, ncol=2 if ax is dice_ax else 1)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=dpi)
-    tmp.replace(path)
-    return path
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi))
 

@@ -137,11 +137,13 @@ def prepare_from_layers(dataset: str, *, config_file: Union[str, Path, None] = N
     """
     from ..config.checks import check_config
     from ..data_layer import project_datasets
+    from ..io.validity import set_max_pixels
     from .monitor import close_logging, setup_logging
 
     config, _, _ = resolve_run_config(dataset, ".", config_file=config_file,
                                       overrides=overrides, root=root)
     check_config(config, ("data", "train"))
+    set_max_pixels(config.data.max_pixels)
     handlers = setup_logging(None, verbose=verbose)
     try:
         source = project_datasets().open_dataset(config.dataset, config.data)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
+from ..errors import write_fault, writing
 from ..palette import grey_image, overlay_labels
 
 __all__ = ["setup_logging", "close_logging", "log_failure", "Monitor", "overlay_panel",
@@ -139,7 +141,9 @@ class Monitor:
                 from .curves import read_scalar_history
 
                 self.history = read_scalar_history(log_dir, before=purge_step)
-            self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
+            _quiet_writer_threads()
+            with writing(folder=log_dir):
+                self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         """Write ``tag -> value`` scalars at ``step``."""
@@ -171,6 +175,21 @@ class Monitor:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+def _quiet_writer_threads() -> None:
+    """Keep TensorBoard's writer thread from printing a traceback when the disk is full or
+    read-only: it hands the error to the main thread, which reports it in one line."""
+    previous = threading.excepthook
+    if getattr(previous, "quiet_write_faults", False):
+        return
+
+    def hook(args) -> None:
+        if args.exc_value is None or write_fault(args.exc_value) is None:
+            previous(args)
+
+    hook.quiet_write_faults = True
+    threading.excepthook = hook
 
 
 def progress(iterable, total: int, description: str, enabled: bool):

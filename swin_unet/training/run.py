@@ -14,8 +14,9 @@ import torch.distributed as dist
 from ..config import Config, save_config
 from ..config.checks import check_config, check_patch_size
 from ..evaluation.sliding import SlidingWindow
+from ..io.validity import set_max_pixels
 from ..data_layer import project_datasets
-from ..errors import InputError, format_error
+from ..errors import InputError, format_error, write_fault
 from ..model import build_model, load_pretrained
 from ..io.orientation import training_geometry
 from .folds import apply_fold
@@ -180,6 +181,7 @@ def train(config: Config, output_dir: Union[str, Path], *, resume: Union[str, Pa
     started = time.perf_counter()
     output_dir = Path(output_dir)
     check_config(config)
+    set_max_pixels(config.data.max_pixels)
     context = setup_distributed(device)
     previous_threads, previous_math = torch.get_num_threads(), math_settings()
     handlers: list = []
@@ -254,12 +256,16 @@ def train(config: Config, output_dir: Union[str, Path], *, resume: Union[str, Pa
     except KeyboardInterrupt:
         log_failure(handlers, "interrupted")
         raise
-    except Exception as exc:  # a bug: its traceback, for the report
-        log_failure(handlers, f"error: {type(exc).__name__}: {exc}", exc)
-        raise
+    except Exception as exc:
+        fault = write_fault(exc)  # a full or read-only disk: the user's to fix, one line
+        if fault is None:  # a bug: its traceback, for the report
+            log_failure(handlers, f"error: {type(exc).__name__}: {exc}", exc)
+            raise
+        log_failure(handlers, format_error(fault))
+        raise fault from None
     finally:
         if monitor is not None:
-            monitor.close()
+            _close_monitor(monitor)
         close_logging(handlers)
         cleanup_distributed()
         # Process-wide settings; train() is a call.
@@ -270,3 +276,15 @@ def train(config: Config, output_dir: Union[str, Path], *, resume: Union[str, Pa
                 run_manifest(output_dir).finish()
             finally:
                 lock.release()
+
+
+def _close_monitor(monitor: Monitor) -> None:
+    """Flush and close TensorBoard's events; on a full or read-only disk the run's own error
+    (or its result) stands, and the events file keeps what was written."""
+    try:
+        monitor.close()
+    except Exception as exc:  # noqa: BLE001 - only file-system faults are kept quiet
+        fault = write_fault(exc)
+        if fault is None:
+            raise
+        logger.warning("%s", fault)
