@@ -196,3 +196,73 @@ def test_inside_follows_links_for_inputs_and_refuses_them_for_outputs(tmp_path):
     with pytest.raises(InputError, match="a link to"):
         inside_output(tmp_path / "root" / "linked" / "a.nii.gz", tmp_path / "root")
     assert inside_output(tmp_path / "root" / "new" / "a.nii.gz", tmp_path / "root")
+
+
+def _layout_copy(roots, layout, tmp_path_factory):
+    """A private copy of a layout's root, for examples that add files to it."""
+    import shutil
+
+    copy = tmp_path_factory.mktemp(f"copy_{layout}") / "root"
+    shutil.copytree(roots[layout][1], copy, symlinks=True)
+    return copy
+
+
+def _watched(dataset, root, out, use):
+    """Run ``use()`` under the watch; assert nothing outside ``root`` is read, nothing outside
+    ``out`` written, and that a refusal is one line."""
+    root_path, out_path = os.path.realpath(root), os.path.realpath(out)
+    WATCH.events.clear()
+    WATCH.active = True
+    try:
+        use()
+    except InputError as exc:
+        assert "\n" not in str(exc)
+    finally:
+        WATCH.active = False
+    for event, path, write in WATCH.events:
+        real = os.path.realpath(path)
+        if write:
+            assert _under(real, out_path), (event, path)
+        else:
+            assert _under(real, root_path) or _under(real, out_path) or any(
+                _under(real, lib) for lib in LIBRARIES), (event, path)
+
+
+def _use_every_split(dataset, root, out):
+    """What train.py and test.py do with a data set's own case lists: every volume read, its
+    prediction written."""
+    source = open_dataset(dataset, DataConfig(root=str(root)))
+    for split in ("train", "val", "test"):
+        for entry in source.entries(split):
+            _use(dataset, root, entry.case, out)
+
+
+@pytest.mark.parametrize("layout", ["folder", "nnunet_2d", "image_pairs"])
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=st.one_of(st.sampled_from(HOSTILE), st.text(st.characters(codec="utf-8"), max_size=30)))
+def test_no_case_id_of_a_splits_file_reads_or_writes_outside(roots, layout, case,
+                                                             tmp_path_factory):
+    root = _layout_copy(roots, layout, tmp_path_factory)
+    out = roots["out"] / f"splits_{layout}"
+    out.mkdir(parents=True, exist_ok=True)
+    (root / "splits.json").write_text(json.dumps({"train": ["c1"], "test": [case]}))
+    _watched("folder", root, out, lambda: _use_every_split("folder", root, out))
+
+
+@pytest.mark.parametrize("layout", ["folder", "nnunet_2d"])
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.one_of(st.sampled_from(HOSTILE), st.text(st.characters(codec="utf-8"), max_size=30)))
+def test_no_file_name_found_on_disk_reads_or_writes_outside(roots, layout, name,
+                                                            tmp_path_factory):
+    root = _layout_copy(roots, layout, tmp_path_factory)
+    out = roots["out"] / f"names_{layout}"
+    out.mkdir(parents=True, exist_ok=True)
+    image, label = (("imagesTr/c1.nii.gz", "labelsTr/c1.nii.gz") if layout == "folder" else
+                    ("imagesTr/c1_0000.png", "labelsTr/c1.png"))
+    suffix_image, suffix_label = image.split("c1", 1)[1], label.split("c1", 1)[1]
+    try:
+        (root / f"imagesTr/{name}{suffix_image}").write_bytes((root / image).read_bytes())
+        (root / f"labelsTr/{name}{suffix_label}").write_bytes((root / label).read_bytes())
+    except (OSError, ValueError):  # a name no file can have (a separator, a NUL, too long)
+        return
+    _watched("folder", root, out, lambda: _use_every_split("folder", root, out))

@@ -10,7 +10,7 @@ from typing import Union
 
 from ..errors import InputError
 
-__all__ = ["MAX_CASE_ID", "check_case_id", "inside", "inside_output"]
+__all__ = ["MAX_CASE_ID", "check_case_id", "printable", "inside", "inside_output"]
 
 PathLike = Union[str, Path]
 
@@ -37,6 +37,12 @@ def _problem(case: str) -> str:
     return ""
 
 
+def printable(text: object) -> str:
+    """``text`` with control and invisible characters escaped (``\\n``, ``\\u202e``), so that
+    a message naming a hostile file name stays one readable line."""
+    return "".join(c if unicodedata.category(c)[0] != "C" else repr(c)[1:-1] for c in str(text))
+
+
 def check_case_id(case: object, source: object) -> str:
     """``case`` as a case id: a name that files are named after, never a path.
 
@@ -59,13 +65,14 @@ def check_case_id(case: object, source: object) -> str:
         leading or trailing white space, or is over :data:`MAX_CASE_ID` bytes; the message
         names the id and ``source``.
     """
+    where = printable(source)
     if isinstance(case, bool) or not isinstance(case, (str, int)):
-        raise InputError(f"{source}: case id {case!r} is not a name (a string or a number)",
+        raise InputError(f"{where}: case id {case!r} is not a name (a string or a number)",
                          key=str(source))
     text = str(case)
     problem = _problem(text)
     if problem:
-        raise InputError(f"{source}: case id {text!r} {problem}; a case id names files, it "
+        raise InputError(f"{where}: case id {text!r} {problem}; a case id names files, it "
                          f"cannot be a path", key=str(source))
     return text
 

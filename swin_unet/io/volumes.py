@@ -251,7 +251,7 @@ def read_volume(path: Union[str, Path, list[Path]], case: Optional[str] = None,
     elif not (np.issubdtype(volume.array.dtype, np.number)
               or volume.array.dtype == np.bool_):
         raise InputError(f"{path}: holds {volume.array.dtype} values, not numbers", path=path)
-    check_finite(volume.array, path, "image" if dtype is not None else "volume")
+    check_finite(volume.array, path, "image" if dtype is not None else "label")
     return volume
 
 
