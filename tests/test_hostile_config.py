@@ -158,3 +158,31 @@ def test_max_pixels_flag_reaches_the_image_reader(checkpoint, tmp_path, capsys):
     code = CLI.main(["--checkpoint", str(checkpoint), "--input", str(image), "--output",
                      str(tmp_path / "out"), "--no-progress", "--max-pixels", "1000"])
     _one_line(code, capsys.readouterr().err, str(image), "50x40 = 2000 pixels", "1000")
+
+
+def test_the_command_wrapper_turns_a_file_system_fault_into_one_line(capsys):
+    import errno
+
+    from swin_unet.commands.common import run_command
+
+    def full():
+        raise OSError(errno.ENOSPC, "No space left on device", "/data/out/metrics.csv")
+
+    def torch_like():  # torch.save: a RuntimeError raised while handling the OSError
+        try:
+            raise OSError(errno.EROFS, "Read-only file system")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] unexpected pos")
+
+    assert run_command(full, log_format=None) == 2
+    assert capsys.readouterr().err == ("error: /data/out/metrics.csv: cannot write (no space "
+                                       "left on device)\n")
+    from swin_unet.errors import write_fault
+    fault = write_fault(pytest.raises(RuntimeError, torch_like).value, "/run/last.pth")
+    assert str(fault) == "/run/last.pth: cannot write (read-only file system)"
+
+    def bug():
+        raise OSError(errno.EBADF, "Bad file descriptor")
+
+    with pytest.raises(OSError):  # not a fault of the machine's state: a bug, shown as one
+        run_command(bug, log_format=None)

@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Callable, Optional
 
-from ..errors import InputError, format_error
+from ..errors import InputError, format_error, write_fault
 
 __all__ = ["LOG_FORMAT", "INTERRUPTED", "passive_openmp", "run_command"]
 
@@ -42,7 +42,9 @@ def run_command(body: Callable[[], int], *, log_format: Optional[str] = LOG_FORM
     -------
     int
         ``body``'s status; 2 after a user's mistake (:class:`InputError`: ``error:`` and one
-        line on stderr, no traceback); 130 after Ctrl-C.
+        line on stderr, no traceback) or a full, read-only or forbidden file system (an
+        OSError of :data:`~swin_unet.errors.WRITE_FAULTS`, one line naming the path); 130
+        after Ctrl-C.
     """
     if log_format is not None:
         logging.basicConfig(level=logging.INFO, format=log_format, stream=sys.stderr)
@@ -50,6 +52,12 @@ def run_command(body: Callable[[], int], *, log_format: Optional[str] = LOG_FORM
         return body()
     except InputError as exc:
         print(format_error(exc), file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full or read-only disk the library did not name: still one line
+        fault = write_fault(exc)
+        if fault is None:
+            raise
+        print(format_error(fault), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
