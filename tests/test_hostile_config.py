@@ -186,3 +186,16 @@ def test_the_command_wrapper_turns_a_file_system_fault_into_one_line(capsys):
 
     with pytest.raises(OSError):  # not a fault of the machine's state: a bug, shown as one
         run_command(bug, log_format=None)
+
+
+def test_the_predictor_refuses_a_degenerate_affine_in_one_line(checkpoint):
+    from swin_unet import Predictor
+
+    predictor = Predictor.from_checkpoint(checkpoint, device="cpu")
+    volume = np.zeros((32, 32, 2), np.float32)
+    for affine, words in ((np.diag([1.0, 1.0, np.inf, 1.0]), "spacing"),
+                          (np.diag([1.0, 1.0, 0.0, 1.0]), "spacing"),
+                          (np.array([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]]),
+                           "singular")):
+        with pytest.raises(InputError, match=words):
+            predictor.predict(volume, affine=affine)

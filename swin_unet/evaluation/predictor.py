@@ -19,6 +19,7 @@ import torch
 
 from ..errors import InputError
 from ..io.images import image_from_array, is_image_file, read_image
+from ..io.validity import check_geometry
 from ..io.orientation import Reorientation
 from ..io.volumes import Volume, find_inputs, read_volume
 from .images import image_volume
@@ -205,6 +206,7 @@ class Predictor:
             if affine.shape != (4, 4):
                 raise InputError(f"affine: expected a 4x4 matrix, got shape {affine.shape}")
             spacing = tuple(float(s) for s in np.linalg.norm(affine[:3, :3], axis=0))
+            check_geometry("affine", spacing, affine)
             volume = Volume("array", array, spacing, affine, Path("array"), None)
             labels = self.segment_scan(volume, keep_orientation=keep_orientation,
                                        probabilities=probabilities)[0]
