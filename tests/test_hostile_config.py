@@ -199,3 +199,22 @@ def test_the_predictor_refuses_a_degenerate_affine_in_one_line(checkpoint):
                            "singular")):
         with pytest.raises(InputError, match=words):
             predictor.predict(volume, affine=affine)
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"class_names": 7}, ["class_names", "7"]),
+    ({"config": "nonsense"}, ["'config' is not a mapping"]),
+    ({"config.train.seed": "x"}, ["stored config", "train.seed"]),
+])
+def test_a_resumed_checkpoint_is_checked_as_strictly(phantom, checkpoint, tmp_path, capsys,
+                                                     changes, words):
+    state = torch.load(checkpoint, weights_only=True)
+    state.update({"epoch": 1, "optimizer": {}, "scheduler": {}, "scaler": {},
+                  "best_metric": None, "global_step": 1, "step_in_epoch": 0, "rng": {}})
+    full = tmp_path / "full.pth"
+    torch.save(state, full)
+    path = _checkpoint_with(tmp_path, full, **changes)
+    args = ["--quiet", "--device", "cpu", "--dataset", "phantom", "--root", str(phantom),
+            "--output", str(tmp_path / "run"), "--resume", str(path)]
+    code = train_cli.main(args)
+    _one_line(code, capsys.readouterr().err, str(path), *words)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..config.checks import check_class_names
 from ..errors import InputError, writing
 from ..model import read_checkpoint
 
@@ -146,6 +147,9 @@ def read_resume_checkpoint(path: Union[str, Path]) -> dict:
     if missing:
         raise InputError(f"{path}: not a training checkpoint of this project (no "
                          f"'{missing[0]}' entry)")
+    if not isinstance(checkpoint["config"], dict):
+        raise InputError(f"{path}: the checkpoint's 'config' is not a mapping", path=path)
+    check_class_names(checkpoint["class_names"], f"{path}: stored 'class_names'")
     return checkpoint
 
 

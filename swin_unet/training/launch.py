@@ -62,7 +62,11 @@ def resolve_run_config(dataset: str, output: Union[str, Path], *,
             raise InputError(f"{resume_path}: a checkpoint of the '{stored.get('dataset')}' "
                              f"data set, not '{dataset}'", path=resume_path)
         # Continue the run as it was configured; the file and overrides may still change it.
-        base = config_from_dict(stored)
+        try:
+            base = config_from_dict(stored)
+        except InputError as exc:
+            raise InputError(f"{resume_path}: stored config: {exc}", path=resume_path,
+                             key=exc.key) from None
     else:
         base = load_config(dataset_config_path(dataset))
     config = load_config(config_file, base=base) if config_file else base
