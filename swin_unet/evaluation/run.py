@@ -200,8 +200,7 @@ def segment_inputs(loaded: LoadedModel, inputs: Path, output: Path, options: Inf
         predictor.normalise = normalise
     images = find_image_inputs(inputs)
     found = [] if images else find_inputs(inputs, channels=True)
-    names = [name for name, _ in images] + [name for name, _, _ in found]
-    expect_figure_cases(report, names)
+    expect_figure_cases(report, names := [entry[0] for entry in images + found])
     if images:  # 2-D images: a label PNG and an overlay each, at the image's own size
         remove_results(output, check_output(output, overwrite, image_targets(
             output, [name for name, _ in images]), keep=[p for _, p in images] + [loaded.path]))
