@@ -18,6 +18,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..io.atomic import atomic_write
 from ..palette import class_colours, grey_image
 from .figures import _display_window, _is_colour, display_plan, display_slice
 
@@ -60,8 +61,8 @@ def render_strips(folder: Path, case: str, prediction: np.ndarray,
                   for z in slices]
         strip = (grey_image(np.concatenate(frames), window) * 255).round().astype(np.uint8)
         name = f"{case}_slices.jpg"
-        Image.fromarray(strip if strip.shape[-1] == 3 else strip[..., 0]).save(
-            folder / name, quality=88)
+        picture = Image.fromarray(strip if strip.shape[-1] == 3 else strip[..., 0])
+        atomic_write(folder / name, lambda tmp: picture.save(tmp, quality=88))
         data["strip"] = f"{folder.name}/{name}"
     for key, labels in (("ground truth", label), ("prediction", prediction)):
         if labels is not None:
