@@ -229,7 +229,7 @@ def test_train_test_on_2d_images_keeps_their_pixels(tmp_path, capsys):
                                                                                  SIZE[0])
 
 
-def test_a_resumed_patch_run_gives_the_uninterrupted_weights(tmp_path, monkeypatch):
+def test_a_resumed_patch_run_or_one_with_workers_gives_the_uninterrupted_weights(tmp_path, monkeypatch):
     phantom = generate_phantom(tmp_path / "phantom", "abdomen", n_cases=4, shape=(48, 40, 6))
     extra = ["train.epochs=2", "data.spacing=auto", "train.iters_per_epoch=3"]
     full, stopped = tmp_path / "full", tmp_path / "stopped"
@@ -240,5 +240,9 @@ def test_a_resumed_patch_run_gives_the_uninterrupted_weights(tmp_path, monkeypat
     assert read_checkpoint(stopped / "checkpoints" / "last.pth")["global_step"] == 4
     assert train_cli.main(["--quiet", "--dataset", "phantom", "--output", str(stopped),
                            "--resume"]) == 0
-    assert_same_weights(read_checkpoint(stopped / "checkpoints" / "last.pth")["model"],
-                        read_checkpoint(full / "checkpoints" / "last.pth")["model"])
+    reference = read_checkpoint(full / "checkpoints" / "last.pth")["model"]
+    assert_same_weights(read_checkpoint(stopped / "checkpoints" / "last.pth")["model"], reference)
+    # Patches and their augmentation do not depend on the loader's worker processes.
+    workers = tmp_path / "workers"
+    assert run_train("phantom", phantom, workers, *extra, "data.num_workers=2") == 0
+    assert_same_weights(read_checkpoint(workers / "checkpoints" / "last.pth")["model"], reference)
