@@ -265,8 +265,8 @@ class DataSource(abc.ABC):
         stored: ``data.spacing``'s numbers, or for ``auto`` the median in-plane spacing of the
         training volumes (headers where the format has them), as nnU-Net chooses it."""
         spacing = self.data_cfg.spacing
-        if spacing is None:
-            return None
+        if spacing is None or (spacing == "auto" and not self.stores_spacing):
+            return None  # a release without spacing: its volumes are not read for unit ones
         if spacing != "auto":
             return (float(spacing[0]), float(spacing[1]))
         if self._median_spacing is None:

@@ -19,7 +19,7 @@ from datasets.slices import SliceCache
 from swin_unet.config import DataConfig
 from swin_unet.model import read_checkpoint
 from tests.test_datasets_images import SIZE, write_pairs
-from tests.test_datasets_synapse import write_nifti
+from tests.test_datasets_synapse import write_nifti, write_release
 from tests.test_train_run import _interrupt_when, assert_same_weights
 
 TINY = ["model.img_size=64", "model.embed_dim=12", "model.depths=[2,2,2,2]",
@@ -246,3 +246,13 @@ def test_a_resumed_patch_run_or_one_with_workers_gives_the_uninterrupted_weights
     workers = tmp_path / "workers"
     assert run_train("phantom", phantom, workers, *extra, "data.num_workers=2") == 0
     assert_same_weights(read_checkpoint(workers / "checkpoints" / "last.pth")["model"], reference)
+
+
+def test_spacing_auto_on_a_release_without_spacing_keeps_the_slices(tmp_path, monkeypatch):
+    write_release(tmp_path)
+    source = open_dataset("synapse", DataConfig(root=str(tmp_path), train_cases=["5"],
+                                                val_cases=[], test_cases=["1"],
+                                                sampling="patch", spacing="auto"))
+    monkeypatch.setattr(type(source), "load", lambda *a: pytest.fail("volume read"))
+    assert source.sampling_spacing() is None
+    assert "patch-native" in source.slice_cache(64).path.name
