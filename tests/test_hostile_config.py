@@ -180,6 +180,10 @@ def test_the_command_wrapper_turns_a_file_system_fault_into_one_line(capsys):
     from swin_unet.errors import write_fault
     fault = write_fault(pytest.raises(RuntimeError, torch_like).value, "/run/last.pth")
     assert str(fault) == "/run/last.pth: cannot write (read-only file system)"
+    for error, cause in ((errno.EACCES, "permission denied"), (errno.EDQUOT,
+                                                               "disk quota exceeded")):
+        fault = write_fault(OSError(error, os.strerror(error), b"/data/out/summary.json"))
+        assert str(fault) == f"/data/out/summary.json: cannot write ({cause})"
 
     def bug():
         raise OSError(errno.EBADF, "Bad file descriptor")
