@@ -18,7 +18,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -31,20 +30,10 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import run_alternating  # noqa: E402
+from benchmarks.common import cpu_name, run_alternating  # noqa: E402
 from swin_unet.config import Config, dataset_config_path, load_config  # noqa: E402
 from swin_unet.evaluation.onnx_export import export_onnx, require_onnxruntime  # noqa: E402
 from swin_unet.model import build_model  # noqa: E402
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def model_config(name: str):

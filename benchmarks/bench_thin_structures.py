@@ -18,7 +18,6 @@ import contextlib
 import io
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from PIL import Image  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import test as test_cli  # noqa: E402
+from benchmarks.common import cpu_name  # noqa: E402
 from datasets.transforms import resize_slices  # noqa: E402
 from swin_unet.training.launch import train_from_layers  # noqa: E402
 
@@ -73,17 +73,6 @@ def write_data(root: Path, n_train: int, n_test: int, seed: int = 0) -> list[str
     return names[n_train:]
 
 
-def cpu_model() -> str:
-    """lscpu's model name (``/proc/cpuinfo``), else the platform's machine type."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
-
-
 def dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(2 * np.logical_and(a, b).sum() / max(1, a.sum() + b.sum()))
 
@@ -111,7 +100,7 @@ def main() -> None:
     test_names = write_data(root, args.train_images, args.test_images)
     splits = [f"data.train_cases=[{','.join(f'img{i:03d}' for i in range(args.train_images))}]",
               f"data.test_cases=[{','.join(test_names)}]"]
-    common = {"machine": cpu_model(),
+    common = {"machine": cpu_name(),
               "load_1min": round(os.getloadavg()[0], 2), "epochs": args.epochs,
               "train_images": args.train_images, "test_images": args.test_images}
     print(json.dumps({"variant": "ground_truth_384_64_384",

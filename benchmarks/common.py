@@ -1,8 +1,10 @@
-"""Timing shared by the benchmarks: variants run back to back, in alternating order, each round."""
+"""Shared by the benchmarks: variants run back to back in alternating order, the CPU's name."""
 
 from __future__ import annotations
 
+import platform
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 
@@ -25,3 +27,14 @@ def run_alternating(variants: dict[str, Callable[[], Any]],
             values[name] = variants[name]()
             times[name].append(time.perf_counter() - start)
     return times, values
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``, as lscpu shows it), else the machine type."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
