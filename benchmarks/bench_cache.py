@@ -4,11 +4,12 @@ Prints JSON lines:
 
 - ``cache_peak_private_memory``: the peak RssAnon (private memory, sampled every 10 ms from
   /proc/self/status) of training processes (``train.py``, one pass over the training slices,
-  tiny model, no validation) on a generated set of 4 volumes and of 60, for one process and
+  tiny model, no validation) on a generated set of 4 volumes and of 60 (``--volumes``), for
+  one process and
   for each of 2 torchrun ranks, with the memory-mapped cache (``memmap``) and with the
   in-memory cache every process built before (``memory``). Each run starts with an empty
   cache folder, so the builder's own peak is counted.
-- ``cache_preparation``: building the 60-volume cache, the second run's reuse of it, and the
+- ``cache_preparation``: building the large set's cache, the second run's reuse of it, and the
   in-memory build every run used to pay.
 - ``cache_train_slices_per_s``: augmented training batches (DataLoader, batch 24, no workers,
   warm page cache) from the memory map and from the in-memory cache, rounds alternating.
@@ -205,6 +206,7 @@ def main() -> None:
                         help="caches whose training memory is measured (memmap, memory)")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--volumes", type=int, default=60, help="volumes of the large set")
     parser.add_argument("--iters", type=int, default=0,
                         help="train.iters_per_epoch of the memory runs (0: one pass over the "
                              "slices, so the larger set also trains more steps)")
@@ -213,14 +215,15 @@ def main() -> None:
     from swin_unet.config import DataConfig
 
     shape, size, rounds = ((64, 64, 24), 64, 3) if args.quick else ((128, 128, 48), 128, 5)
-    counts = (4, 60)
+    counts = (4, args.volumes)
     with tempfile.TemporaryDirectory(prefix="bench_cache_") as tmp:
         work = Path(tmp)
         start = time.perf_counter()
         root = generate_phantom(work / "phantom", "abdomen", n_cases=counts[1], shape=shape)
         print(json.dumps({"bench": "cache_dataset", "volumes": counts[1], "shape": shape,
                           "generated_s": round(time.perf_counter() - start, 1)}), flush=True)
-        config = DataConfig(root=str(root), train_cases=[str(i) for i in range(1, 61)],
+        config = DataConfig(root=str(root),
+                            train_cases=[str(i) for i in range(1, counts[1] + 1)],
                             val_cases=[], test_cases=[], num_workers=2)
         source = open_dataset("phantom", config)
         cache_bytes = preparation(source, size, work)
