@@ -19,7 +19,7 @@ import torch
 
 from ..errors import InputError
 from ..io.images import image_from_array, is_image_file, read_image
-from ..io.validity import check_geometry
+from ..io.validity import check_finite, check_geometry
 from ..io.orientation import Reorientation
 from ..io.volumes import Volume, find_inputs, read_volume
 from .images import image_volume
@@ -140,9 +140,7 @@ class Predictor:
         InputError
             NaN or infinite voxels, a channel count the model does not take.
         """
-        if not np.isfinite(volume.array).all():
-            raise InputError(f"{volume.path}: image contains NaN or infinite values",
-                             path=volume.path)
+        check_finite(volume.array, volume.path)
         plan = orient_scan(volume, self.config.geometry, keep_orientation)
         check_intensities(volume, self.config)
         # The raw voxels are not needed again (only their shape, to write): one copy fewer.
@@ -198,8 +196,7 @@ class Predictor:
                              f"{array.shape}")
         probabilities = self._probabilities(array.shape[-3:], return_probabilities)
         if affine is None:  # in the model's orientation already
-            if not np.isfinite(array).all():
-                raise InputError("image: contains NaN or infinite values")
+            check_finite(array, "array")
             labels = self.segment(self.normalise(array), probabilities=probabilities)[0]
         else:
             affine = np.asarray(affine, dtype=np.float64)
