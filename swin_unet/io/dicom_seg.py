@@ -10,6 +10,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from ..errors import InputError, parsing
+from .atomic import atomic_write
 from ..palette import class_colour
 
 __all__ = ["present_classes", "segment_codes", "write_seg", "is_seg_file", "seg_files", "read_seg_labels",
@@ -134,14 +135,7 @@ def write_seg(labels: np.ndarray, headers: Sequence, class_names: Sequence[str],
         content_label="SWIN_UNET_MODEL",
         content_description=f"Automatic segmentation by a Swin-Unet model ({checkpoint})"[:64],
         series_description=f"Swin-Unet model {checkpoint}"[:64])
-    tmp = path.with_name(f".tmp-{path.name}")
-    try:
-        seg.save_as(tmp)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, seg.save_as)
 
 
 def is_seg_file(path: Union[str, Path]) -> bool:

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..palette import class_colour
+from .atomic import atomic_write
 from .dicom_seg import present_classes
 from .dicom_series import Series, slice_geometry
 
@@ -82,13 +83,7 @@ def write_rtstruct(labels: np.ndarray, series: Series, class_names: Sequence[str
         logger.warning("%s: not written: contours rasterise back with Dice %s (< %.2f)",
                        path.name, ", ".join(f"{n} {v:.3f}" for n, v in failed.items()), MIN_DICE)
         return None, dice
-    tmp = path.with_name(f".tmp-{path.name}")
-    try:
-        structure.ds.save_as(tmp, enforce_file_format=True)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: structure.ds.save_as(tmp, enforce_file_format=True))
     return path, dice
 
 
